@@ -1,0 +1,68 @@
+"""Shared, session-scoped fixtures: offline env, tiny checkpoints, synthetic clips.
+
+One set of tiny checkpoints and clips per test session; tests that need a fresh plugin
+manager build their own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Offline everywhere, before anything imports huggingface_hub / datasets.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A per-session VIDEOLMM_CACHE (clips materialised by tasks land here)."""
+    root = tmp_path_factory.mktemp("videolmm-cache")
+    os.environ["VIDEOLMM_CACHE"] = str(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_next_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random llava_next_video checkpoint (4 visual tokens per 32-px frame)."""
+    from videolmm.models.tiny import build_tiny_llava_next_video
+
+    return build_tiny_llava_next_video(tmp_path_factory.mktemp("tiny-lnv") / "ckpt", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_video_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random video_llava checkpoint (17 visual tokens per 32-px frame)."""
+    from videolmm.models.tiny import build_tiny_video_llava
+
+    return build_tiny_video_llava(tmp_path_factory.mktemp("tiny-vl") / "ckpt", seed=0)
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A few moving-square clips: red→right, blue→up (16 frames, 64 px)."""
+    from videolmm.models.synthetic import write_moving_square_video
+
+    root = tmp_path_factory.mktemp("clips")
+    return {
+        "red_right": write_moving_square_video(root / "red_right.mp4", colour="red", direction="right", seed=1),
+        "blue_up": write_moving_square_video(root / "blue_up.mp4", colour="blue", direction="up", seed=2),
+        "green_left_long": write_moving_square_video(
+            root / "green_left.mp4", colour="green", direction="left", seed=3, num_frames=40
+        ),
+    }
+
+
+@pytest.fixture(scope="session")
+def broken_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random bytes named .mp4."""
+    path = tmp_path_factory.mktemp("broken") / "broken.mp4"
+    path.write_bytes(os.urandom(4096))
+    return path

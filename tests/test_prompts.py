@@ -1,0 +1,78 @@
+"""Byte-exact prompt snapshots per template (strings from the seeds' conversation code)."""
+
+from __future__ import annotations
+
+import pytest
+
+from videolmm.models.errors import PromptError
+from videolmm.models.prompts import BUILTIN_TEMPLATES, build_content
+
+TEMPLATES = {t.name: t for t in BUILTIN_TEMPLATES}
+Q = "What is the man doing?"
+
+SNAPSHOTS = {
+    # LLaVA-NeXT conv_vicuna_v1 (LLaVA-NeXT-Video-7B / 7B-DPO)
+    "vicuna_v1": "A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+    "helpful, detailed, and polite answers to the user's questions. USER: <video>\nWhat is the man doing? "
+    "ASSISTANT:",
+    # LLaVA-Hound conv "v1"
+    "v1": "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the user's questions. USER: <video>\nWhat is the man doing? ASSISTANT:",
+    # Video-LLaVA conv_llava_v1 ("curious human")
+    "llava_v1": "A chat between a curious human and an artificial intelligence assistant. The assistant gives "
+    "helpful, detailed, and polite answers to the human's questions. USER: <video>\nWhat is the man doing? "
+    "ASSISTANT:",
+    # LLaVA-NeXT conv_mistral_direct (34B): no newline after <|im_end|>
+    "mistral_direct": "<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n<video>\n"
+    "What is the man doing?<|im_end|><|im_start|>assistant\n",
+    # LLaVA-NeXT conv_mistral_instruct (7B-32K): LLAMA_2 style with an empty system
+    "mistral_instruct": "[INST] <video>\nWhat is the man doing? [/INST]",
+    # LLaVA-NeXT conv_qwen_1_5 (LLaVA-Video-Qwen2)
+    "qwen_1_5": "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<video>\n"
+    "What is the man doing?<|im_end|>\n<|im_start|>assistant\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SNAPSHOTS))
+def test_template_snapshot(name: str) -> None:
+    content = build_content(Q, ["<video>"])
+    assert TEMPLATES[name].render(content) == SNAPSHOTS[name]
+
+
+def test_every_builtin_template_has_a_snapshot_or_is_chat() -> None:
+    assert {t.name for t in BUILTIN_TEMPLATES if not t.use_chat_template} == set(SNAPSHOTS)
+
+
+def test_system_prompt_override() -> None:
+    out = TEMPLATES["vicuna_v1"].render("<video>\nHi", system="Be brief.")
+    assert out == "Be brief. USER: <video>\nHi ASSISTANT:"
+
+
+def test_mixed_image_and_video_content_order() -> None:
+    assert build_content(Q, ["<image>", "<video>"]) == "<image>\n<video>\n" + Q
+
+
+def test_inline_placeholders_are_kept_when_counts_match() -> None:
+    assert build_content("Compare <video> and <video>.", ["<video>", "<video>"]) == "Compare <video> and <video>."
+
+
+@pytest.mark.parametrize(
+    ("question", "placeholders"),
+    [("<video>\n<video>\nTwo?", ["<video>"]), ("<image> what?", ["<video>"]), ("<video> here", [])],
+)
+def test_placeholder_count_mismatch_raises(question: str, placeholders: list[str]) -> None:
+    with pytest.raises(PromptError, match="placeholder"):
+        build_content(question, placeholders)
+
+
+def test_hf_chat_needs_a_tokenizer() -> None:
+    with pytest.raises(PromptError, match="chat template"):
+        TEMPLATES["hf_chat"].render("<video>\nHi")
+
+
+def test_hf_chat_renders_the_checkpoints_template() -> None:
+    from videolmm.models.tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    out = TEMPLATES["hf_chat"].render("<video>\nWhat colour?", tokenizer=tok)
+    assert out.endswith("USER: <video>\nWhat colour? ASSISTANT:")

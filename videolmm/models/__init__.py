@@ -1,0 +1,1 @@
+"""The core: media, samplers, prompts, families, engine. Never imports lmms-eval or Ray."""

@@ -1,0 +1,1 @@
+"""Built-in model families (each registered by the built-in plugin)."""

@@ -1,0 +1,60 @@
+"""Video-LLaVA-7B on transformers' VideoLlava classes.
+
+Seed behaviour reproduced (../shared/docs/seed-facts.md §1–2): LanguageBind video tower
+(CLIP ViT-L/14 at 224), layer -2, **CLS kept** for video → 257 tokens per frame, 8 frames
+``np.linspace(0, N-1, 8, dtype=int)`` with decord, conversation ``llava_v1`` ("curious
+human"). The seed's ``RandomHorizontalFlipVideo(p=0.5)`` at inference is deliberately not
+reproduced: it makes the seed's own results non-deterministic (documented in docs/models.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from videolmm.models.families.base import Family
+from videolmm.models.types import MediaSettings, SamplingSpec
+
+
+class VideoLlavaFamily(Family):
+    """The ``video_llava`` family."""
+
+    #: Video features keep the CLS token (transformers' get_video_features takes every
+    #: hidden state of the selected layer); LLaVA-Hound overrides this to drop it.
+    keep_video_cls: bool = True
+
+    def default_template(self, config: Any) -> str:
+        return "llava_v1"
+
+    def video_tokens_per_frame(self, config: Any, height: int, width: int) -> int:
+        patch = config.vision_config.patch_size
+        return (height // patch) * (width // patch) + (1 if self.keep_video_cls else 0)
+
+    def build_tiny(self, out_dir: Any, *, seed: int = 0, geometry: str = "tiny") -> Path:
+        from videolmm.models.tiny import build_tiny_video_llava
+
+        return build_tiny_video_llava(out_dir, seed=seed, geometry=geometry)
+
+    def describe(self, config: Any) -> dict[str, Any]:
+        vc = config.vision_config
+        grid = vc.image_size // vc.patch_size
+        return {
+            "vision_tower": f"{vc.model_type} {vc.image_size}px patch {vc.patch_size} ({grid}×{grid} patches)",
+            "vision_feature_layer": config.vision_feature_layer,
+            "video_cls_token": "kept" if self.keep_video_cls else "dropped",
+            "pooling": None,
+            "newline": "none",
+        }
+
+
+VIDEO_LLAVA = VideoLlavaFamily(
+    name="video_llava",
+    description="Video-LLaVA-7B (transformers VideoLlava, CLS kept: 257 tokens/frame)",
+    model_class="transformers.VideoLlavaForConditionalGeneration",
+    processor_class="transformers.VideoLlavaProcessor",
+    model_types=("video_llava",),
+    media=MediaSettings(decoder="decord", sampler="uniform", sampling=SamplingSpec(num_frames=8)),
+    lmms_eval_id=None,  # lmms-eval has a built-in `video_llava`; reach ours via `videolmm,family=video_llava`
+)
+
+__all__ = ["VIDEO_LLAVA", "VideoLlavaFamily"]

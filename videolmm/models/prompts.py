@@ -1,0 +1,139 @@
+"""Conversation templates, byte-exact to the seeds' own code.
+
+A template turns the user *content* (visual placeholders, then the question) into the exact
+prompt string a checkpoint was trained with. The strings below follow the seeds'
+``conversation.py`` (LLaVA-NeXT, Video-LLaVA, LLaVA-Hound) — see docs/models.md and
+``../shared/docs/seed-facts.md`` §1 — and are pinned by snapshot tests.
+
+``hf_chat`` instead renders the checkpoint's own chat template (``tokenizer.apply_chat_template``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from videolmm.models.errors import PromptError
+
+VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+#: The placeholder strings the core understands in user text.
+PLACEHOLDERS = ("<image>", "<video>")
+
+LLAVA_V1_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """One conversation format.
+
+    Attributes:
+        name: registry name (``vicuna_v1``, ``mistral_direct``, ...).
+        format: the single-turn prompt with ``{system}`` and ``{content}`` fields, ending where
+            the assistant's answer starts.
+        system: the default system message (empty when the format has none).
+        description: where the format comes from.
+        use_chat_template: render with the tokenizer's chat template instead of ``format``.
+    """
+
+    name: str
+    format: str = "{content}"
+    system: str = ""
+    description: str = ""
+    use_chat_template: bool = False
+
+    def render(self, content: str, *, system: str | None = None, tokenizer: Any = None) -> str:
+        """Return the prompt for one user turn.
+
+        Args:
+            content: visual placeholders and question, e.g. ``"<video>\\nWhat happens?"``.
+            system: replaces the template's system message when not None.
+            tokenizer: needed only by chat-template templates (``hf_chat``).
+
+        Returns:
+            The full prompt text, ending where generation starts.
+        """
+        sys_msg = self.system if system is None else system
+        if not self.use_chat_template:
+            return self.format.format(system=sys_msg, content=content)
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise PromptError(f"template {self.name!r} needs a tokenizer with a chat template")
+        messages = [{"role": "user", "content": content}]
+        if sys_msg:
+            messages.insert(0, {"role": "system", "content": sys_msg})
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def build_content(question: str, placeholders: Sequence[str]) -> str:
+    """Put one placeholder line per visual before the question, as the seeds do.
+
+    ``build_content("Why?", ["<video>"])`` → ``"<video>\\nWhy?"``. A question that already
+    contains placeholders is used as written; then their count must match the visuals.
+
+    Raises:
+        PromptError: the question holds a different number of placeholders than visuals.
+    """
+    if not any(tok in question for tok in PLACEHOLDERS):
+        return "".join(f"{tok}\n" for tok in placeholders) + question
+    for tok in PLACEHOLDERS:
+        want = sum(1 for p in placeholders if p == tok)
+        have = question.count(tok)
+        if have != want:
+            raise PromptError(
+                f"prompt has {have} {tok} placeholder(s) but the request has {want} matching input(s): "
+                f"{question[:80]!r}"
+            )
+    return question
+
+
+BUILTIN_TEMPLATES: tuple[PromptTemplate, ...] = (
+    PromptTemplate(
+        name="vicuna_v1",
+        format="{system} USER: {content} ASSISTANT:",
+        system=VICUNA_SYSTEM,
+        description="LLaVA-NeXT conv_vicuna_v1 (SeparatorStyle.TWO, sep ' '): LLaVA-NeXT-Video-7B / 7B-DPO",
+    ),
+    PromptTemplate(
+        name="v1",
+        format="{system} USER: {content} ASSISTANT:",
+        system=VICUNA_SYSTEM,
+        description="LLaVA-Hound conv 'v1' (curious user): LLaVA-Hound Pretrain / SFT / DPO",
+    ),
+    PromptTemplate(
+        name="llava_v1",
+        format="{system} USER: {content} ASSISTANT:",
+        system=LLAVA_V1_SYSTEM,
+        description="Video-LLaVA conv_llava_v1 (curious human): Video-LLaVA-7B",
+    ),
+    PromptTemplate(
+        name="mistral_direct",
+        format="<|im_start|>system\n{system}<|im_end|><|im_start|>user\n{content}<|im_end|><|im_start|>assistant\n",
+        system="Answer the questions.",
+        description="LLaVA-NeXT conv_mistral_direct (MPT style, no newline after <|im_end|>): LLaVA-NeXT-Video-34B",
+    ),
+    PromptTemplate(
+        name="mistral_instruct",
+        format="[INST] {content} [/INST]",
+        description="LLaVA-NeXT conv_mistral_instruct (LLAMA_2 style, empty system): LLaVA-NeXT-Video-7B-32K",
+    ),
+    PromptTemplate(
+        name="qwen_1_5",
+        format="<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n",
+        system="You are a helpful assistant.",
+        description="LLaVA-NeXT conv_qwen_1_5 (CHATML): LLaVA-Video-7B/72B-Qwen2",
+    ),
+    PromptTemplate(
+        name="hf_chat",
+        use_chat_template=True,
+        description="the checkpoint's own chat template (tokenizer.apply_chat_template)",
+    ),
+)
+
+
+__all__ = ["BUILTIN_TEMPLATES", "LLAVA_V1_SYSTEM", "PromptTemplate", "VICUNA_SYSTEM", "build_content"]

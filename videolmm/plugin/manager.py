@@ -1,0 +1,225 @@
+"""The plugin manager factory and the component registry built from it.
+
+``get_plugin_manager()`` (pluggy's eggsample pattern) adds the hook specs, registers the
+built-in components as an ordinary plugin, then loads the ``videolmm`` entry-point group:
+
+- ``VIDEOLMM_PLUGINS`` (comma-separated entry-point names) is an allow-list; when it is set,
+  only the named third-party plugins load (set it empty to load none).
+- A plugin that fails to *import* is logged with its name and skipped; the rest load.
+- A plugin whose hooks do not match the specs fails loudly (``PluginValidationError``).
+- Loading is idempotent: the manager is built once per process, and loading entry points
+  again never registers a plugin twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+
+from videolmm.models.errors import RegistryError
+from videolmm.plugin import hookspecs
+from videolmm.plugin.hookspecs import PROJECT_NAME
+
+logger = logging.getLogger(__name__)
+
+#: Entry-point group third-party packages use: ``[project.entry-points.videolmm]``.
+ENTRY_POINT_GROUP = "videolmm"
+#: Allow-list environment variable.
+ALLOW_ENV = "VIDEOLMM_PLUGINS"
+#: Name under which the built-in components are registered.
+BUILTIN_PLUGIN_NAME = "videolmm.builtin"
+
+_lock = threading.Lock()
+_manager: pluggy.PluginManager | None = None
+
+
+def new_plugin_manager(
+    *,
+    builtins: bool = True,
+    load_entrypoints: bool = True,
+    allow: Iterable[str] | None = None,
+) -> pluggy.PluginManager:
+    """Build a fresh plugin manager (tests use this; everything else uses the shared one).
+
+    Args:
+        builtins: register :mod:`videolmm.models.builtin` as a plugin.
+        load_entrypoints: load the ``videolmm`` entry-point group.
+        allow: entry-point names to load; None reads ``VIDEOLMM_PLUGINS`` (unset = all).
+
+    Returns:
+        A ``pluggy.PluginManager`` with the specs added and plugins registered.
+    """
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    if builtins:
+        from videolmm.models import builtin
+
+        pm.register(builtin, name=BUILTIN_PLUGIN_NAME)
+    if load_entrypoints:
+        load_entrypoint_plugins(pm, allow=allow)
+    pm.check_pending()
+    return pm
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """Return the process-wide plugin manager, building it on first use (thread-safe)."""
+    global _manager
+    with _lock:
+        if _manager is None:
+            _manager = new_plugin_manager()
+        return _manager
+
+
+def _allowed_names(allow: Iterable[str] | None) -> set[str] | None:
+    if allow is not None:
+        return set(allow)
+    raw = os.environ.get(ALLOW_ENV)
+    if raw is None:
+        return None
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def _entry_points() -> list[EntryPoint]:
+    return sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+
+
+def load_entrypoint_plugins(pm: pluggy.PluginManager, *, allow: Iterable[str] | None = None) -> list[str]:
+    """Load and register the ``videolmm`` entry points into ``pm``.
+
+    Args:
+        pm: the manager to register into.
+        allow: entry-point names to load; None reads ``VIDEOLMM_PLUGINS`` (unset = all).
+
+    Returns:
+        The names of the plugins registered by this call.
+
+    Raises:
+        pluggy.PluginValidationError: a plugin's hook implementations do not match the specs.
+    """
+    allowed = _allowed_names(allow)
+    loaded: list[str] = []
+    for ep in _entry_points():
+        if allowed is not None and ep.name not in allowed:
+            logger.debug("videolmm plugin %r not in %s; skipped", ep.name, ALLOW_ENV)
+            continue
+        if pm.has_plugin(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception:
+            logger.exception("videolmm plugin %r (%s) failed to load; skipped", ep.name, ep.value)
+            continue
+        pm.register(plugin, name=ep.name)  # spec mismatches raise here, loudly
+        loaded.append(ep.name)
+    return loaded
+
+
+@dataclass
+class Registry:
+    """Named components collected from every plugin's register hooks.
+
+    Attributes:
+        families: family name → :class:`~videolmm.models.families.base.Family`.
+        decoders: decoder name → decoder.
+        samplers: sampler name → sampler callable.
+        templates: template name → :class:`~videolmm.models.prompts.PromptTemplate`.
+        owners: ``"kind:name"`` → name of the plugin that registered it.
+    """
+
+    families: dict[str, Any] = field(default_factory=dict)
+    decoders: dict[str, Any] = field(default_factory=dict)
+    samplers: dict[str, Any] = field(default_factory=dict)
+    templates: dict[str, Any] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+
+    def _get(self, kind: str, table: Mapping[str, Any], name: str) -> Any:
+        try:
+            return table[name]
+        except KeyError:
+            known = ", ".join(sorted(table)) or "none"
+            raise RegistryError(f"unknown {kind} {name!r}; registered {kind}s: {known}") from None
+
+    def family(self, name: str) -> Any:
+        """Return the family registered as ``name`` or raise ``RegistryError`` listing names."""
+        return self._get("family", self.families, name)
+
+    def decoder(self, name: str) -> Any:
+        """Return the decoder registered as ``name``."""
+        return self._get("decoder", self.decoders, name)
+
+    def sampler(self, name: str) -> Any:
+        """Return the sampler registered as ``name``."""
+        return self._get("sampler", self.samplers, name)
+
+    def template(self, name: str) -> Any:
+        """Return the prompt template registered as ``name``."""
+        return self._get("template", self.templates, name)
+
+
+def _collect(pm: pluggy.PluginManager, hook_name: str, kind: str, table: dict[str, Any], owners: dict[str, str]) -> None:
+    """Call every implementation of a register hook with a callback that knows its plugin."""
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+
+        def register(*args: Any, _plugin: str = impl.plugin_name) -> None:
+            if len(args) == 1:  # register(obj) with obj.name
+                name, obj = args[0].name, args[0]
+            else:
+                name, obj = args
+            key = f"{kind}:{name}"
+            if name in table:
+                raise RegistryError(
+                    f"{kind} {name!r} registered twice: by plugin {owners[key]!r} and by plugin {_plugin!r}"
+                )
+            table[name] = obj
+            owners[key] = _plugin
+
+        kwargs = {"register": register}
+        impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+
+
+def build_registry(pm: pluggy.PluginManager) -> Registry:
+    """Collect families, decoders, samplers and templates from every plugin in ``pm``.
+
+    Raises:
+        RegistryError: two plugins registered the same name of the same kind.
+    """
+    reg = Registry()
+    _collect(pm, "register_families", "family", reg.families, reg.owners)
+    _collect(pm, "register_decoders", "decoder", reg.decoders, reg.owners)
+    _collect(pm, "register_samplers", "sampler", reg.samplers, reg.owners)
+    _collect(pm, "register_prompt_templates", "template", reg.templates, reg.owners)
+    return reg
+
+
+_registries: weakref.WeakKeyDictionary[pluggy.PluginManager, Registry] = weakref.WeakKeyDictionary()
+
+
+def get_registry(pm: pluggy.PluginManager | None = None) -> Registry:
+    """Return the registry for ``pm`` (default: the shared manager), built once per manager."""
+    pm = pm or get_plugin_manager()
+    with _lock:
+        reg = _registries.get(pm)
+        if reg is None:
+            reg = _registries[pm] = build_registry(pm)
+        return reg
+
+
+__all__ = [
+    "ALLOW_ENV",
+    "BUILTIN_PLUGIN_NAME",
+    "ENTRY_POINT_GROUP",
+    "Registry",
+    "build_registry",
+    "get_plugin_manager",
+    "get_registry",
+    "load_entrypoint_plugins",
+    "new_plugin_manager",
+]
