@@ -1,0 +1,185 @@
+"""``videolmm`` command line: tiny checkpoints, inspection, one-off generation, plugins.
+
+    videolmm tiny --family llava_next_video --out ckpt/        # build a tiny checkpoint offline
+    videolmm inspect ckpt/ --video clip.mp4 --frames 8         # effective settings as JSON
+    videolmm generate ckpt/ --video clip.mp4 --question "..."  # answer one question
+    videolmm plugins                                            # registered components
+
+Flags mirror the seeds' video demo script; their original spellings are accepted as aliases
+(``--for_get_frames_num``, ``--conv-mode``, ``--mm_spatial_pool_stride``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pretrained", help="checkpoint directory or hub id")
+    p.add_argument("--family", help="model family (default: detected from config.json)")
+    p.add_argument("--template", "--conv-mode", dest="template", help="conversation template name")
+    p.add_argument("--system-prompt", help="replace the template's system message")
+    p.add_argument("--decoder", "--video-decode-backend", dest="decoder", help="video decoder name")
+    p.add_argument("--sampler", help="frame sampler name")
+    p.add_argument(
+        "--frames", "--num-frames", "--for_get_frames_num", dest="frames", type=int, help="frames to sample"
+    )
+    p.add_argument("--fps", type=float, help="sampling rate for rate-based samplers")
+    p.add_argument("--force-sample", dest="force_sample", action="store_true", default=None)
+    p.add_argument("--reverse-frames", dest="reverse_frames", action="store_true", default=None)
+    p.add_argument(
+        "--spatial-pool-stride", "--mm_spatial_pool_stride", dest="spatial_pool_stride", type=int, default=None
+    )
+    p.add_argument("--spatial-pool-mode", "--mm_spatial_pool_mode", dest="spatial_pool_mode", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--attn-implementation", default=None)
+    p.add_argument("--load-4bit", "--load_4bit", dest="load_4bit", action="store_true")
+    p.add_argument("--load-8bit", "--load_8bit", dest="load_8bit", action="store_true")
+
+
+def _engine(args: argparse.Namespace, *, load_model: bool) -> Any:
+    from videolmm.models.engine import Engine
+    from videolmm.models.families.base import LoadOptions
+
+    options = {
+        k: v
+        for k, v in (("spatial_pool_stride", args.spatial_pool_stride), ("spatial_pool_mode", args.spatial_pool_mode))
+        if v is not None
+    }
+    quant = "4bit" if args.load_4bit else "8bit" if args.load_8bit else None
+    return Engine.from_pretrained(
+        args.pretrained,
+        family=args.family,
+        template=args.template,
+        system_prompt=args.system_prompt,
+        decoder=args.decoder,
+        sampler=args.sampler,
+        num_frames=args.frames,
+        fps=args.fps,
+        force_sample=args.force_sample,
+        reverse_frames=args.reverse_frames,
+        family_options=options,
+        load=LoadOptions(
+            device=args.device, dtype=args.dtype, attn_implementation=args.attn_implementation, quantization=quant
+        ),
+        load_model=load_model,
+    )
+
+
+def cmd_tiny(args: argparse.Namespace) -> int:
+    from videolmm.plugin.manager import get_registry
+
+    family = get_registry().family(args.family)
+    print(family.build_tiny(args.out, seed=args.seed, geometry=args.geometry))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from videolmm.models.types import Request
+
+    engine = _engine(args, load_model=False)
+    request = Request(question=args.question, videos=(args.video,)) if args.video else None
+    print(json.dumps(engine.describe(request), indent=2, default=str))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from videolmm.models.types import GenerationSettings, Request
+
+    engine = _engine(args, load_model=True)
+    gen = GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        num_beams=args.num_beams,
+        stop=tuple(args.stop or ()),
+        seed=args.seed,
+    )
+    videos = tuple(args.video or ())
+    images = tuple(args.image or ())
+    result = engine.generate([Request(question=args.question, videos=videos, images=images, generation=gen)])[0]
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(result), indent=2, default=str))
+    elif result.ok:
+        print(result.text)
+    else:
+        print(f"error: {result.error}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from videolmm.plugin.manager import get_plugin_manager, get_registry
+
+    pm = get_plugin_manager()
+    reg = get_registry(pm)
+    out = {
+        "plugins": sorted(name for name, _ in pm.list_name_plugin()),
+        "families": {n: reg.owners[f"family:{n}"] for n in sorted(reg.families)},
+        "decoders": {n: reg.owners[f"decoder:{n}"] for n in sorted(reg.decoders)},
+        "samplers": {n: reg.owners[f"sampler:{n}"] for n in sorted(reg.samplers)},
+        "templates": {n: reg.owners[f"template:{n}"] for n in sorted(reg.templates)},
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videolmm", description="Evaluate and serve LLaVA-family video LMMs faithfully."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("tiny", help="build a deterministic tiny checkpoint of a family, offline")
+    p.add_argument("--family", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--geometry", default="tiny", choices=["tiny", "published"],
+                   help="tiny: 32px frames; published: the real checkpoints' vision geometry, tiny widths")
+    p.set_defaults(func=cmd_tiny)
+
+    p = sub.add_parser("inspect", help="print the effective settings (family, sampler, prompt, tokens) as JSON")
+    _add_engine_args(p)
+    p.add_argument("--video", help="a video to sample and count tokens for")
+    p.add_argument("--question", default="Describe the video.")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("generate", help="answer one question about a video (or images)")
+    _add_engine_args(p)
+    p.add_argument("--video", action="append", help="video path (repeatable)")
+    p.add_argument("--image", action="append", help="image path (repeatable)")
+    p.add_argument("--question", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--stop", action="append")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("plugins", help="list plugins and the components each registered")
+    p.set_defaults(func=cmd_plugins)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``videolmm`` command."""
+    from videolmm.models.errors import VideoLMMError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VideoLMMError as exc:
+        print(f"videolmm: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""lmms-eval model discovery (entry-point group ``lmms_eval.models``).
+
+Returns :class:`ModelManifest` objects with *string* class paths, so discovery imports
+neither torch nor the core. lmms-eval loads entry-point manifests with ``overwrite=True``
+after its built-ins, so an id that collides with a built-in would silently replace it; our
+ids are chosen not to (``tests/test_lmms_eval_plugin.py`` checks every one against the
+pinned release).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: lmms-eval model id → class path. ``videolmm`` is generic (family detected from the
+#: checkpoint, or ``family=NAME``), the others fix their family.
+MODEL_IDS: dict[str, str] = {
+    "videolmm": "videolmm.eval.model.VideoLMM",
+    "llava_next_video": "videolmm.eval.model.LlavaNextVideo",
+}
+
+
+def manifests() -> list[Any]:
+    """Entry-point payload: one ``ModelManifest`` per model id.
+
+    Also installs the task-folder bridge (:mod:`videolmm.eval.task_bridge`), since this is
+    the one piece of videolmm that lmms-eval runs before it indexes tasks.
+    """
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    from videolmm.eval import task_bridge
+
+    task_bridge.install()
+    return [ModelManifest(model_id=mid, simple_class_path=path) for mid, path in MODEL_IDS.items()]

@@ -1,0 +1,101 @@
+"""The task-folder bridge: ``lmms-eval --tasks videolmm_demo`` with no flag and no env var.
+
+lmms-eval 0.7.x indexes task YAMLs only from its own ``tasks/`` folder and ``--include_path``;
+it has no entry-point group for tasks, and its ``LMMS_EVAL_PLUGINS`` task path is added after
+the ``TaskManager`` is built. This module adds the smallest missing piece: task folders
+declared in the entry-point group ``lmms_eval.tasks`` (value = an importable package whose
+folder holds task YAMLs) are indexed alongside lmms-eval's defaults.
+
+How: ``TaskManager.initialize_tasks`` (public, documented parameters ``include_path`` and
+``include_defaults``) is wrapped once so that, when defaults are included, the entry-point
+folders are appended to ``include_path``. Nothing else is touched. The wrapper is installed
+only for the lmms-eval versions in :data:`SUPPORTED` and only when the method's signature is
+the expected one; otherwise a warning says to use ``--include_path`` (the plain alternative).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+from importlib.metadata import PackageNotFoundError, entry_points, version
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+TASK_ENTRY_POINT_GROUP = "lmms_eval.tasks"
+#: lmms-eval versions whose TaskManager this bridge was written and tested against.
+SUPPORTED = ((0, 7, 3), (0, 8, 0))  # [min, max)
+_MARK = "__videolmm_task_bridge__"
+
+
+def task_folders() -> list[str]:
+    """Folders of every package declared in the ``lmms_eval.tasks`` entry-point group."""
+    folders: list[str] = []
+    for ep in sorted(entry_points(group=TASK_ENTRY_POINT_GROUP), key=lambda e: e.name):
+        spec = importlib.util.find_spec(ep.value)
+        if spec is None or not spec.submodule_search_locations:
+            logger.warning("lmms_eval.tasks entry point %r: %r is not a package; skipped", ep.name, ep.value)
+            continue
+        folders.append(str(list(spec.submodule_search_locations)[0]))
+    return folders
+
+
+def _parse(ver: str) -> tuple[int, ...]:
+    parts = []
+    for piece in ver.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def is_supported(lmms_eval_version: str) -> bool:
+    """True when the bridge is known to fit this lmms-eval version."""
+    low, high = SUPPORTED
+    return low <= _parse(lmms_eval_version) < high
+
+
+def install(task_manager_cls: Any = None) -> bool:
+    """Wrap ``TaskManager.initialize_tasks`` once. Returns True when the bridge is active."""
+    try:
+        installed = version("lmms-eval")
+    except PackageNotFoundError:
+        return False
+    if task_manager_cls is None:
+        from lmms_eval.tasks import TaskManager as task_manager_cls
+    original = task_manager_cls.initialize_tasks
+    if getattr(original, _MARK, False):
+        return True
+    params = list(inspect.signature(original).parameters)
+    if not is_supported(installed) or params[:3] != ["self", "include_path", "include_defaults"]:
+        logger.warning(
+            "videolmm task bridge not installed for lmms-eval %s (supported %s..%s); "
+            "pass --include_path %s to find videolmm's tasks",
+            installed,
+            ".".join(map(str, SUPPORTED[0])),
+            ".".join(map(str, SUPPORTED[1])),
+            " ".join(task_folders()),
+        )
+        return False
+
+    def initialize_tasks(self: Any, include_path: Any = None, include_defaults: bool = True) -> Any:
+        if include_defaults:
+            paths = [include_path] if isinstance(include_path, str) else list(include_path or [])
+            paths += [p for p in task_folders() if p not in paths]
+            include_path = paths
+        return original(self, include_path=include_path, include_defaults=include_defaults)
+
+    setattr(initialize_tasks, _MARK, True)
+    initialize_tasks.__wrapped__ = original  # type: ignore[attr-defined]
+    initialize_tasks.__doc__ = original.__doc__
+    task_manager_cls.initialize_tasks = initialize_tasks
+    return True
+
+
+def uninstall(task_manager_cls: Any = None) -> None:
+    """Undo :func:`install` (tests use this)."""
+    if task_manager_cls is None:
+        from lmms_eval.tasks import TaskManager as task_manager_cls
+    current = task_manager_cls.initialize_tasks
+    if getattr(current, _MARK, False):
+        task_manager_cls.initialize_tasks = current.__wrapped__

@@ -1,0 +1,68 @@
+"""The built-in plugin: videolmm's own families, decoders, samplers and templates.
+
+Registered by the plugin manager like any third-party plugin (name ``videolmm.builtin``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from videolmm.plugin import hookimpl
+
+
+def _families() -> list[Any]:
+    from videolmm.models.families.llava_next_video import LLAVA_NEXT_VIDEO
+    from videolmm.models.families.video_llava import VIDEO_LLAVA
+
+    return [LLAVA_NEXT_VIDEO, VIDEO_LLAVA]
+
+
+@hookimpl
+def register_families(register: Callable[[Any], None]) -> None:
+    """Register llava_next_video and video_llava."""
+    for family in _families():
+        register(family)
+
+
+@hookimpl
+def register_decoders(register: Callable[[str, Any], None]) -> None:
+    """Register decord, pyav, torchcodec, frames (a directory) and images (a list)."""
+    from videolmm.models.media import builtin_decoders
+
+    for name, decoder in builtin_decoders().items():
+        register(name, decoder)
+
+
+@hookimpl
+def register_samplers(register: Callable[[str, Any], None]) -> None:
+    """Register uniform, fps (LLaVA-Video) and hound (LLaVA-Hound)."""
+    from videolmm.models.samplers import BUILTIN_SAMPLERS
+
+    for name, sampler in BUILTIN_SAMPLERS.items():
+        register(name, sampler)
+
+
+@hookimpl
+def register_prompt_templates(register: Callable[[Any], None]) -> None:
+    """Register the seeds' conversation templates and hf_chat."""
+    from videolmm.models.prompts import BUILTIN_TEMPLATES
+
+    for template in BUILTIN_TEMPLATES:
+        register(template)
+
+
+@hookimpl(trylast=True)
+def resolve_family(config: Mapping[str, Any], pretrained: str) -> str | None:
+    """Match ``config['model_type']`` against the built-in families' model types."""
+    model_type = config.get("model_type")
+    for family in _families():
+        if model_type in family.model_types:
+            return family.name
+    return None
+
+
+@hookimpl(trylast=True)
+def generate_batch(engine: Any, batch: Any) -> Sequence[Any]:
+    """Run the model: ``engine.run_batch(batch)``."""
+    return engine.run_batch(batch)

@@ -1,0 +1,586 @@
+"""The engine: decode → sample → preprocess → prompt → batched generate, one result per request.
+
+One ``Engine`` wraps one checkpoint. Both integrations (lmms-eval and the Serve app) build
+``Request`` objects and call :meth:`Engine.generate` / :meth:`Engine.loglikelihood`, so the
+same request gives the same answer on both paths.
+
+Failure isolation: a request whose media cannot be decoded, or whose prompt does not match
+its inputs, gets a ``Result`` with ``error`` set ("ErrorType: source: reason"); the other
+requests of the batch still run. A batch that fails as a whole is retried one request at a
+time so that only the culprit fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from videolmm.models import media as media_mod
+from videolmm.models.errors import ConfigError, PromptError, TokenCountMismatch
+from videolmm.models.images import load_image
+from videolmm.models.families.base import Family, LoadOptions, read_config_dict
+from videolmm.models.prompts import build_content
+from videolmm.models.types import (
+    Frames,
+    GenerationSettings,
+    MediaSettings,
+    Request,
+    Result,
+    SamplingSpec,
+    Usage,
+)
+
+logger = logging.getLogger(__name__)
+
+CANONICAL_VIDEO = "<video>"
+CANONICAL_IMAGE = "<image>"
+
+
+def error_text(exc: BaseException) -> str:
+    """``"ErrorType: message"`` — the form every per-sample error takes."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class DecodedRequest:
+    """A request with its media decoded (or the reason it could not be).
+
+    Attributes:
+        request: the original request.
+        videos: one :class:`Frames` per video source, in order.
+        images: RGB images as ``(H, W, 3)`` uint8 arrays, in order.
+        error: ``"ErrorType: message"`` when decoding failed, else None.
+        decode_seconds: wall time spent decoding this request's media.
+    """
+
+    request: Request
+    videos: tuple[Frames, ...] = ()
+    images: tuple[np.ndarray, ...] = ()
+    error: str | None = None
+    decode_seconds: float = 0.0
+
+
+@dataclass
+class PreparedBatch:
+    """Requests that share visual shapes and generation settings, ready for the model.
+
+    Attributes:
+        items: the decoded requests, in batch order.
+        prompts: the rendered prompt of each item.
+        inputs: processor output (``input_ids`` ``(B, L)`` left-padded, ``attention_mask``,
+            ``pixel_values_videos`` ``(B, T, 3, H, W)`` and/or image tensors) on the model's
+            device.
+        visual_tokens: visual placeholder tokens per item (checked against the config).
+        generation: the batch's shared generation settings.
+        timings: seconds spent per stage for the whole batch.
+    """
+
+    items: list[DecodedRequest]
+    prompts: list[str]
+    inputs: Any
+    visual_tokens: list[int]
+    generation: GenerationSettings
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The effective settings of an engine: everything that decides the model's input.
+
+    Attributes:
+        pretrained: checkpoint path or hub id.
+        family: family name.
+        template: conversation template name.
+        system_prompt: replacement system message, or None for the template's own.
+        media: decoder, sampler and sampling numbers.
+        family_options: family-specific options as applied to the config.
+        load: device, dtype and quantisation.
+    """
+
+    pretrained: str
+    family: str
+    template: str
+    system_prompt: str | None
+    media: MediaSettings
+    family_options: Mapping[str, Any]
+    load: LoadOptions
+
+
+class Engine:
+    """One checkpoint, ready to answer :class:`Request` batches.
+
+    Build with :meth:`from_pretrained`. ``model`` may be None (``load_model=False``) for
+    inspection: everything up to the model call (decode, prompt, token counts) still works.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: EngineSettings,
+        family: Family,
+        config: Any,
+        processor: Any,
+        model: Any,
+        pm: Any,
+        registry: Any,
+    ) -> None:
+        self.settings = settings
+        self.family = family
+        self.config = config
+        self.processor = processor
+        self.model = model
+        self.pm = pm
+        self.registry = registry
+        self.template = registry.template(settings.template)
+        registry.decoder(settings.media.decoder)  # fail early on unknown names
+        registry.sampler(settings.media.sampler)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained: str,
+        *,
+        family: str | None = None,
+        template: str | None = None,
+        system_prompt: str | None = None,
+        decoder: str | None = None,
+        sampler: str | None = None,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        force_sample: bool | None = None,
+        reverse_frames: bool | None = None,
+        family_options: Mapping[str, Any] | None = None,
+        load: LoadOptions | None = None,
+        load_model: bool = True,
+        pm: Any = None,
+    ) -> Engine:
+        """Load a checkpoint with the seed's defaults, each overridable.
+
+        Args:
+            pretrained: local directory or hub id.
+            family: family name; None detects it from ``config.json`` (``resolve_family`` hook).
+            template: conversation template; None takes the family's choice for this checkpoint.
+            system_prompt: replaces the template's system message.
+            decoder, sampler, num_frames, fps, force_sample, reverse_frames: media overrides.
+            family_options: family-specific options (e.g. ``spatial_pool_stride``).
+            load: device, dtype, attention and quantisation options.
+            load_model: False loads config and processor only (for ``videolmm inspect``).
+            pm: plugin manager; None uses the shared one.
+
+        Raises:
+            ConfigError / RegistryError: a name or option is unknown (the message lists the
+                known ones).
+        """
+        from videolmm.plugin.manager import get_plugin_manager, get_registry
+
+        pm = pm or get_plugin_manager()
+        registry = get_registry(pm)
+        load = load or LoadOptions()
+        if family is None:
+            family = detect_family(pretrained, pm=pm, revision=load.revision)
+        fam: Family = registry.family(family)
+        options = fam.check_options(family_options or {})
+
+        config = fam.load_config(pretrained, load)
+        fam.apply_options(config, {k: v for k, v in options.items() if v is not None})
+        processor = fam.load_processor(pretrained, config, load)
+
+        base = fam.media
+        spec = SamplingSpec(
+            num_frames=int(num_frames) if num_frames is not None else base.sampling.num_frames,
+            fps=float(fps) if fps is not None else base.sampling.fps,
+            force_sample=bool(force_sample) if force_sample is not None else base.sampling.force_sample,
+            reverse=bool(reverse_frames) if reverse_frames is not None else base.sampling.reverse,
+        )
+        if spec.num_frames < 1:
+            raise ConfigError(f"num_frames={spec.num_frames}: must be >= 1")
+        media = MediaSettings(decoder=decoder or base.decoder, sampler=sampler or base.sampler, sampling=spec)
+        settings = EngineSettings(
+            pretrained=str(pretrained),
+            family=fam.name,
+            template=template or fam.default_template(config),
+            system_prompt=system_prompt,
+            media=media,
+            family_options=fam.effective_options(config),
+            load=load,
+        )
+        model = fam.load_model(pretrained, config, load) if load_model else None
+        return cls(
+            settings=settings, family=fam, config=config, processor=processor, model=model, pm=pm, registry=registry
+        )
+
+    # ------------------------------------------------------------------ media
+
+    def media_for(self, request: Request) -> MediaSettings:
+        """The media settings a request runs with (its own override, else the engine's)."""
+        return request.media or self.settings.media
+
+    def load_video(self, source: Any, media: MediaSettings | None = None) -> Frames:
+        """Decode and sample one video source with the engine's (or the given) settings."""
+        media = media or self.settings.media
+        name = media_mod.resolve_decoder_name(source, media.decoder)
+        return media_mod.load_frames(
+            source,
+            decoder=self.registry.decoder(name),
+            sampler=self.registry.sampler(media.sampler),
+            spec=media.sampling,
+            sampler_name=media.sampler,
+        )
+
+    def decode(self, request: Request | DecodedRequest) -> DecodedRequest:
+        """Decode a request's videos and images; a failure is recorded, never raised."""
+        if isinstance(request, DecodedRequest):
+            return request
+        start = time.perf_counter()
+        try:
+            media = self.media_for(request)
+            videos = tuple(self.load_video(src, media) for src in request.videos)
+            images = tuple(load_image(img) for img in request.images)
+        except Exception as exc:  # isolate: this request fails, the batch goes on
+            logger.warning("request %s: media failed: %s", request.request_id or "-", error_text(exc))
+            return DecodedRequest(request, error=error_text(exc), decode_seconds=time.perf_counter() - start)
+        return DecodedRequest(request, videos, images, decode_seconds=time.perf_counter() - start)
+
+    # ------------------------------------------------------------------ prompt
+
+    def render_prompt(self, request: Request, videos: Sequence[Frames] = (), continuation: str = "") -> str:
+        """The exact prompt text for a request (placeholders in the processor's tokens)."""
+        placeholders = [CANONICAL_IMAGE] * len(request.images) + [CANONICAL_VIDEO] * len(request.videos)
+        question = request.question
+        extras = self.family.content_extras(videos[0]) if videos else None
+        if extras:
+            question = f"{extras}\n{question}"
+        content = build_content(question, placeholders)
+        prompt = self.template.render(content, system=self.settings.system_prompt, tokenizer=self.processor.tokenizer)
+        video_tok = getattr(self.processor, "video_token", CANONICAL_VIDEO)
+        image_tok = getattr(self.processor, "image_token", CANONICAL_IMAGE)
+        if video_tok != CANONICAL_VIDEO:
+            prompt = prompt.replace(CANONICAL_VIDEO, video_tok)
+        if image_tok != CANONICAL_IMAGE:
+            prompt = prompt.replace(CANONICAL_IMAGE, image_tok)
+        return prompt + continuation
+
+    def expected_video_tokens(self, videos: Sequence[Frames], pixel_values_videos: Any) -> int:
+        """Visual tokens the config implies for these videos at their processed size."""
+        height, width = (int(x) for x in pixel_values_videos.shape[-2:])
+        return sum(self.family.video_tokens(self.config, v.num_frames, height, width) for v in videos)
+
+    # ------------------------------------------------------------------ preprocessing
+
+    def _processor_inputs(self, items: Sequence[DecodedRequest], prompts: list[str]) -> Any:
+        kwargs: dict[str, Any] = {"text": prompts, "return_tensors": "pt", "padding": True}
+        videos = [v.array for it in items for v in it.videos]
+        images = [img for it in items for img in it.images]
+        if videos:
+            kwargs["videos"] = videos
+        if images:
+            kwargs["images"] = images
+        return self.processor(**kwargs)
+
+    def _check_visual_tokens(self, items: Sequence[DecodedRequest], inputs: Any) -> list[int]:
+        ids = inputs["input_ids"]
+        video_id = _token_id(self.processor, "video")
+        image_id = _token_id(self.processor, "image")
+        counts: list[int] = []
+        pv = inputs.get("pixel_values_videos")
+        for row, item in enumerate(items):
+            n_video = int((ids[row] == video_id).sum()) if video_id is not None else 0
+            n_image = int((ids[row] == image_id).sum()) if image_id is not None else 0
+            if item.videos:
+                want = self.expected_video_tokens(item.videos, pv)
+                if n_video != want:
+                    raise TokenCountMismatch(
+                        f"{self.settings.pretrained}: the processor inserted {n_video} video tokens but the config "
+                        f"implies {want} ({self.family.name}, {len(item.videos)} video(s) of "
+                        f"{item.videos[0].num_frames} frames)"
+                    )
+            counts.append(n_video + n_image)
+        return counts
+
+    def prepare(self, items: Sequence[DecodedRequest], generation: GenerationSettings) -> PreparedBatch:
+        """Render prompts and run the processor for requests that share visual shapes."""
+        start = time.perf_counter()
+        prompts = [self.render_prompt(it.request, it.videos) for it in items]
+        inputs = self._processor_inputs(items, prompts)
+        visual_tokens = self._check_visual_tokens(items, inputs)
+        if self.model is not None:
+            inputs = _to_device(inputs, self.model)
+        return PreparedBatch(
+            list(items), prompts, inputs, visual_tokens, generation, {"preprocess": time.perf_counter() - start}
+        )
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, requests: Sequence[Request | DecodedRequest], batch_size: int = 8) -> list[Result]:
+        """Answer requests in batches of at most ``batch_size``; one result per request, in order.
+
+        Requests are grouped by visual shapes and generation settings (a batch must share
+        them); each group runs through the ``generate_batch`` hook.
+        """
+        self._require_model()
+        decoded = [self.decode(r) for r in requests]
+        results: list[Result | None] = [None] * len(decoded)
+        groups: dict[Any, list[int]] = defaultdict(list)
+        for i, item in enumerate(decoded):
+            if item.error is not None:
+                results[i] = _failed(item, item.error)
+            else:
+                groups[_group_key(item)].append(i)
+        for indices in groups.values():
+            for chunk in _chunks(indices, max(1, batch_size)):
+                for i, res in zip(chunk, self._run_isolated([decoded[i] for i in chunk]), strict=True):
+                    results[i] = res
+        return [r for r in results if r is not None]
+
+    def _run_isolated(self, items: list[DecodedRequest]) -> list[Result]:
+        try:
+            batch = self.prepare(items, items[0].request.generation)
+            out = self.pm.hook.generate_batch(engine=self, batch=batch)
+            if out is None or len(out) != len(items):
+                raise RuntimeError("generate_batch returned no result for some requests")
+            return list(out)
+        except Exception as exc:  # isolate: retry one by one so only the culprit fails
+            if len(items) > 1:
+                logger.warning("batch of %d failed (%s); retrying one by one", len(items), error_text(exc))
+                return [res for it in items for res in self._run_isolated([it])]
+            logger.warning("request %s failed: %s", items[0].request.request_id or "-", error_text(exc))
+            return [_failed(items[0], error_text(exc))]
+
+    def run_batch(self, batch: PreparedBatch) -> list[Result]:
+        """Call ``model.generate`` on a prepared batch (the built-in ``generate_batch``)."""
+        import torch
+
+        gen = batch.generation
+        tokenizer = self.processor.tokenizer
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": gen.max_new_tokens,
+            "do_sample": gen.do_sample,
+            "num_beams": gen.num_beams,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+        if gen.do_sample:
+            kwargs["temperature"] = gen.temperature
+            if gen.top_p is not None:
+                kwargs["top_p"] = gen.top_p
+        else:  # silence sampling defaults a checkpoint's generation_config may carry
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if gen.stop:
+            kwargs.update(stop_strings=list(gen.stop), tokenizer=tokenizer)
+        if gen.seed is not None:
+            torch.manual_seed(gen.seed)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(**batch.inputs, **kwargs)
+        elapsed = time.perf_counter() - start
+        prompt_len = batch.inputs["input_ids"].shape[1]
+        new_tokens = out[:, prompt_len:]
+        stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+        mask = batch.inputs["attention_mask"]
+        results = []
+        for row, item in enumerate(batch.items):
+            ids = new_tokens[row].tolist()
+            n = next((k for k, t in enumerate(ids) if t in stop_ids), len(ids))
+            text = cut_at_stop(tokenizer.decode(ids[:n], skip_special_tokens=True), gen.stop)
+            results.append(
+                Result(
+                    request_id=item.request.request_id,
+                    text=text.strip(),
+                    usage=Usage(int(mask[row].sum()), n, batch.visual_tokens[row]),
+                    prompt=batch.prompts[row],
+                    timings={"decode": item.decode_seconds, **batch.timings, "generate": elapsed},
+                    frames=tuple(v.indices for v in item.videos),
+                )
+            )
+        return results
+
+    # ------------------------------------------------------------------ log-likelihood
+
+    def loglikelihood(self, requests: Sequence[Request | DecodedRequest]) -> list[Result]:
+        """Summed log-probability of each request's ``continuation`` after its prompt."""
+        self._require_model()
+        return [self._loglikelihood_one(self.decode(r)) for r in requests]
+
+    def _loglikelihood_one(self, item: DecodedRequest) -> Result:
+        import torch
+
+        if item.error is not None:
+            return _failed(item, item.error)
+        cont = item.request.continuation
+        try:
+            if not cont:
+                raise PromptError("log-likelihood request without a continuation")
+            ctx = self.prepare([item], item.request.generation)
+            full_prompt = ctx.prompts[0] + cont
+            full = _to_device(self._processor_inputs([item], [full_prompt]), self.model)
+            ctx_len = ctx.inputs["input_ids"].shape[1]
+            ids = full["input_ids"]
+            if ids.shape[1] <= ctx_len:
+                raise PromptError(f"continuation {cont!r} adds no tokens after the prompt")
+            with torch.inference_mode():
+                logits = self.model(**full).logits[0, ctx_len - 1 : -1].float()
+            targets = ids[0, ctx_len:]
+            logprobs = torch.log_softmax(logits, dim=-1)
+            total = float(logprobs.gather(-1, targets[:, None]).sum())
+            greedy = bool((logits.argmax(-1) == targets).all())
+        except Exception as exc:  # isolate this request
+            logger.warning("request %s failed: %s", item.request.request_id or "-", error_text(exc))
+            return _failed(item, error_text(exc))
+        return Result(
+            request_id=item.request.request_id,
+            text=cont,
+            logprob=total,
+            is_greedy=greedy,
+            usage=Usage(int(ids.shape[1]), 0, ctx.visual_tokens[0]),
+            prompt=ctx.prompts[0],
+            frames=tuple(v.indices for v in item.videos),
+        )
+
+    # ------------------------------------------------------------------ inspection
+
+    def describe(self, request: Request | None = None) -> dict[str, Any]:
+        """Effective settings as a JSON-ready dict; with a request, also its sampled frames,
+        rendered prompt and visual token counts."""
+        s = self.settings
+        out: dict[str, Any] = {
+            "pretrained": s.pretrained,
+            "family": s.family,
+            "model_class": self.family.model_class,
+            "template": s.template,
+            "system_prompt": s.system_prompt if s.system_prompt is not None else self.template.system,
+            "decoder": s.media.decoder,
+            "sampler": s.media.sampler,
+            "sampling": {
+                "num_frames": s.media.sampling.num_frames,
+                "fps": s.media.sampling.fps,
+                "force_sample": s.media.sampling.force_sample,
+                "reverse": s.media.sampling.reverse,
+            },
+            "family_options": dict(s.family_options),
+            **self.family.describe(self.config),
+            "processed_frame_size": list(self.family.processed_frame_size(self.processor)),
+        }
+        h, w = self.family.processed_frame_size(self.processor)
+        out["visual_tokens_per_frame"] = self.family.video_tokens_per_frame(self.config, h, w)
+        if request is None:
+            out["prompt"] = self.render_prompt(Request(question="{question}", videos=("video",)))
+            return out
+        item = self.decode(request)
+        if item.error:
+            out["error"] = item.error
+            return out
+        if item.videos:
+            v = item.videos[0]
+            out["video"] = {
+                "source": v.source,
+                "num_source_frames": v.num_source_frames,
+                "fps": v.fps,
+                "duration": v.duration,
+                "sampled_indices": list(v.indices),
+                "timestamps": [round(t, 3) for t in v.timestamps],
+                "frame_time": v.frame_time,
+            }
+        batch = self.prepare([item], request.generation)
+        out["prompt"] = batch.prompts[0]
+        out["visual_tokens_total"] = batch.visual_tokens[0]
+        out["prompt_tokens"] = int(batch.inputs["attention_mask"][0].sum())
+        return out
+
+    def _require_model(self) -> None:
+        if self.model is None:
+            raise ConfigError(f"{self.settings.pretrained}: engine was built with load_model=False")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def detect_family(pretrained: str, *, pm: Any = None, revision: str | None = None) -> str:
+    """Ask the ``resolve_family`` hook which family loads ``pretrained``.
+
+    Raises:
+        ConfigError: no plugin claims the checkpoint (the message names its model_type).
+    """
+    from videolmm.plugin.manager import get_plugin_manager
+
+    pm = pm or get_plugin_manager()
+    config = read_config_dict(pretrained, revision=revision)
+    name = pm.hook.resolve_family(config=config, pretrained=str(pretrained))
+    if name is None:
+        raise ConfigError(
+            f"{pretrained}: no family handles model_type={config.get('model_type')!r} "
+            f"(architectures={config.get('architectures')}); pass family=NAME"
+        )
+    return name
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut ``text`` before the earliest occurrence of any stop string."""
+    cut = len(text)
+    for s in stop:
+        if s:
+            pos = text.find(s)
+            if pos != -1:
+                cut = min(cut, pos)
+    return text[:cut]
+
+
+def _token_id(processor: Any, kind: str) -> int | None:
+    value = getattr(processor, f"{kind}_token_id", None)
+    if value is not None:
+        return int(value)
+    token = getattr(processor, f"{kind}_token", None)
+    return processor.tokenizer.convert_tokens_to_ids(token) if token else None
+
+
+def _to_device(inputs: Any, model: Any) -> Any:
+    import torch
+
+    device, dtype = model.device, model.dtype
+    return type(inputs)(
+        {
+            k: (v.to(device, dtype=dtype) if torch.is_floating_point(v) else v.to(device))
+            if isinstance(v, torch.Tensor)
+            else v
+            for k, v in inputs.items()
+        }
+    )
+
+
+def _group_key(item: DecodedRequest) -> tuple[Any, ...]:
+    return (
+        tuple(v.array.shape for v in item.videos),
+        tuple(img.shape for img in item.images),
+        item.request.generation,
+    )
+
+
+def _chunks(seq: list[int], n: int) -> list[list[int]]:
+    return [seq[i : i + n] for i in range(0, len(seq), n)]
+
+
+def _failed(item: DecodedRequest, error: str) -> Result:
+    return Result(request_id=item.request.request_id, error=error, timings={"decode": item.decode_seconds})
+
+
+def with_generation(request: Request, **changes: Any) -> Request:
+    """A copy of ``request`` with generation settings changed."""
+    return replace(request, generation=replace(request.generation, **changes))
+
+
+__all__ = [
+    "DecodedRequest",
+    "Engine",
+    "EngineSettings",
+    "PreparedBatch",
+    "cut_at_stop",
+    "detect_family",
+    "error_text",
+    "with_generation",
+]
