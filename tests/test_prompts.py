@@ -76,3 +76,19 @@ def test_hf_chat_renders_the_checkpoints_template() -> None:
     tok = build_tokenizer()
     out = TEMPLATES["hf_chat"].render("<video>\nWhat colour?", tokenizer=tok)
     assert out.endswith("USER: <video>\nWhat colour? ASSISTANT:")
+
+
+def test_hf_chat_with_a_typed_parts_template() -> None:
+    """llava-hf templates render typed parts and drop plain strings; both forms must work."""
+    from videolmm.models.prompts import render_chat_template
+    from videolmm.models.tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }} {% if m['content'] is string %}{% else %}"
+        "{% for c in m['content'] %}{% if c['type'] == 'video' %}<video>\n{% elif c['type'] == 'text' %}"
+        "{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>{% endfor %}<|im_start|>assistant\n"
+    )
+    assert render_chat_template(tok, "<video>\nWhat colour?") == (
+        "<|im_start|>user <video>\nWhat colour?<|im_end|><|im_start|>assistant\n"
+    )

@@ -173,6 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``videolmm`` command."""
     from videolmm.models.errors import VideoLMMError
 
+    from videolmm.log import configure_from_env
+
+    configure_from_env()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

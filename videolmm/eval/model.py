@@ -28,6 +28,7 @@ from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
 from videolmm.eval.compat import loglikelihood_output
+from videolmm.log import configure_from_env
 from videolmm.models.engine import DecodedRequest, Engine, error_text
 from videolmm.models.errors import ConfigError
 from videolmm.models.families.base import LoadOptions
@@ -133,6 +134,8 @@ class VideoLMM(lmms):
     ) -> None:
         super().__init__()
         import torch
+
+        configure_from_env()
         from accelerate import Accelerator
 
         family_options = {}
@@ -259,6 +262,7 @@ class VideoLMM(lmms):
 
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
         """Batched, prefetched generation; failed samples answer ``[videolmm error] ...``."""
+        self._log_share("generate_until", len(requests))
         converted = [self._to_request(r) for r in requests]
         out: list[GenerationResult] = []
         pbar = tqdm(total=len(requests), disable=self.rank != 0, desc="videolmm generating")
@@ -305,7 +309,11 @@ class VideoLMM(lmms):
             "the model and evaluate it with lmms-eval's chat-capable `openai` model."
         )
 
-    # -- failures ------------------------------------------------------------------------
+    # -- logging ------------------------------------------------------------------------
+
+    def _log_share(self, kind: str, n: int) -> None:
+        """Log how many requests this rank got (shown with ``VIDEOLMM_LOG_LEVEL=INFO``)."""
+        logger.info("videolmm rank %d/%d: %d %s requests", self.rank, self.world_size, n, kind)
 
     def _record_failure(self, request_id: str, error: str | None) -> None:
         self.failures.append((request_id, None, error or ""))

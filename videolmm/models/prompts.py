@@ -10,6 +10,7 @@ prompt string a checkpoint was trained with. The strings below follow the seeds'
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,10 +65,53 @@ class PromptTemplate:
             return self.format.format(system=sys_msg, content=content)
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise PromptError(f"template {self.name!r} needs a tokenizer with a chat template")
-        messages = [{"role": "user", "content": content}]
-        if sys_msg:
-            messages.insert(0, {"role": "system", "content": sys_msg})
+        return render_chat_template(tokenizer, content, sys_msg)
+
+
+def _typed_parts(content: str) -> list[dict[str, str]]:
+    """Split content into the typed parts multimodal chat templates expect."""
+    parts: list[dict[str, str]] = []
+    pattern = "(" + "|".join(re.escape(p) for p in PLACEHOLDERS) + ")"
+    for piece in re.split(pattern, content):
+        if piece in PLACEHOLDERS:
+            parts.append({"type": piece.strip("<>")})
+        elif piece.strip("\n"):
+            parts.append({"type": "text", "text": piece.strip("\n")})
+    return parts
+
+
+def render_chat_template(tokenizer: Any, content: str, system: str = "") -> str:
+    """Render one user turn with the checkpoint's chat template.
+
+    llava-hf templates render typed parts (``{"type": "video"}``, ``{"type": "text"}``) and
+    drop plain-string content; simpler templates take a string. The typed form is tried
+    first and kept when it carries every placeholder and the text; else the string form.
+
+    Raises:
+        PromptError: neither form keeps the question and its placeholders.
+    """
+
+    def render(user_content: Any) -> str:
+        messages: list[dict[str, Any]] = [{"role": "user", "content": user_content}]
+        if system:
+            messages.insert(0, {"role": "system", "content": system})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def complete(prompt: str) -> bool:
+        text_ok = all(p["text"] in prompt for p in parts if p["type"] == "text")
+        return text_ok and all(prompt.count(tok) >= content.count(tok) for tok in PLACEHOLDERS)
+
+    parts = _typed_parts(content)
+    last_error: Exception | None = None
+    for candidate in (parts, content):
+        try:
+            prompt = render(candidate)
+        except Exception as exc:  # a template that rejects this content form; try the other
+            last_error = exc
+            continue
+        if complete(prompt):
+            return prompt
+    raise PromptError("the checkpoint's chat template dropped the question or its placeholders") from last_error
 
 
 def build_content(question: str, placeholders: Sequence[str]) -> str:

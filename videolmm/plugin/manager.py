@@ -37,7 +37,7 @@ ALLOW_ENV = "VIDEOLMM_PLUGINS"
 #: Name under which the built-in components are registered.
 BUILTIN_PLUGIN_NAME = "videolmm.builtin"
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _manager: pluggy.PluginManager | None = None
 
 
@@ -111,15 +111,36 @@ def load_entrypoint_plugins(pm: pluggy.PluginManager, *, allow: Iterable[str] | 
             logger.debug("videolmm plugin %r not in %s; skipped", ep.name, ALLOW_ENV)
             continue
         if pm.has_plugin(ep.name):
+            if pm.get_plugin(ep.name) is not _loaded_module(ep):
+                logger.warning("videolmm plugin %r (%s): that name is taken by another plugin; skipped", ep.name,
+                               ep.value)
             continue
         try:
             plugin = ep.load()
         except Exception:
             logger.exception("videolmm plugin %r (%s) failed to load; skipped", ep.name, ep.value)
             continue
-        pm.register(plugin, name=ep.name)  # spec mismatches raise here, loudly
+        if pm.is_registered(plugin):
+            logger.warning("videolmm plugin %r (%s) is already registered as %r; skipped", ep.name, ep.value,
+                           pm.get_name(plugin))
+            continue
+        pm.register(plugin, name=ep.name)  # spec mismatches raise PluginValidationError here, loudly
         loaded.append(ep.name)
     return loaded
+
+
+def _loaded_module(ep: EntryPoint) -> Any:
+    """The already-imported object an entry point names, or None (never imports)."""
+    import sys
+
+    module, _, attr = ep.value.partition(":")
+    obj = sys.modules.get(module.strip())
+    for part in filter(None, attr.strip().split(".")):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+_PLURAL = {"family": "families", "decoder": "decoders", "sampler": "samplers", "template": "templates"}
 
 
 @dataclass
@@ -145,7 +166,7 @@ class Registry:
             return table[name]
         except KeyError:
             known = ", ".join(sorted(table)) or "none"
-            raise RegistryError(f"unknown {kind} {name!r}; registered {kind}s: {known}") from None
+            raise RegistryError(f"unknown {kind} {name!r}; registered {_PLURAL[kind]}: {known}") from None
 
     def family(self, name: str) -> Any:
         """Return the family registered as ``name`` or raise ``RegistryError`` listing names."""
@@ -167,6 +188,10 @@ class Registry:
 def _collect(pm: pluggy.PluginManager, hook_name: str, kind: str, table: dict[str, Any], owners: dict[str, str]) -> None:
     """Call every implementation of a register hook with a callback that knows its plugin."""
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        if impl.wrapper or impl.hookwrapper:
+            raise RegistryError(
+                f"plugin {impl.plugin_name!r}: {hook_name} is a register hook and cannot be a wrapper"
+            )
 
         def register(*args: Any, _plugin: str = impl.plugin_name) -> None:
             if len(args) == 1:  # register(obj) with obj.name
@@ -199,17 +224,28 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
     return reg
 
 
-_registries: weakref.WeakKeyDictionary[pluggy.PluginManager, Registry] = weakref.WeakKeyDictionary()
+_registries: weakref.WeakKeyDictionary[pluggy.PluginManager, tuple[frozenset[int], Registry]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def get_registry(pm: pluggy.PluginManager | None = None) -> Registry:
-    """Return the registry for ``pm`` (default: the shared manager), built once per manager."""
+    """Return the registry for ``pm`` (default: the shared manager).
+
+    Cached per manager and rebuilt when its set of plugins changes (a plugin registered or
+    unregistered later is seen). Plugin code runs outside the lock, so a register hook may
+    itself call :func:`get_plugin_manager`.
+    """
     pm = pm or get_plugin_manager()
+    plugins = frozenset(id(p) for p in pm.get_plugins())
     with _lock:
-        reg = _registries.get(pm)
-        if reg is None:
-            reg = _registries[pm] = build_registry(pm)
-        return reg
+        cached = _registries.get(pm)
+    if cached is not None and cached[0] == plugins:
+        return cached[1]
+    reg = build_registry(pm)
+    with _lock:
+        _registries[pm] = (plugins, reg)
+    return reg
 
 
 __all__ = [
