@@ -80,9 +80,7 @@ def test_video_llava_keeps_cls(vl: Engine, clips: dict[str, Path]) -> None:
     ("builder", "per_frame"),
     [("build_tiny_llava_next_video", 144), ("build_tiny_video_llava", 257)],
 )
-def test_published_geometry_token_counts(
-    tmp_path: Path, clips: dict[str, Path], builder: str, per_frame: int
-) -> None:
+def test_published_geometry_token_counts(tmp_path: Path, clips: dict[str, Path], builder: str, per_frame: int) -> None:
     from videolmm.models import tiny
 
     ckpt = getattr(tiny, builder)(tmp_path / "ckpt", geometry="published")
@@ -163,10 +161,24 @@ def test_stop_strings_cut_the_text() -> None:
 def test_loglikelihood_of_the_greedy_answer_is_greedy(lnv: Engine, clips: dict[str, Path]) -> None:
     gen = lnv.generate([q(clips["red_right"], generation=GenerationSettings(max_new_tokens=3))])[0]
     assert gen.ok and gen.text
-    ll = lnv.loglikelihood([Request(question="What colour is the moving square?", videos=(str(clips["red_right"]),),
-                                    continuation=" " + gen.text)])[0]
-    other = lnv.loglikelihood([Request(question="What colour is the moving square?",
-                                       videos=(str(clips["red_right"]),), continuation=" zebra crossing")])[0]
+    ll = lnv.loglikelihood(
+        [
+            Request(
+                question="What colour is the moving square?",
+                videos=(str(clips["red_right"]),),
+                continuation=" " + gen.text,
+            )
+        ]
+    )[0]
+    other = lnv.loglikelihood(
+        [
+            Request(
+                question="What colour is the moving square?",
+                videos=(str(clips["red_right"]),),
+                continuation=" zebra crossing",
+            )
+        ]
+    )[0]
     assert ll.ok and other.ok
     assert math.isfinite(ll.logprob) and ll.logprob < 0
     assert other.logprob < ll.logprob

@@ -75,8 +75,9 @@ def test_cli_multiple_choice_uses_loglikelihood(demo_run) -> None:
     for s in samples["videolmm_demo_mc"]:
         # the sample log writes numbers as strings; lmms-eval 0.7 ranks by argmin, so we hand it -logprob
         lls = [-float(r[0]) for r in s["filtered_resps"]]
-        choices = doc_to_choice({"kind": "colour" if s["target"] in ("red", "green", "blue", "yellow", "magenta",
-                                                                     "cyan") else "direction"})
+        choices = doc_to_choice(
+            {"kind": "colour" if s["target"] in ("red", "green", "blue", "yellow", "magenta", "cyan") else "direction"}
+        )
         assert len(lls) == len(choices) and all(x < 0 for x in lls)
         assert len(set(lls)) > 1  # different choices, different likelihoods
         # lmms-eval computed acc from the (logprob, is_greedy) tuples it received intact
@@ -131,7 +132,8 @@ def test_accelerate_two_processes_shard_by_rank(tiny_llava_next_video: Path, cac
     launcher = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lmms_eval"]  # fmt: skip
     results, samples, proc = run_cli(
-        ["--model", "llava_next_video", "--model_args", f"pretrained={tiny_llava_next_video},device=cpu,max_frames_num=4",
+        ["--model", "llava_next_video",
+         "--model_args", f"pretrained={tiny_llava_next_video},device=cpu,max_frames_num=4",
          "--tasks", "videolmm_demo", "--batch_size", "2"],
         tmp_path,
         env_extra={"OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "VIDEOLMM_LOG_LEVEL": "INFO"},

@@ -140,8 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--geometry", default="tiny", choices=["tiny", "published"],
-                   help="tiny: 32px frames; published: the real checkpoints' vision geometry, tiny widths")
+    p.add_argument(
+        "--geometry",
+        default="tiny",
+        choices=["tiny", "published"],
+        help="tiny: 32px frames; published: the real checkpoints' vision geometry, tiny widths",
+    )
     p.set_defaults(func=cmd_tiny)
 
     p = sub.add_parser("inspect", help="print the effective settings (family, sampler, prompt, tokens) as JSON")
@@ -171,9 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``videolmm`` command."""
-    from videolmm.models.errors import VideoLMMError
-
     from videolmm.log import configure_from_env
+    from videolmm.models.errors import VideoLMMError
 
     configure_from_env()
     args = build_parser().parse_args(argv)

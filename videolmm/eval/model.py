@@ -321,8 +321,9 @@ class VideoLMM(lmms):
 
     def _report_failures(self) -> None:
         if self.failures:
-            logger.warning("videolmm: %d sample(s) failed so far; their responses start with %r", len(self.failures),
-                           ERROR_PREFIX)
+            logger.warning(
+                "videolmm: %d sample(s) failed so far; their responses start with %r", len(self.failures), ERROR_PREFIX
+            )
 
 
 class LlavaNextVideo(VideoLMM):

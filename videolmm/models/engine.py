@@ -23,8 +23,8 @@ import numpy as np
 
 from videolmm.models import media as media_mod
 from videolmm.models.errors import ConfigError, PromptError, TokenCountMismatch
-from videolmm.models.images import load_image
 from videolmm.models.families.base import Family, LoadOptions, read_config_dict
+from videolmm.models.images import load_image
 from videolmm.models.prompts import build_content
 from videolmm.models.types import (
     Frames,

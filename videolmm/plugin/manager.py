@@ -112,8 +112,9 @@ def load_entrypoint_plugins(pm: pluggy.PluginManager, *, allow: Iterable[str] | 
             continue
         if pm.has_plugin(ep.name):
             if pm.get_plugin(ep.name) is not _loaded_module(ep):
-                logger.warning("videolmm plugin %r (%s): that name is taken by another plugin; skipped", ep.name,
-                               ep.value)
+                logger.warning(
+                    "videolmm plugin %r (%s): that name is taken by another plugin; skipped", ep.name, ep.value
+                )
             continue
         try:
             plugin = ep.load()
@@ -121,8 +122,9 @@ def load_entrypoint_plugins(pm: pluggy.PluginManager, *, allow: Iterable[str] | 
             logger.exception("videolmm plugin %r (%s) failed to load; skipped", ep.name, ep.value)
             continue
         if pm.is_registered(plugin):
-            logger.warning("videolmm plugin %r (%s) is already registered as %r; skipped", ep.name, ep.value,
-                           pm.get_name(plugin))
+            logger.warning(
+                "videolmm plugin %r (%s) is already registered as %r; skipped", ep.name, ep.value, pm.get_name(plugin)
+            )
             continue
         pm.register(plugin, name=ep.name)  # spec mismatches raise PluginValidationError here, loudly
         loaded.append(ep.name)
@@ -185,13 +187,13 @@ class Registry:
         return self._get("template", self.templates, name)
 
 
-def _collect(pm: pluggy.PluginManager, hook_name: str, kind: str, table: dict[str, Any], owners: dict[str, str]) -> None:
+def _collect(
+    pm: pluggy.PluginManager, hook_name: str, kind: str, table: dict[str, Any], owners: dict[str, str]
+) -> None:
     """Call every implementation of a register hook with a callback that knows its plugin."""
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
         if impl.wrapper or impl.hookwrapper:
-            raise RegistryError(
-                f"plugin {impl.plugin_name!r}: {hook_name} is a register hook and cannot be a wrapper"
-            )
+            raise RegistryError(f"plugin {impl.plugin_name!r}: {hook_name} is a register hook and cannot be a wrapper")
 
         def register(*args: Any, _plugin: str = impl.plugin_name) -> None:
             if len(args) == 1:  # register(obj) with obj.name

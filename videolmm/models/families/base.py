@@ -178,9 +178,7 @@ class Family:
         """Load the transformers config."""
         from transformers import AutoConfig
 
-        return AutoConfig.from_pretrained(
-            pretrained, revision=load.revision, trust_remote_code=load.trust_remote_code
-        )
+        return AutoConfig.from_pretrained(pretrained, revision=load.revision, trust_remote_code=load.trust_remote_code)
 
     def load_processor(self, pretrained: str, config: Any, load: LoadOptions) -> Any:
         """Load the processor and make it agree with the config (pool stride, left padding)."""
@@ -245,9 +243,7 @@ def _quantization_config(kind: str) -> Any:
     from transformers import BitsAndBytesConfig
 
     if kind == "4bit":
-        return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_compute_dtype=torch.float16, bnb_4bit_quant_type="nf4"
-        )
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float16, bnb_4bit_quant_type="nf4")
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
