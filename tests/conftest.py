@@ -66,3 +66,19 @@ def broken_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("broken") / "broken.mp4"
     path.write_bytes(os.urandom(4096))
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_llava_next_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped trained llava_next_video checkpoint (learned colour and direction)."""
+    from videolmm.models.trained import materialize_trained
+
+    return materialize_trained("llava_next_video", tmp_path_factory.mktemp("trained-lnv") / "ckpt")
+
+
+@pytest.fixture(scope="session")
+def trained_video_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped trained video_llava checkpoint."""
+    from videolmm.models.trained import materialize_trained
+
+    return materialize_trained("video_llava", tmp_path_factory.mktemp("trained-vl") / "ckpt")

@@ -25,7 +25,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "videolmm-example-plugin"
 BIN = Path(sys.executable).parent
-DEMO_TASK = REPO / "videolmm" / "tasks" / "videolmm_demo"
+DEMO_TASK = REPO / "videolmm" / "tasks" / "synthetic"
 ERROR_PREFIX = "[videolmm error]"
 
 PLUGIN = "example"
@@ -263,7 +263,7 @@ def test_lmms_eval_cli_runs_the_plugin_family_and_sampler(
         assert not any(r.startswith(ERROR_PREFIX) for r in responses), f"doc {sample['doc_id']}: {responses}{log}"
 
     # the plugin's tracing wrapper saw every batch, run by its family with its sampler
-    docs = [json.loads(line) for line in (DEMO_TASK / "videolmm_demo.jsonl").read_text().splitlines()][:limit]
+    docs = [json.loads(line) for line in (DEMO_TASK / "demo.jsonl").read_text().splitlines()][:limit]
     traces = [json.loads(line) for line in trace.read_text().splitlines()]
     assert sum(t["batch_size"] for t in traces) == limit, traces
     assert all(t["family"] == FAMILY and t["sampler"] == SAMPLER and t["ok"] for t in traces), traces

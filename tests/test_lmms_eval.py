@@ -70,7 +70,7 @@ def test_cli_llava_next_video_on_demo(demo_run) -> None:
 def test_cli_multiple_choice_uses_loglikelihood(demo_run) -> None:
     results, samples, _ = demo_run
     assert 0.0 <= results["results"]["videolmm_demo_mc"]["acc,none"] <= 1.0
-    from videolmm.tasks.videolmm_demo.utils import doc_to_choice
+    from videolmm.tasks.synthetic.utils import doc_to_choice
 
     for s in samples["videolmm_demo_mc"]:
         # the sample log writes numbers as strings; lmms-eval 0.7 ranks by argmin, so we hand it -logprob
@@ -103,8 +103,8 @@ def test_corrupt_video_fails_only_its_sample(
     """A task variant via --include_path (the documented alternative to the bridge)."""
     import videolmm.tasks
 
-    base = Path(videolmm.tasks.__file__).parent / "videolmm_demo" / "videolmm_demo.yaml"
-    docs = [json.loads(line) for line in (base.parent / "videolmm_demo.jsonl").read_text().splitlines()[:4]]
+    base = Path(videolmm.tasks.__file__).parent / "synthetic" / "videolmm_demo.yaml"
+    docs = [json.loads(line) for line in (base.parent / "demo.jsonl").read_text().splitlines()[:4]]
     docs[1]["video"] = str(broken_video)
     docs[2]["video"] = str(tmp_path / "missing.mp4")
     task_dir = tmp_path / "tasks"

@@ -28,6 +28,7 @@ from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
 from videolmm.eval.compat import loglikelihood_output
+from videolmm.eval.markers import ERROR_PREFIX
 from videolmm.log import configure_from_env
 from videolmm.models.engine import DecodedRequest, Engine, error_text
 from videolmm.models.errors import ConfigError
@@ -36,7 +37,6 @@ from videolmm.models.types import GenerationSettings, Request
 
 logger = logging.getLogger(__name__)
 
-ERROR_PREFIX = "[videolmm error] "
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".gif", ".ts")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 

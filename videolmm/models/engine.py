@@ -193,7 +193,8 @@ class Engine:
         fam.apply_options(config, {k: v for k, v in options.items() if v is not None})
         processor = fam.load_processor(pretrained, config, load)
 
-        base = fam.media
+        base = checkpoint_media_defaults(pretrained, fam.media)
+        template = template or read_checkpoint_defaults(pretrained).get("template")
         spec = SamplingSpec(
             num_frames=int(num_frames) if num_frames is not None else base.sampling.num_frames,
             fps=float(fps) if fps is not None else base.sampling.fps,
@@ -275,7 +276,9 @@ class Engine:
 
     # ------------------------------------------------------------------ preprocessing
 
-    def _processor_inputs(self, items: Sequence[DecodedRequest], prompts: list[str]) -> Any:
+    def processor_inputs(self, items: Sequence[DecodedRequest], prompts: list[str]) -> Any:
+        """Run the processor exactly as generation does: ``prompts[i]`` with item i's videos and
+        images, padded on the left. Training uses this so that it sees the same inputs."""
         kwargs: dict[str, Any] = {"text": prompts, "return_tensors": "pt", "padding": True}
         videos = [v.array for it in items for v in it.videos]
         images = [img for it in items for img in it.images]
@@ -309,7 +312,7 @@ class Engine:
         """Render prompts and run the processor for requests that share visual shapes."""
         start = time.perf_counter()
         prompts = [self.render_prompt(it.request, it.videos) for it in items]
-        inputs = self._processor_inputs(items, prompts)
+        inputs = self.processor_inputs(items, prompts)
         visual_tokens = self._check_visual_tokens(items, inputs)
         if self.model is not None:
             inputs = _to_device(inputs, self.model)
@@ -419,7 +422,7 @@ class Engine:
                 raise PromptError("log-likelihood request without a continuation")
             ctx = self.prepare([item], item.request.generation)
             full_prompt = ctx.prompts[0] + cont
-            full = _to_device(self._processor_inputs([item], [full_prompt]), self.model)
+            full = _to_device(self.processor_inputs([item], [full_prompt]), self.model)
             ctx_len = ctx.inputs["input_ids"].shape[1]
             ids = full["input_ids"]
             if ids.shape[1] <= ctx_len:
@@ -518,6 +521,51 @@ def detect_family(pretrained: str, *, pm: Any = None, revision: str | None = Non
             f"(architectures={config.get('architectures')}); pass family=NAME"
         )
     return name
+
+
+#: Optional file in a checkpoint directory declaring the settings it was trained or converted
+#: with: ``{"num_frames": 8, "sampler": "uniform", "decoder": "decord", "fps": null,
+#: "force_sample": false, "template": "vicuna_v1"}`` (every key optional). Precedence: an
+#: explicit argument, then this file, then the family's seed defaults.
+CHECKPOINT_DEFAULTS = "videolmm.json"
+_MEDIA_KEYS = {"num_frames", "sampler", "decoder", "fps", "force_sample", "template"}
+
+
+def read_checkpoint_defaults(pretrained: str) -> dict[str, Any]:
+    """The checkpoint's own ``videolmm.json`` defaults (empty when it has none).
+
+    Raises:
+        ConfigError: the file is not a JSON object of known keys.
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(str(pretrained)) / CHECKPOINT_DEFAULTS
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or set(data) - _MEDIA_KEYS:
+        raise ConfigError(f"{path}: expected an object with keys among {sorted(_MEDIA_KEYS)}")
+    return data
+
+
+def checkpoint_media_defaults(pretrained: str, family_media: MediaSettings) -> MediaSettings:
+    """The family's media defaults overlaid with the checkpoint's ``videolmm.json``."""
+    own = read_checkpoint_defaults(pretrained)
+    sampling = family_media.sampling
+    return MediaSettings(
+        decoder=own.get("decoder", family_media.decoder),
+        sampler=own.get("sampler", family_media.sampler),
+        sampling=SamplingSpec(
+            num_frames=int(own.get("num_frames", sampling.num_frames)),
+            fps=own.get("fps", sampling.fps),
+            force_sample=bool(own.get("force_sample", sampling.force_sample)),
+            reverse=sampling.reverse,
+        ),
+    )
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

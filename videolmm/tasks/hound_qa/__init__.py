@@ -1,0 +1,1 @@
+"""lmms-eval task folder: LLaVA-Hound's official and caption-grounded QA suites (see docs/tasks.md)."""

@@ -1,0 +1,1 @@
+"""Training videolmm's tiny checkpoints on synthetic clips (CPU-sized)."""

@@ -1,0 +1,130 @@
+"""The data and model recipe of videolmm's trained tiny checkpoints.
+
+A clip is a coloured square moving over a textured background (``videolmm.models.synthetic``);
+each clip yields two questions, one answerable from any single frame (colour) and one that
+needs the frames in order (direction). Training clips use seeds ``0..num_clips-1``; the
+``videolmm_synthetic`` task's held-out split uses seeds from :data:`HELDOUT_SEED_BASE` on,
+so no held-out clip (background texture, start position) was seen in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+QUESTIONS: dict[str, str] = {
+    "colour": "What colour is the moving square? Answer with one word.",
+    "direction": "Which way does the square move? Answer with one word.",
+}
+HELDOUT_SEED_BASE = 100_000
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Widths of the trained tiny model (much smaller than any real checkpoint).
+
+    Attributes:
+        image_size: frame side after the processor (pixels).
+        patch_size: vision patch side (pixels).
+        vision_hidden: vision tower width.
+        vision_layers: vision tower depth.
+        text_hidden: language model width.
+        text_layers: language model depth.
+        text_intermediate: language model MLP width.
+    """
+
+    image_size: int = 64
+    patch_size: int = 8
+    vision_hidden: int = 64
+    vision_layers: int = 2
+    text_hidden: int = 128
+    text_layers: int = 4
+    text_intermediate: int = 256
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides a trained checkpoint.
+
+    Attributes:
+        family: model family to train (``llava_next_video`` or ``video_llava``).
+        seed: seed of the initial weights and of the batch order.
+        num_clips: training clips (each gives a colour and a direction question).
+        steps: optimiser steps.
+        batch_size: questions per step.
+        lr: peak AdamW learning rate (linear warm-up, cosine decay).
+        direction_share: share of each batch drawn from direction questions (the harder kind:
+            colour is learned from any frame within a few hundred steps).
+        warmup: warm-up steps.
+        weight_decay: AdamW weight decay.
+        frames: frames sampled per clip (the family's sampler, ``uniform``).
+        clip_frames: frames per synthetic clip.
+        clip_fps: clip frame rate.
+        clip_size: clip side in pixels.
+        heldout_clips: held-out clips scored at the end (seeds from HELDOUT_SEED_BASE).
+        size: model widths.
+    """
+
+    family: str
+    seed: int = 0
+    num_clips: int = 1200
+    steps: int = 2500
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup: int = 100
+    direction_share: float = 0.67
+    weight_decay: float = 0.01
+    frames: int = 8
+    clip_frames: int = 16
+    clip_fps: int = 8
+    clip_size: int = 64
+    heldout_clips: int = 48
+    size: ModelSize = field(default_factory=ModelSize)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (for the manifest)."""
+        return asdict(self)
+
+
+def clip_recipe(seed: int, recipe: Recipe) -> dict[str, Any]:
+    """The clip drawn for ``seed``: colour and direction chosen by the seed."""
+    from videolmm.models.synthetic import COLOURS, DIRECTIONS
+
+    rng = np.random.default_rng([seed, 7])
+    return {
+        "colour": sorted(COLOURS)[int(rng.integers(len(COLOURS)))],
+        "direction": DIRECTIONS[int(rng.integers(len(DIRECTIONS)))],
+        "seed": seed,
+        "num_frames": recipe.clip_frames,
+        "fps": recipe.clip_fps,
+        "size": recipe.clip_size,
+    }
+
+
+def heldout_docs(recipe: Recipe, count: int | None = None) -> list[dict[str, Any]]:
+    """Held-out docs (both question kinds per clip), balanced over colours × directions."""
+    from videolmm.models.synthetic import COLOURS, DIRECTIONS
+
+    combos = [(c, d) for c in sorted(COLOURS) for d in DIRECTIONS]
+    docs = []
+    for i in range(count if count is not None else recipe.heldout_clips):
+        colour, direction = combos[i % len(combos)]
+        clip = {**clip_recipe(HELDOUT_SEED_BASE + i, recipe), "colour": colour, "direction": direction}
+        for kind, question in QUESTIONS.items():
+            docs.append({"id": f"heldout-{i}-{kind}", **clip, "kind": kind, "question": question,
+                         "answer": clip[kind]})  # fmt: skip
+    return docs
+
+
+#: The recipes of the shipped trained checkpoints (``videolmm/models/assets/trained``).
+RECIPES: dict[str, Recipe] = {
+    "llava_next_video": Recipe(family="llava_next_video"),
+    "video_llava": Recipe(family="video_llava"),
+}
+
+
+def recipe_for(family: str) -> Recipe:
+    """The shipped recipe of ``family`` (a default recipe for families without one)."""
+    return RECIPES.get(family, Recipe(family=family))
