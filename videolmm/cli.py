@@ -1,9 +1,12 @@
 """``videolmm`` command line: tiny checkpoints, inspection, one-off generation, plugins.
 
     videolmm tiny --family llava_next_video --out ckpt/        # build a tiny checkpoint offline
+    videolmm tiny --family llava_next_video --trained --out c/ # copy the shipped trained one
+    videolmm train --family llava_next_video --out ckpt/       # retrain it on synthetic clips
     videolmm inspect ckpt/ --video clip.mp4 --frames 8         # effective settings as JSON
     videolmm generate ckpt/ --video clip.mp4 --question "..."  # answer one question
     videolmm plugins                                            # registered components
+    videolmm convert --source llava_video_qwen2 --input ORIG --output DIR   # original weights -> loadable
 
 Flags mirror the seeds' video demo script; their original spellings are accepted as aliases
 (``--for_get_frames_num``, ``--conv-mode``, ``--mm_spatial_pool_stride``, ...).
@@ -75,7 +78,28 @@ def cmd_tiny(args: argparse.Namespace) -> int:
     from videolmm.plugin.manager import get_registry
 
     family = get_registry().family(args.family)
-    print(family.build_tiny(args.out, seed=args.seed, geometry=args.geometry))
+    if args.trained:
+        from videolmm.models.trained import materialize_trained
+
+        print(materialize_trained(family.name, args.out))
+    else:
+        print(family.build_tiny(args.out, seed=args.seed, geometry=args.geometry))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from videolmm.train.loop import train
+    from videolmm.train.recipe import recipe_for
+
+    recipe = replace(recipe_for(args.family), seed=args.seed)
+    if args.steps is not None:
+        recipe = replace(recipe, steps=args.steps)
+    if args.clips is not None:
+        recipe = replace(recipe, num_clips=args.clips)
+    manifest = train(recipe, args.out, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(json.dumps(manifest, indent=2))
     return 0
 
 
@@ -130,6 +154,68 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from videolmm.models.convert.base import ConvertOptions
+    from videolmm.models.convert.run import convert_checkpoint
+
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
+    options = ConvertOptions(
+        input=Path(args.input),
+        output=Path(args.output),
+        vision_tower=path(args.vision_tower),
+        video_tower=path(args.video_tower),
+        image_tower=path(args.image_tower),
+        dtype=args.dtype,
+        max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite,
+        hashes=not args.no_hash,
+        rope_factor=args.rope_factor,
+    )
+    manifest = convert_checkpoint(args.source, options)
+    summary = {
+        "output": str(options.output),
+        "family": manifest.family,
+        "model_type": manifest.model_type,
+        "mapped": manifest.mapped,
+        "dropped": len(manifest.dropped),
+        "added_tokens": manifest.added_tokens,
+        "vocab": manifest.vocab,
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _add_convert_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert an original checkpoint (lmms-lab LLaVA-NeXT-Video / LLaVA-Video, LLaVA-Hound) for videolmm",
+        description="Stream an original checkpoint's shards into a directory videolmm loads (and stock "
+        "transformers 5, for LLaVA-NeXT-Video); refuses unknown or missing tensors, listing them; writes config, "
+        "tokenizer, processor, chat template and conversion_manifest.json.",
+    )
+    p.add_argument(
+        "--source",
+        required=True,
+        help="layout: llava_next_video, llava_video_qwen2 or llava_hound (or a published id, "
+        "e.g. lmms-lab/LLaVA-Video-7B-Qwen2)",
+    )
+    p.add_argument("--input", required=True, help="the original checkpoint directory")
+    p.add_argument("--output", required=True, help="the directory to create")
+    p.add_argument("--vision-tower", help="local copy of the vision tower config.json names (LLaVA-NeXT layouts)")
+    p.add_argument("--video-tower", help="local LanguageBind_Video_merge directory (LLaVA-Hound)")
+    p.add_argument("--image-tower", help="local LanguageBind_Image directory (LLaVA-Hound)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    p.add_argument("--max-shard-size", default="5GB", help="output shard size (default 5GB)")
+    p.add_argument("--rope-factor", type=float, default=None, help="Vicuna linear RoPE factor (default 2.0; 0 = off)")
+    p.add_argument("--no-hash", action="store_true", help="skip the SHA-256 of every file in the manifest")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    p.set_defaults(func=cmd_convert)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="videolmm", description="Evaluate and serve LLaVA-family video LMMs faithfully."
@@ -146,7 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["tiny", "published"],
         help="tiny: 32px frames; published: the real checkpoints' vision geometry, tiny widths",
     )
+    p.add_argument("--trained", action="store_true", help="copy the trained tiny checkpoint shipped with videolmm")
     p.set_defaults(func=cmd_tiny)
+
+    p = sub.add_parser("train", help="train a tiny checkpoint on synthetic clips (CPU, minutes)")
+    p.add_argument("--family", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the shipped recipe's)")
+    p.add_argument("--clips", type=int, default=None, help="training clips (default: the shipped recipe's)")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("inspect", help="print the effective settings (family, sampler, prompt, tokens) as JSON")
     _add_engine_args(p)
@@ -170,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plugins", help="list plugins and the components each registered")
     p.set_defaults(func=cmd_plugins)
+
+    _add_convert_parser(sub)
     return parser
 
 

@@ -16,6 +16,8 @@ from typing import Any
 MODEL_IDS: dict[str, str] = {
     "videolmm": "videolmm.eval.model.VideoLMM",
     "llava_next_video": "videolmm.eval.model.LlavaNextVideo",
+    "llava_video_qwen2": "videolmm.eval.model.LlavaVideoQwen2",
+    "llava_hound": "videolmm.eval.model.LlavaHound",
 }
 
 

@@ -335,4 +335,26 @@ class LlavaNextVideo(VideoLMM):
         super().__init__(pretrained=pretrained, **kwargs)
 
 
-__all__ = ["ERROR_PREFIX", "LlavaNextVideo", "VideoLMM", "generation_from_kwargs", "split_visuals"]
+class LlavaVideoQwen2(VideoLMM):
+    """lmms-eval model ``llava_video_qwen2``: LLaVA-Video-7B/72B-Qwen2, converted with
+    ``videolmm convert --source llava_video_qwen2`` (no transformers-format checkpoint exists)."""
+
+    fixed_family = "llava_video_qwen2"
+
+
+class LlavaHound(VideoLMM):
+    """lmms-eval model ``llava_hound``: LLaVA-Hound Pretrain/SFT/DPO, converted with
+    ``videolmm convert --source llava_hound`` (no transformers-format checkpoint exists)."""
+
+    fixed_family = "llava_hound"
+
+
+__all__ = [
+    "ERROR_PREFIX",
+    "LlavaHound",
+    "LlavaNextVideo",
+    "LlavaVideoQwen2",
+    "VideoLMM",
+    "generation_from_kwargs",
+    "split_visuals",
+]

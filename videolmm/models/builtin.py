@@ -12,15 +12,17 @@ from videolmm.plugin import hookimpl
 
 
 def _families() -> list[Any]:
+    from videolmm.models.families.llava_hound import LLAVA_HOUND
     from videolmm.models.families.llava_next_video import LLAVA_NEXT_VIDEO
+    from videolmm.models.families.llava_video_qwen2 import LLAVA_VIDEO_QWEN2
     from videolmm.models.families.video_llava import VIDEO_LLAVA
 
-    return [LLAVA_NEXT_VIDEO, VIDEO_LLAVA]
+    return [LLAVA_NEXT_VIDEO, VIDEO_LLAVA, LLAVA_VIDEO_QWEN2, LLAVA_HOUND]
 
 
 @hookimpl
 def register_families(register: Callable[[Any], None]) -> None:
-    """Register llava_next_video and video_llava."""
+    """Register llava_next_video, video_llava, llava_video_qwen2 and llava_hound."""
     for family in _families():
         register(family)
 
@@ -54,11 +56,26 @@ def register_prompt_templates(register: Callable[[Any], None]) -> None:
 
 @hookimpl(trylast=True)
 def resolve_family(config: Mapping[str, Any], pretrained: str) -> str | None:
-    """Match ``config['model_type']`` against the built-in families' model types."""
+    """Match ``config['model_type']`` against the built-in families' model types.
+
+    An *unconverted* original checkpoint (lmms-lab LLaVA-NeXT-Video / LLaVA-Video, ShareGPTVideo
+    LLaVA-Hound) raises ``ConfigError`` naming the ``videolmm convert`` command that makes it
+    loadable.
+    """
     model_type = config.get("model_type")
     for family in _families():
         if model_type in family.model_types:
             return family.name
+    from videolmm.models.convert.run import detect_layout
+
+    layout = detect_layout(config)
+    if layout is not None:
+        from videolmm.models.errors import ConfigError
+
+        raise ConfigError(
+            f"{pretrained}: an original {layout} checkpoint (model_type={model_type!r}); convert it first: "
+            f"videolmm convert --source {layout} --input {pretrained} --output DIR"
+        )
     return None
 
 

@@ -256,7 +256,7 @@ class Engine:
         """The exact prompt text for a request (placeholders in the processor's tokens)."""
         placeholders = [CANONICAL_IMAGE] * len(request.images) + [CANONICAL_VIDEO] * len(request.videos)
         question = request.question
-        extras = self.family.content_extras(videos[0]) if videos else None
+        extras = self.family.content_extras(videos[0], config=self.config) if videos else None
         if extras:
             question = f"{extras}\n{question}"
         content = build_content(question, placeholders)

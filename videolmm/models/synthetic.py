@@ -252,7 +252,13 @@ def _background(size: int, seed: int) -> np.ndarray:
 
 
 def square_positions(
-    *, direction: str, seed: int, num_frames: int = 16, size: int = 64, square: int | None = None
+    *,
+    direction: str,
+    seed: int,
+    num_frames: int = 16,
+    size: int = 64,
+    square: int | None = None,
+    travel: float = 0.6,
 ) -> list[tuple[int, int]]:
     """Top-left ``(x, y)`` of the square in each frame of :func:`write_moving_square_video`.
 
@@ -262,6 +268,7 @@ def square_positions(
         num_frames: number of frames.
         size: frame side in pixels.
         square: square side in pixels (default ``size // 4``).
+        travel: fraction of the free span the square covers (the start is jittered within the rest).
 
     Returns:
         One ``(x, y)`` per frame; the square always lies fully inside the frame.
@@ -273,13 +280,15 @@ def square_positions(
         raise ValueError(f"square side must be in 1..{size - 1}, got {side}")
     rng = np.random.default_rng([seed, 1])  # independent of the background's stream
     span = size - side  # the largest top-left coordinate that keeps the square inside
-    travel = (span * 3) // 5
-    start = int(rng.integers(0, span - travel + 1))
+    if not 0.0 < travel <= 1.0:
+        raise ValueError(f"travel must be a fraction of the free span in (0, 1], got {travel}")
+    distance = int(span * travel)
+    start = int(rng.integers(0, span - distance + 1))
     across = int(rng.integers(0, span + 1))
     steps = max(num_frames - 1, 1)
     positions = []
     for t in range(num_frames):
-        along = start + round(travel * t / steps)
+        along = start + round(distance * t / steps)
         if direction in ("left", "up"):
             along = span - along
         positions.append((along, across) if direction in ("left", "right") else (across, along))
@@ -306,12 +315,16 @@ def moving_square_frames(
     num_frames: int = 16,
     size: int = 64,
     square: int | None = None,
+    travel: float = 0.6,
 ) -> Iterator[np.ndarray]:
     """The RGB frames :func:`write_moving_square_video` encodes (uint8, size × size × 3 each)."""
     rgb = np.array(_colour_rgb(colour), dtype=np.uint8)
     side = square if square is not None else size // 4
     background = _background(size, seed)
-    for x, y in square_positions(direction=direction, seed=seed, num_frames=num_frames, size=size, square=side):
+    positions = square_positions(
+        direction=direction, seed=seed, num_frames=num_frames, size=size, square=side, travel=travel
+    )
+    for x, y in positions:
         frame = background.copy()
         frame[y : y + side, x : x + side] = rgb
         yield frame
@@ -328,25 +341,27 @@ def write_moving_square_video(
     size: int = 64,
     square: int | None = None,
     codec: str = "libx264",
+    travel: float = 0.6,
 ) -> Path:
     """Write a clip of a coloured square moving across a textured background.
 
     Args:
         path: output file (suffix picks the container).
         colour: a :data:`COLOURS` name (or an RGB triple).
-        direction: one of :data:`DIRECTIONS`; the square travels 3/5 of the free span that way.
+        direction: one of :data:`DIRECTIONS`; the square travels ``travel`` of the free span that way.
         seed: picks the background texture and jitters the start position.
         num_frames: number of frames.
         fps: frame rate.
         size: frame side in pixels (even).
         square: square side in pixels (default ``size // 4``).
         codec: ``"libx264"`` or ``"mpeg4"``.
+        travel: fraction of the free span covered (default 3/5).
 
     Returns:
         The path written. Decoded pixels are identical across runs for the same arguments.
     """
     frames = moving_square_frames(
-        colour=colour, direction=direction, seed=seed, num_frames=num_frames, size=size, square=square
+        colour=colour, direction=direction, seed=seed, num_frames=num_frames, size=size, square=square, travel=travel
     )
     return _encode(path, frames, fps=fps, width=size, height=size, codec=codec, gop=None, crf=18)
 

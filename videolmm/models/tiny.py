@@ -408,3 +408,45 @@ def build_tiny_video_llava(out_dir: str | Path, *, seed: int = 0, geometry: str 
     processor.save_pretrained(out)
     _write_manifest(out, "video_llava", geometry, seed)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks for the other tiny builders (videolmm.models.tiny_families and the original-
+# layout builders in videolmm.models.convert.tiny_originals). Thin public names over the helpers
+# above, so those modules reuse them without reaching into private names.
+
+CLIP_MEAN: tuple[float, ...] = tuple(_CLIP_MEAN)
+"""OpenAI CLIP normalisation mean."""
+
+CLIP_STD: tuple[float, ...] = tuple(_CLIP_STD)
+"""OpenAI CLIP normalisation std."""
+
+
+def check_geometry(geometry: str) -> None:
+    """Raise ``ValueError`` unless ``geometry`` is one of :data:`GEOMETRIES`."""
+    _check_geometry(geometry)
+
+
+def tiny_llama_text_config(tokenizer: Any, max_positions: int = 4096) -> Any:
+    """The tiny Llama text config (hidden 64, 2 layers, 4 heads, 2 KV heads) for ``tokenizer``."""
+    return _llama_text_config(tokenizer, max_positions)
+
+
+def tiny_clip_vision_config(image_size: int, patch_size: int) -> Any:
+    """The tiny CLIP vision config (hidden 32, 2 layers, 4 heads) at the given geometry."""
+    return _clip_vision_config(image_size, patch_size)
+
+
+def save_tiny_model(model_cls: Any, config: Any, tokenizer: Any, out: Path, seed: int) -> None:
+    """Instantiate ``model_cls(config)`` under ``seed`` and save it with a generation config."""
+    _save_model(model_cls, config, tokenizer, out, seed)
+
+
+def write_tiny_manifest(out: Path, family: str, geometry: str, seed: int) -> None:
+    """Write :data:`MANIFEST_NAME` (family, geometry, seed) into a tiny checkpoint directory."""
+    _write_manifest(out, family, geometry, seed)
+
+
+def tokenizer_training_corpus() -> list[str]:
+    """The fixed corpus the tiny tokenizers are trained on (scaffolding weighted up)."""
+    return list(_SCAFFOLDING) * 6 + list(_CORPUS)

@@ -27,9 +27,10 @@ def cache_dir() -> Path:
 
 def clip_name(doc: Mapping[str, Any]) -> str:
     """File name of a doc's clip, unique per recipe."""
+    travel = f"_t{round(float(doc['travel']) * 100)}" if "travel" in doc else ""
     return (
         f"square_{doc['colour']}_{doc['direction']}_s{int(doc['seed'])}"
-        f"_f{int(doc.get('num_frames', 16))}_{int(doc.get('size', 64))}px.mp4"
+        f"_f{int(doc.get('num_frames', 16))}_{int(doc.get('size', 64))}px{travel}.mp4"
     )
 
 
@@ -50,6 +51,7 @@ def clip_path(doc: Mapping[str, Any]) -> str:
                 num_frames=int(doc.get("num_frames", 16)),
                 fps=int(doc.get("fps", 8)),
                 size=int(doc.get("size", 64)),
+                travel=float(doc.get("travel", 0.6)),
             )
             os.replace(tmp, path)
         finally:

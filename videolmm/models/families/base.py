@@ -147,9 +147,10 @@ class Family:
         """Name of the seed's conversation template for this checkpoint."""
         raise NotImplementedError
 
-    def content_extras(self, frames: Any) -> str | None:
+    def content_extras(self, frames: Any, config: Any = None) -> str | None:
         """Extra text the family puts between the placeholders and the question (e.g. a
-        time instruction), or None."""
+        time instruction), or None. ``config`` is the engine's loaded config (family options
+        applied), so that a per-engine option can change or drop the text."""
         return None
 
     # --- token math ----------------------------------------------------------------------

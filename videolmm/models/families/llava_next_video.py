@@ -93,6 +93,15 @@ class LlavaNextVideoFamily(Family):
             width // patch, config.spatial_pool_stride
         )
 
+    def load_config(self, pretrained: str, load: Any) -> Any:
+        """The config, with RoPE scaling that sits flat in ``text_config`` moved into place
+        (``llava-hf/LLaVA-NeXT-Video-7B-hf`` revisions 6ae32f6/babe571; seed-facts §1a)."""
+        from videolmm.models.convert.rope import repair_flat_rope_scaling
+
+        config = super().load_config(pretrained, load)
+        repair_flat_rope_scaling(config.text_config)
+        return config
+
     def load_processor(self, pretrained: str, config: Any, load: Any) -> Any:
         cls = _pooled_processor_class()
         processor = cls.from_pretrained(pretrained, revision=load.revision, trust_remote_code=load.trust_remote_code)

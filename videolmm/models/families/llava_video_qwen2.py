@@ -1,0 +1,261 @@
+"""LLaVA-Video-7B/72B-Qwen2 (LLaVA-NeXT-Video-Qwen2) as the authors ran it.
+
+Seed behaviour reproduced (../shared/docs/seed-facts.md §1a, §2; LLaVA-NeXT ``llava_arch.py``
+and ``playground/demo/video_demo.py``):
+
+- SigLIP so400m/14 at 384 px (27×27 patches) → projector → 2-D pool **after** the projector,
+  stride 2, ``bilinear`` by default (``ceil(27/2) = 14``; ``average``/``max``: ``floor`` = 13)
+  → one newline embedding after every row of every frame (``mm_newline_position="grid"``):
+  14×14 + 14 = **210** tokens per frame (182 with ``average``). See
+  :mod:`videolmm.models.families.modeling_llava_video_qwen2` for the model.
+- Frames: decord, ``fps`` sampler at 1 frame/s with ``force_sample`` to 64 frames
+  (``linspace(0, N-1, 64)``), the seed's ``frame_time`` string.
+- Prompt: ``qwen_1_5`` ("You are a helpful assistant.") with the time instruction, byte-exact:
+  ``<video>\\n{time instruction}\\n{question}`` (the demo's ``<image>\\n{time_instr}\\n{q}``).
+
+Token counts are derived from the config (patch grid, pool stride and mode, newline position),
+never hard-coded. This module imports neither torch nor transformers at import time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from videolmm.models.errors import ConfigError
+from videolmm.models.families.base import Family, LoadOptions, import_string
+from videolmm.models.types import Frames, MediaSettings, SamplingSpec
+
+#: ``mm_spatial_pool_mode`` values LLaVA-NeXT's ``get_2dPool`` implements.
+POOL_MODES = ("bilinear", "average", "max")
+#: ``mm_newline_position`` values LLaVA-NeXT's ``prepare_inputs_labels_for_multimodal`` implements.
+NEWLINE_POSITIONS = ("grid", "frame", "one_token", "no_token")
+#: The most frames LLaVA-Video was trained with (LLaVA-Video paper); the 7B card says "at most 64".
+TRAINED_MAX_FRAMES = 110
+#: Frames LLaVA-Video's demo and model card use (``max_frames_num=64``, ``force_sample=True``).
+DEFAULT_FRAMES = 64
+
+_MODELING = "videolmm.models.families.modeling_llava_video_qwen2"
+_PROCESSING = "videolmm.models.families.processing_llava_video_qwen2"
+
+
+def pooled_side(grid: int, stride: int, mode: str) -> int:
+    """Side of the pooled patch grid, as LLaVA-NeXT's ``get_2dPool`` computes it.
+
+    Args:
+        grid: patches per side (27 for SigLIP 384/14).
+        stride: pool stride; 1 means no pooling (the seed pools only when the stride is > 1).
+        mode: ``bilinear`` (``ceil(grid / stride)``, ``F.interpolate``) or ``average`` / ``max``
+            (``floor(grid / stride)``, kernel = stride).
+
+    Returns:
+        The pooled side (27 → 14 bilinear, 13 average/max).
+
+    Raises:
+        ConfigError: unknown mode, stride < 1, or a stride larger than the grid.
+    """
+    if mode not in POOL_MODES:
+        raise ConfigError(f"spatial_pool_mode={mode!r}: expected one of {POOL_MODES}")
+    if stride < 1:
+        raise ConfigError(f"spatial_pool_stride={stride}: must be >= 1")
+    if stride == 1:
+        return grid
+    if grid < stride:
+        raise ConfigError(f"spatial_pool_stride={stride} is larger than the {grid}×{grid} patch grid")
+    if mode == "bilinear":
+        return math.ceil(grid / stride)
+    return (grid - stride) // stride + 1
+
+
+def frame_tokens(side: int, position: str) -> int:
+    """Tokens one pooled frame of ``side``×``side`` becomes, newlines included."""
+    if position not in NEWLINE_POSITIONS:
+        raise ConfigError(f"mm_newline_position={position!r}: expected one of {NEWLINE_POSITIONS}")
+    extra = {"grid": side, "frame": 1}.get(position, 0)
+    return side * side + extra
+
+
+def video_token_count(num_frames: int, grid: int, stride: int, mode: str, position: str) -> int:
+    """Visual tokens of a whole video: frames × per-frame tokens, plus ``one_token``'s single newline.
+
+    Args:
+        num_frames: sampled frames.
+        grid: patches per side.
+        stride: pool stride.
+        mode: pool mode.
+        position: newline position.
+
+    Returns:
+        The number of video placeholder tokens the prompt needs.
+    """
+    per_frame = frame_tokens(pooled_side(grid, stride, mode), position)
+    return num_frames * per_frame + (1 if position == "one_token" else 0)
+
+
+def time_instruction(frames: Frames) -> str:
+    """LLaVA-Video's time instruction for one video, byte-exact (no space before "Please").
+
+    ``frame_time`` comes from the ``fps`` sampler (``"0.00s,1.00s,..."``, the seed's quirks
+    included); for any other sampler it is built the seed's forced-sampling way, ``i / avg_fps``
+    with two decimals.
+    """
+    frame_time = frames.frame_time
+    if frame_time is None:
+        frame_time = ",".join(f"{t:.2f}s" for t in frames.timestamps)
+    return (
+        f"The video lasts for {frames.duration:.2f} seconds, and {frames.num_frames} frames are uniformly sampled "
+        f"from it. These frames are located at {frame_time}.Please answer the following questions related to this "
+        "video."
+    )
+
+
+def _patch_grid(config: Any) -> int:
+    """Patches per side: ``image_size // patch_size`` (the patch convolution has no padding: 384/14 → 27)."""
+    vc = config.vision_config
+    return vc.image_size // vc.patch_size
+
+
+class LlavaVideoQwen2Family(Family):
+    """The ``llava_video_qwen2`` family."""
+
+    def default_template(self, config: Any) -> str:
+        return "qwen_1_5"
+
+    def load_config(self, pretrained: str, load: LoadOptions) -> Any:
+        """Load :class:`LlavaVideoQwen2Config` (refuses an unconverted lmms-lab checkpoint by name)."""
+        from videolmm.models.families.base import read_config_dict
+
+        raw = read_config_dict(pretrained, revision=load.revision)
+        if raw.get("model_type") != "llava_video_qwen2":
+            raise ConfigError(
+                f"{pretrained}: model_type={raw.get('model_type')!r} is not a converted LLaVA-Video checkpoint; run "
+                f"`videolmm convert --source llava_video_qwen2 --input {pretrained} --output DIR` first"
+            )
+        import_string(f"{_MODELING}.register_auto_config")()
+        cls = import_string(f"{_MODELING}.LlavaVideoQwen2Config")
+        return cls.from_pretrained(pretrained, revision=load.revision)
+
+    def apply_options(self, config: Any, options: Mapping[str, Any]) -> None:
+        if "spatial_pool_mode" in options:
+            mode = str(options["spatial_pool_mode"])
+            if mode not in POOL_MODES:
+                raise ConfigError(f"spatial_pool_mode={mode!r}: expected one of {POOL_MODES}")
+            config.spatial_pool_mode = mode
+        if "spatial_pool_stride" in options:
+            config.spatial_pool_stride = int(options["spatial_pool_stride"])
+        if "mm_newline_position" in options:
+            position = str(options["mm_newline_position"])
+            if position not in NEWLINE_POSITIONS:
+                raise ConfigError(f"mm_newline_position={position!r}: expected one of {NEWLINE_POSITIONS}")
+            config.mm_newline_position = position
+        if "add_time_instruction" in options:
+            config.add_time_instruction = _as_bool(options["add_time_instruction"], "add_time_instruction")
+        pooled_side(_patch_grid(config), config.spatial_pool_stride, config.spatial_pool_mode)  # validate now
+
+    def effective_options(self, config: Any) -> dict[str, Any]:
+        return {
+            "spatial_pool_mode": config.spatial_pool_mode,
+            "spatial_pool_stride": config.spatial_pool_stride,
+            "mm_newline_position": config.mm_newline_position,
+            "add_time_instruction": bool(getattr(config, "add_time_instruction", True)),
+        }
+
+    def content_extras(self, frames: Any, config: Any = None) -> str | None:
+        """The time instruction (unless ``add_time_instruction`` is off in ``config``)."""
+        if config is not None and not bool(getattr(config, "add_time_instruction", True)):
+            return None
+        return time_instruction(frames)
+
+    def video_tokens_per_frame(self, config: Any, height: int, width: int) -> int:
+        patch = config.vision_config.patch_size
+        if height != width:
+            raise ConfigError(f"LLaVA-Video pools a square patch grid; frames are {height}×{width} px")
+        side = pooled_side(height // patch, config.spatial_pool_stride, config.spatial_pool_mode)
+        return frame_tokens(side, config.mm_newline_position)
+
+    def video_tokens(self, config: Any, num_frames: int, height: int, width: int) -> int:
+        extra = 1 if config.mm_newline_position == "one_token" else 0
+        return self.video_tokens_per_frame(config, height, width) * num_frames + extra
+
+    def load_processor(self, pretrained: str, config: Any, load: LoadOptions) -> Any:
+        cls = import_string(self.processor_class)
+        processor = cls.from_pretrained(pretrained, revision=load.revision, trust_remote_code=load.trust_remote_code)
+        processor.spatial_pool_mode = config.spatial_pool_mode
+        processor.spatial_pool_stride = int(config.spatial_pool_stride)
+        processor.mm_newline_position = config.mm_newline_position
+        processor.tokenizer.padding_side = "left"
+        if processor.tokenizer.pad_token is None:
+            processor.tokenizer.pad_token = processor.tokenizer.eos_token
+        return processor
+
+    def build_tiny(self, out_dir: Any, *, seed: int = 0, geometry: str = "tiny") -> Path:
+        from videolmm.models.tiny_families import build_tiny_llava_video_qwen2
+
+        return build_tiny_llava_video_qwen2(out_dir, seed=seed, geometry=geometry)
+
+    def describe(self, config: Any) -> dict[str, Any]:
+        vc = config.vision_config
+        grid = _patch_grid(config)
+        side = pooled_side(grid, config.spatial_pool_stride, config.spatial_pool_mode)
+        return {
+            "vision_tower": f"{vc.model_type} {vc.image_size}px patch {vc.patch_size} ({grid}×{grid} patches)",
+            "vision_feature_layer": config.vision_feature_layer,
+            "vision_feature_select_strategy": config.vision_feature_select_strategy,
+            "pooling": {
+                "mode": config.spatial_pool_mode,
+                "stride": config.spatial_pool_stride,
+                "where": "after the projector",
+                "grid_after_pool": side,
+            },
+            "newline": f"{config.mm_newline_position} (image_newline embedding)",
+            "time_instruction": bool(getattr(config, "add_time_instruction", True)),
+            "trained_max_frames": TRAINED_MAX_FRAMES,
+            "text_model": getattr(config.text_config, "model_type", ""),
+        }
+
+
+def _as_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={value!r}: expected a boolean")
+
+
+LLAVA_VIDEO_QWEN2 = LlavaVideoQwen2Family(
+    name="llava_video_qwen2",
+    description="LLaVA-Video-7B/72B-Qwen2 (OneVision subclass: pool after projector, grid newlines, time instruction)",
+    model_class=f"{_MODELING}.LlavaVideoQwen2ForConditionalGeneration",
+    processor_class=f"{_PROCESSING}.LlavaVideoQwen2Processor",
+    model_types=("llava_video_qwen2",),
+    media=MediaSettings(
+        decoder="decord",
+        sampler="fps",
+        sampling=SamplingSpec(num_frames=DEFAULT_FRAMES, fps=1.0, force_sample=True),
+    ),
+    lmms_eval_id="llava_video_qwen2",
+    options={
+        "spatial_pool_mode": None,
+        "spatial_pool_stride": None,
+        "mm_newline_position": None,
+        "add_time_instruction": None,
+    },
+)
+
+__all__ = [
+    "DEFAULT_FRAMES",
+    "LLAVA_VIDEO_QWEN2",
+    "LlavaVideoQwen2Family",
+    "NEWLINE_POSITIONS",
+    "POOL_MODES",
+    "TRAINED_MAX_FRAMES",
+    "frame_tokens",
+    "pooled_side",
+    "time_instruction",
+    "video_token_count",
+]
