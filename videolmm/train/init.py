@@ -14,9 +14,12 @@ from typing import Any
 from videolmm.train.recipe import ModelSize, Recipe
 
 
-def _resize_processor_config(path: Path, old: int, new: int) -> None:
-    """Scale every frame size in ``processor_config.json`` from ``old`` to ``new`` pixels."""
+def _resize_processor_config(path: Path, old: int, new: int, patch_size: int) -> None:
+    """Scale every frame size in ``processor_config.json`` from ``old`` to ``new`` pixels and set
+    the patch size (the processor's token count depends on both)."""
     cfg = json.loads(path.read_text())
+    if "patch_size" in cfg:
+        cfg["patch_size"] = patch_size
     for key in ("image_processor", "video_processor"):
         sub = cfg.get(key)
         if not sub:
@@ -78,5 +81,5 @@ def build_initial_checkpoint(recipe: Recipe, out_dir: str | Path) -> Path:
         for f in base.iterdir():
             if f.name not in ("config.json", "model.safetensors", "generation_config.json"):
                 (out / f.name).write_bytes(f.read_bytes())
-    _resize_processor_config(out / "processor_config.json", old_image, recipe.size.image_size)
+    _resize_processor_config(out / "processor_config.json", old_image, recipe.size.image_size, recipe.size.patch_size)
     return out

@@ -45,32 +45,58 @@ def _write_clips(docs: list[dict[str, Any]], folder: Path) -> list[str]:
         if not path.exists():
             write_moving_square_video(
                 path, colour=doc["colour"], direction=doc["direction"], seed=doc["seed"],
-                num_frames=doc["num_frames"], fps=doc["fps"], size=doc["size"],
+                num_frames=doc["num_frames"], fps=doc["fps"], size=doc["size"], travel=doc["travel"],
             )  # fmt: skip
         paths.append(str(path))
     return paths
 
 
-def build_examples(engine: Any, docs: list[dict[str, Any]], folder: Path) -> list[Example]:
-    """Decode, prompt and process every (clip, question) pair through the engine's path."""
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def _example(engine: Any, item: Any, kind: str, answer: str, pixels: Any = None) -> Example:
+    """Tokenise one (decoded clip, question, answer) exactly as inference would, loss on the answer."""
     import torch
+
+    prompt = engine.render_prompt(item.request, item.videos)
+    full = engine.processor_inputs([item], [f"{prompt} {answer}{engine.processor.tokenizer.eos_token}"])
+    ctx_len = engine.processor_inputs([item], [prompt])["input_ids"].shape[1]
+    ids = full["input_ids"][0]
+    labels = torch.full_like(ids, -100)
+    labels[ctx_len:] = ids[ctx_len:]
+    return Example(kind, ids, labels, full["pixel_values_videos"][0] if pixels is None else pixels)
+
+
+def build_examples(engine: Any, docs: list[dict[str, Any]], folder: Path, *, reversed_copies: bool) -> list[Example]:
+    """Decode, prompt and process every (clip, question) pair through the engine's path.
+
+    With ``reversed_copies``, each clip also gives a direction example decoded with the
+    sampler's ``reverse`` option (the core's own frame-order knob) and the opposite answer:
+    the same pixels in the other order, so only frame order tells the two apart.
+    """
+    from dataclasses import replace
 
     from videolmm.models.types import Request
 
-    eos = engine.processor.tokenizer.eos_token
+    media = engine.settings.media
+    backwards = replace(media, sampling=replace(media.sampling, reverse=True))
     examples = []
     for doc, path in zip(docs, _write_clips(docs, folder), strict=True):
-        for kind, question in QUESTIONS.items():
-            item = engine.decode(Request(question=question, videos=(path,)))
+        items = {kind: engine.decode(Request(question=q, videos=(path,))) for kind, q in QUESTIONS.items()}
+        if reversed_copies:
+            items["reversed"] = engine.decode(
+                Request(question=QUESTIONS["direction"], videos=(path,), media=backwards)
+            )
+        for item in items.values():
             if item.error:
                 raise RuntimeError(f"training clip failed to decode: {item.error}")
-            prompt = engine.render_prompt(item.request, item.videos)
-            full = engine.processor_inputs([item], [f"{prompt} {doc[kind]}{eos}"])
-            ctx_len = engine.processor_inputs([item], [prompt])["input_ids"].shape[1]
-            ids = full["input_ids"][0]
-            labels = torch.full_like(ids, -100)
-            labels[ctx_len:] = ids[ctx_len:]
-            examples.append(Example(kind, ids, labels, full["pixel_values_videos"][0]))
+        colour = _example(engine, items["colour"], "colour", doc["colour"])
+        examples.append(colour)  # the direction example shares the same processed frames
+        examples.append(
+            _example(engine, items["direction"], "direction", doc["direction"], colour.pixel_values_videos)
+        )
+        if reversed_copies:
+            examples.append(_example(engine, items["reversed"], "direction", OPPOSITE[doc["direction"]]))
     return examples
 
 
@@ -103,7 +129,7 @@ def evaluate(engine: Any, docs: list[dict[str, Any]], folder: Path, batch_size: 
     from videolmm.tasks.synthetic.utils import normalise
 
     paths = _write_clips(docs, folder)
-    gen = GenerationSettings(max_new_tokens=4, stop=("\n", "."))
+    gen = GenerationSettings(max_new_tokens=8, stop=("\n", "."))
     reqs = [Request(question=d["question"], videos=(p,), generation=gen) for d, p in zip(docs, paths, strict=True)]
     results = engine.generate(reqs, batch_size=batch_size)
     correct: dict[str, list[float]] = {}
@@ -142,24 +168,19 @@ def train(
         build_initial_checkpoint(recipe, out)
         engine = Engine.from_pretrained(str(out), num_frames=recipe.frames, load=LoadOptions(device="cpu"))
         docs = [clip_recipe(s, recipe) for s in range(recipe.num_clips)]
-        examples = build_examples(engine, docs, clips)
+        examples = build_examples(engine, docs, clips, reversed_copies=recipe.reversed_copies)
         log(f"{recipe.family}: {len(examples)} examples ready in {time.perf_counter() - start:.0f}s")
 
         model = engine.model
         model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(0.9, 0.95), weight_decay=recipe.weight_decay)
         pad_id = engine.processor.tokenizer.pad_token_id
-        by_kind = {kind: [i for i, e in enumerate(examples) if e.kind == kind] for kind in QUESTIONS}
-        n_dir = round(recipe.batch_size * recipe.direction_share)
-        quota = {"direction": n_dir, "colour": recipe.batch_size - n_dir}
-        queues: dict[str, list[int]] = {kind: [] for kind in QUESTIONS}
+        order: list[int] = []
         ema = None
         for step in range(recipe.steps):
-            batch = []
-            for kind, n in quota.items():
-                if len(queues[kind]) < n:
-                    queues[kind] += random.sample(by_kind[kind], len(by_kind[kind]))
-                batch += [examples[queues[kind].pop()] for _ in range(n)]
+            if len(order) < recipe.batch_size:
+                order += random.sample(range(len(examples)), len(examples))
+            batch = [examples[order.pop()] for _ in range(recipe.batch_size)]
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, recipe)
             loss = model(**_collate(batch, pad_id)).loss

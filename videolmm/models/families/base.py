@@ -185,10 +185,7 @@ class Family:
         """Load the processor and make it agree with the config (pool stride, left padding)."""
         cls = import_string(self.processor_class)
         processor = cls.from_pretrained(pretrained, revision=load.revision, trust_remote_code=load.trust_remote_code)
-        processor.tokenizer.padding_side = "left"
-        if processor.tokenizer.pad_token is None:
-            processor.tokenizer.pad_token = processor.tokenizer.eos_token
-        return processor
+        return left_padded(processor)
 
     def load_model(self, pretrained: str, config: Any, load: LoadOptions) -> Any:
         """Load the model in eval mode, placed and quantised as asked."""
@@ -226,6 +223,24 @@ class Family:
         return {}
 
 
+def left_padded(processor: Any) -> Any:
+    """Make a processor's tokenizer pad on the left (batched generation) and have a pad token."""
+    processor.tokenizer.padding_side = "left"
+    if processor.tokenizer.pad_token is None:
+        processor.tokenizer.pad_token = processor.tokenizer.eos_token
+    return processor
+
+
+def vision_summary(config: Any) -> dict[str, Any]:
+    """The vision tower facts every family's ``describe`` starts with."""
+    vc = config.vision_config
+    grid = vc.image_size // vc.patch_size
+    return {
+        "vision_tower": f"{vc.model_type} {vc.image_size}px patch {vc.patch_size} ({grid}×{grid} patches)",
+        "vision_feature_layer": config.vision_feature_layer,
+    }
+
+
 def _hw(size: Any) -> tuple[int, int]:
     """(height, width) from a transformers size dict or SizeDict."""
     get = size.get if isinstance(size, Mapping) else (lambda k, d=None: getattr(size, k, d))
@@ -248,4 +263,4 @@ def _quantization_config(kind: str) -> Any:
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-__all__ = ["Family", "LoadOptions", "import_string", "read_config_dict"]
+__all__ = ["Family", "LoadOptions", "import_string", "left_padded", "read_config_dict", "vision_summary"]

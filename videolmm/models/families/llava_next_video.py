@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from videolmm.models.errors import ConfigError
-from videolmm.models.families.base import Family
+from videolmm.models.families.base import Family, left_padded, vision_summary
 from videolmm.models.types import MediaSettings, SamplingSpec
 
 POOL_MODES = ("average", "max", "conv")
@@ -106,10 +106,7 @@ class LlavaNextVideoFamily(Family):
         cls = _pooled_processor_class()
         processor = cls.from_pretrained(pretrained, revision=load.revision, trust_remote_code=load.trust_remote_code)
         processor.spatial_pool_stride = int(config.spatial_pool_stride)
-        processor.tokenizer.padding_side = "left"
-        if processor.tokenizer.pad_token is None:
-            processor.tokenizer.pad_token = processor.tokenizer.eos_token
-        return processor
+        return left_padded(processor)
 
     def build_tiny(self, out_dir: Any, *, seed: int = 0, geometry: str = "tiny") -> Path:
         from videolmm.models.tiny import build_tiny_llava_next_video
@@ -120,8 +117,7 @@ class LlavaNextVideoFamily(Family):
         vc = config.vision_config
         grid = vc.image_size // vc.patch_size
         return {
-            "vision_tower": f"{vc.model_type} {vc.image_size}px patch {vc.patch_size} ({grid}×{grid} patches)",
-            "vision_feature_layer": config.vision_feature_layer,
+            **vision_summary(config),
             "vision_feature_select_strategy": config.vision_feature_select_strategy,
             "pooling": {
                 "mode": config.spatial_pool_mode,

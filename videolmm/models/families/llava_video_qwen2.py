@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from videolmm.models.errors import ConfigError
-from videolmm.models.families.base import Family, LoadOptions, import_string
+from videolmm.models.families.base import Family, LoadOptions, import_string, left_padded
 from videolmm.models.types import Frames, MediaSettings, SamplingSpec
 
 #: ``mm_spatial_pool_mode`` values LLaVA-NeXT's ``get_2dPool`` implements.
@@ -185,10 +185,7 @@ class LlavaVideoQwen2Family(Family):
         processor.spatial_pool_mode = config.spatial_pool_mode
         processor.spatial_pool_stride = int(config.spatial_pool_stride)
         processor.mm_newline_position = config.mm_newline_position
-        processor.tokenizer.padding_side = "left"
-        if processor.tokenizer.pad_token is None:
-            processor.tokenizer.pad_token = processor.tokenizer.eos_token
-        return processor
+        return left_padded(processor)
 
     def build_tiny(self, out_dir: Any, *, seed: int = 0, geometry: str = "tiny") -> Path:
         from videolmm.models.tiny_families import build_tiny_llava_video_qwen2

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from videolmm.models.families.base import Family
+from videolmm.models.families.base import Family, vision_summary
 from videolmm.models.types import MediaSettings, SamplingSpec
 
 
@@ -36,11 +36,8 @@ class VideoLlavaFamily(Family):
         return build_tiny_video_llava(out_dir, seed=seed, geometry=geometry)
 
     def describe(self, config: Any) -> dict[str, Any]:
-        vc = config.vision_config
-        grid = vc.image_size // vc.patch_size
         return {
-            "vision_tower": f"{vc.model_type} {vc.image_size}px patch {vc.patch_size} ({grid}×{grid} patches)",
-            "vision_feature_layer": config.vision_feature_layer,
+            **vision_summary(config),
             "video_cls_token": "kept" if self.keep_video_cls else "dropped",
             "pooling": None,
             "newline": "none",

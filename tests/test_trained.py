@@ -1,0 +1,133 @@
+"""The trained tiny checkpoints really watch: accuracy, frame order, decoders (real lmms-eval CLI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from videolmm.models.synthetic import DIRECTIONS
+
+pytestmark = pytest.mark.timeout(900)
+VENV_BIN = Path(sys.executable).parent
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+CHANCE = 1 / len(DIRECTIONS)
+
+
+def lmms_eval(model_args: str, out: Path, env_extra: dict[str, str] | None = None) -> tuple[dict, list[dict]]:
+    """Run the real CLI on videolmm_synthetic; return (task metrics, samples)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env_extra or {})}
+    cmd = [str(VENV_BIN / "lmms-eval"), "--model", "videolmm", "--model_args", f"{model_args},device=cpu",
+           "--tasks", "videolmm_synthetic", "--batch_size", "16",
+           "--output_path", str(out), "--log_samples"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=800)
+    results = sorted(out.rglob("*_results.json"))
+    assert results, f"lmms-eval wrote no results:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    metrics = json.loads(results[-1].read_text())["results"]["videolmm_synthetic"]
+    samples_file = next(out.rglob("*_samples_videolmm_synthetic.jsonl"))
+    samples = [json.loads(line) for line in samples_file.read_text().splitlines() if line.strip()]
+    assert len(samples) == 96
+    return metrics, samples
+
+
+def answers(samples: list[dict], kind: str) -> list[tuple[str, str]]:
+    """(target, first word of the response) for the samples of one question kind."""
+    from videolmm.tasks.synthetic.utils import normalise
+
+    out = []
+    for s in samples:
+        if s["colour_acc"]["kind"] == kind:
+            resp = s["filtered_resps"][0] if isinstance(s["filtered_resps"], list) else s["filtered_resps"]
+            out.append((s["target"], normalise(resp)))
+    return out
+
+
+@pytest.mark.parametrize("family", ["llava_next_video", "video_llava"])
+def test_shipped_manifests_record_the_recipe_and_accuracy(family: str) -> None:
+    from videolmm.models.trained import manifest
+
+    m = manifest(family)
+    assert m["family"] == family and m["recipe"]["family"] == family
+    assert m["heldout_accuracy"]["colour_acc"] >= 0.95 and m["heldout_accuracy"]["direction_acc"] >= 0.95
+
+
+@pytest.mark.parametrize("fixture", ["trained_llava_next_video", "trained_video_llava"])
+def test_heldout_accuracy_through_lmms_eval(request: pytest.FixtureRequest, fixture: str, cache_root: Path,
+                                            tmp_path: Path) -> None:  # fmt: skip
+    ckpt = request.getfixturevalue(fixture)
+    metrics, samples = lmms_eval(f"pretrained={ckpt}", tmp_path)
+    assert metrics["colour_acc,none"] >= 0.95, metrics
+    assert metrics["direction_acc,none"] >= 0.95, metrics
+    assert not any(str(s["filtered_resps"]).startswith("[videolmm error]") for s in samples)
+
+
+def test_reversed_frames_flip_direction_but_not_colour(
+    trained_llava_next_video: Path, cache_root: Path, tmp_path: Path
+) -> None:
+    metrics, samples = lmms_eval(f"pretrained={trained_llava_next_video},reverse_frames=true", tmp_path)
+    assert metrics["colour_acc,none"] >= 0.95, metrics
+    pairs = answers(samples, "direction")
+    flipped = sum(ans == OPPOSITE[target] for target, ans in pairs) / len(pairs)
+    assert metrics["direction_acc,none"] <= 0.1, metrics  # the model reads order: reversed clips look opposite
+    assert flipped >= 0.9, pairs
+
+
+SHUFFLE_PLUGIN = """
+import zlib
+
+import numpy as np
+
+from videolmm.models.samplers import uniform_sampler
+from videolmm.models.types import FrameSelection
+from videolmm.plugin import hookimpl
+
+
+def shuffled(info, spec):
+    sel = uniform_sampler(info, spec)
+    order = np.random.default_rng(zlib.crc32(info.source.encode())).permutation(len(sel.indices))
+    return FrameSelection(tuple(sel.indices[i] for i in order), tuple(sel.timestamps[i] for i in order))
+
+
+@hookimpl
+def register_samplers(register):
+    register("shuffled", shuffled)
+"""
+
+
+def test_shuffled_frames_bring_direction_to_chance(
+    trained_llava_next_video: Path, cache_root: Path, tmp_path: Path
+) -> None:
+    """A sampler registered by a test plugin (a real entry point) shuffles each clip's frames."""
+    site = tmp_path / "site"
+    (site / "shuffle_plugin.py").parent.mkdir(parents=True)
+    (site / "shuffle_plugin.py").write_text(SHUFFLE_PLUGIN)
+    dist = site / "shuffle_plugin-0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shuffle-plugin\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text("[videolmm]\nshuffle = shuffle_plugin\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    metrics, _ = lmms_eval(f"pretrained={trained_llava_next_video},sampler=shuffled", tmp_path / "out", env)
+    assert metrics["colour_acc,none"] >= 0.95, metrics
+    assert abs(metrics["direction_acc,none"] - CHANCE) <= 0.15, metrics
+
+
+def test_decord_and_pyav_give_identical_answers(trained_llava_next_video: Path, cache_root: Path) -> None:
+    from videolmm.models.engine import Engine
+    from videolmm.models.families.base import LoadOptions
+    from videolmm.models.types import GenerationSettings, Request
+    from videolmm.tasks.synthetic_clips import clip_path
+    from videolmm.train.recipe import Recipe, heldout_docs
+
+    docs = heldout_docs(Recipe(family="llava_next_video"), count=12)
+    gen = GenerationSettings(max_new_tokens=4, stop=("\n", "."))
+    texts = {}
+    for decoder in ("decord", "pyav"):
+        engine = Engine.from_pretrained(str(trained_llava_next_video), decoder=decoder, load=LoadOptions(device="cpu"))
+        reqs = [Request(question=d["question"], videos=(clip_path(d),), generation=gen) for d in docs]
+        texts[decoder] = [r.text for r in engine.generate(reqs, batch_size=12)]
+    assert texts["decord"] == texts["pyav"]
+    assert sum(t == d["answer"] for t, d in zip(texts["decord"], docs, strict=True)) >= 11
