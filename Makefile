@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install demo test test-all lint format bench clean
+.PHONY: install demo test test-all lint format bench serve-tiny clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ lint: install
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+serve-tiny: install
+	$(VENV)/bin/videolmm tiny --family llava_next_video --out $(ART)/tiny-llava-next-video
+	$(VENV)/bin/videolmm tiny --family video_llava --out $(ART)/tiny-video-llava
+	$(VENV)/bin/serve run serve_configs/tiny.yaml
+
+bench: install
+	$(PY) benchmarks/serve_bench.py
 
 clean:
 	rm -rf $(ART) .pytest_cache .ruff_cache

@@ -193,17 +193,17 @@ class Engine:
         fam.apply_options(config, {k: v for k, v in options.items() if v is not None})
         processor = fam.load_processor(pretrained, config, load)
 
-        base = checkpoint_media_defaults(pretrained, fam.media)
         template = template or read_checkpoint_defaults(pretrained).get("template")
-        spec = SamplingSpec(
-            num_frames=int(num_frames) if num_frames is not None else base.sampling.num_frames,
-            fps=float(fps) if fps is not None else base.sampling.fps,
-            force_sample=bool(force_sample) if force_sample is not None else base.sampling.force_sample,
-            reverse=bool(reverse_frames) if reverse_frames is not None else base.sampling.reverse,
+        media = media_settings(
+            fam.media,
+            pretrained,
+            decoder=decoder,
+            sampler=sampler,
+            num_frames=num_frames,
+            fps=fps,
+            force_sample=force_sample,
+            reverse_frames=reverse_frames,
         )
-        if spec.num_frames < 1:
-            raise ConfigError(f"num_frames={spec.num_frames}: must be >= 1")
-        media = MediaSettings(decoder=decoder or base.decoder, sampler=sampler or base.sampler, sampling=spec)
         settings = EngineSettings(
             pretrained=str(pretrained),
             family=fam.name,
@@ -568,6 +568,36 @@ def checkpoint_media_defaults(pretrained: str, family_media: MediaSettings) -> M
     )
 
 
+def media_settings(
+    family_media: MediaSettings,
+    pretrained: str,
+    *,
+    decoder: str | None = None,
+    sampler: str | None = None,
+    num_frames: int | None = None,
+    fps: float | None = None,
+    force_sample: bool | None = None,
+    reverse_frames: bool | None = None,
+) -> MediaSettings:
+    """The media settings an engine runs with: explicit values, then the checkpoint's
+    ``videolmm.json``, then the family's seed defaults. Pure (no model or processor load), so
+    a CPU media deployment computes exactly what the model's engine uses.
+
+    Raises:
+        ConfigError: ``num_frames`` < 1.
+    """
+    base = checkpoint_media_defaults(pretrained, family_media)
+    spec = SamplingSpec(
+        num_frames=int(num_frames) if num_frames is not None else base.sampling.num_frames,
+        fps=float(fps) if fps is not None else base.sampling.fps,
+        force_sample=bool(force_sample) if force_sample is not None else base.sampling.force_sample,
+        reverse=bool(reverse_frames) if reverse_frames is not None else base.sampling.reverse,
+    )
+    if spec.num_frames < 1:
+        raise ConfigError(f"num_frames={spec.num_frames}: must be >= 1")
+    return MediaSettings(decoder=decoder or base.decoder, sampler=sampler or base.sampler, sampling=spec)
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """Cut ``text`` before the earliest occurrence of any stop string."""
     cut = len(text)
@@ -630,5 +660,6 @@ __all__ = [
     "cut_at_stop",
     "detect_family",
     "error_text",
+    "media_settings",
     "with_generation",
 ]

@@ -1,0 +1,179 @@
+"""One Ray cluster and one Serve app for every serve test of the session.
+
+The app is ``serve_configs/tiny.yaml`` built through ``videolmm.serve:build_app``, with the
+session's tiny checkpoints, a media root of test files, an API key, remote fetching on for a few
+hosts (to show loopback and metadata addresses are refused), and small limits and queues so that
+every limit and the 503 backpressure can be reached with tiny inputs. Ray runs with the 2-core
+recipe (``environment.md``): 2 CPUs, no dashboard, a 256 MB object store, fractional CPUs per
+replica, usage stats and token auth off, Serve's HTTP on 127.0.0.1 on a free port, and its own
+temp dir (``RAY_TMPDIR``) so that its logs are ours to read.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from serve_helpers import API_KEY, LNV, STARTUP_TIMEOUT_S, TEST_LIMITS, TINY_YAML, TRAINED, VL, ServeApp, video_message
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def serve_media(tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path]) -> Path:
+    """The app's media root: clips, an image, and files that cross each limit or escape the root."""
+    from PIL import Image
+
+    from videolmm.models.synthetic import moving_square_frames, write_moving_square_video
+
+    root = tmp_path_factory.mktemp("serve-media")
+    shutil.copy(clips["red_right"], root / "red_right.mp4")
+    shutil.copy(clips["blue_up"], root / "blue up.mp4")  # a space: percent-encoded in the URL
+    shutil.copy(clips["green_left_long"], root / "long.mp4")  # 40 frames at 8 fps: 5 s > 4 s
+    write_moving_square_video(root / "wide.mp4", colour="red", direction="up", seed=4, size=160)  # 160² px
+    frame = next(moving_square_frames(colour="yellow", direction="left", seed=5, size=48))
+    Image.fromarray(frame).save(root / "square.png")
+    (root / "big.mp4").write_bytes(os.urandom(300 << 10))  # over max_video_bytes, refused before decoding
+    (root / "notes.txt").write_text("not a video")
+    (root / "sub").mkdir()
+    (root / "sub" / "inside.mp4").symlink_to(root / "red_right.mp4")  # a symlink that stays inside
+    (root / "escape.mp4").symlink_to(clips["green_left_long"])  # a symlink that leaves the root
+    return root
+
+
+def _test_args(tiny_lnv: Path, tiny_vl: Path, media_root: Path, cache_root: Path) -> dict[str, Any]:
+    """tiny.yaml's args with the session's checkpoints, media roots, key, limits and queues."""
+    from videolmm.serve.config import load_serve_config
+
+    args = load_serve_config(TINY_YAML)
+    paths = {LNV: tiny_lnv, VL: tiny_vl}
+    args["models"] = [{**m, "pretrained": str(paths[m["model_id"]])} for m in args["models"]]
+    args["limits"] = {**args.get("limits", {}), **TEST_LIMITS}
+    args["security"] = {
+        "media_roots": [str(media_root), str(cache_root)],  # cache_root: the demo task's clips
+        "api_key": API_KEY,
+        "remote": {
+            "enabled": True,
+            "allowed_hosts": ["localhost", "127.0.0.1", "169.254.169.254", "unresolvable.invalid"],
+            "allowed_schemes": ["http", "https"],
+            "timeout_s": 3,
+        },
+    }
+    # Small queues make backpressure reachable; one model replica keeps 2 shared cores usable.
+    args["model_deployment"] = _merge(
+        args["model_deployment"],
+        {
+            "autoscaling_config": {"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 4},
+            "max_ongoing_requests": 8,
+            "max_queued_requests": 4,
+        },
+    )
+    args["media_deployment"] = _merge(args["media_deployment"], {"max_ongoing_requests": 4, "max_queued_requests": 8})
+    return args
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _wait_healthy(base_url: str, deadline: float) -> None:
+    while True:
+        try:
+            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{base_url}/health did not answer 200 in time")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def serve_app(
+    tiny_llava_next_video: Path,
+    tiny_video_llava: Path,
+    trained_llava_next_video: Path,
+    serve_media: Path,
+    cache_root: Path,
+) -> Iterator[ServeApp]:
+    """Ray + Serve with the tiny app, started once; shut down (nothing left running) at the end.
+
+    Besides tiny.yaml's two random tiny models, the app serves the *trained* tiny checkpoint
+    (issue 3) as ``TRAINED``: the parity tests use it, so parity is checked on a model that
+    really watches (non-zero scores), not only on random weights."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray_tmp = Path(tempfile.mkdtemp(prefix="vlmm-ray-", dir="/tmp"))  # short: Ray's socket paths are limited
+    previous_tmp = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = str(ray_tmp)
+
+    import ray
+    import yaml
+    from ray import serve
+
+    from videolmm.serve.config import ServeArgs, build_app
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    serve_doc = yaml.safe_load(TINY_YAML.read_text())
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 << 20, log_to_driver=False)
+    try:
+        port = _free_port()
+        serve.start(
+            http_options={**serve_doc["http_options"], "host": "127.0.0.1", "port": port},
+            logging_config=serve_doc.get("logging_config"),
+        )
+        raw = _test_args(tiny_llava_next_video, tiny_video_llava, serve_media, cache_root)
+        raw["models"] = [
+            *raw["models"],
+            {"model_id": TRAINED, "pretrained": str(trained_llava_next_video), "family": "llava_next_video",
+             "device": "cpu"},
+        ]  # fmt: skip
+        raw["max_models_per_replica"] = len(raw["models"])
+        args = ServeArgs.model_validate(raw)
+        # serve.run waits without a deadline (e.g. for a replica that cannot be scheduled): bound it
+        deploy = threading.Thread(
+            target=serve.run, args=(build_app(args),), kwargs={"name": "videolmm", "route_prefix": "/"}, daemon=True
+        )
+        deploy.start()
+        deploy.join(timeout=max(1.0, deadline - time.monotonic()))
+        if deploy.is_alive():
+            raise TimeoutError(f"the serve app did not start in {STARTUP_TIMEOUT_S} s: {serve.status()}")
+        app = ServeApp(
+            base_url=f"http://127.0.0.1:{port}",
+            api_key=API_KEY,
+            media_root=serve_media,
+            args=args,
+            ray_tmp=ray_tmp,
+            metrics_port=int(ray.nodes()[0]["MetricsExportPort"]),
+        )
+        _wait_healthy(app.base_url, deadline)
+        with app.http() as http:  # load both engines once, so tests measure requests, not loading
+            for model in (LNV, VL):
+                body = {"model": model, "messages": video_message(app.file_url("red_right.mp4")), "max_tokens": 2}
+                response = http.post("/v1/chat/completions", json=body, timeout=STARTUP_TIMEOUT_S)
+                assert response.status_code == 200, response.text
+        yield app
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        if previous_tmp is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = previous_tmp
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -1,0 +1,86 @@
+"""Shared constants and helpers of the serve tests (the fixtures are in this folder's conftest.py)."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_YAML = REPO / "serve_configs" / "tiny.yaml"
+LNV = "tiny-llava-next-video"
+VL = "tiny-video-llava"
+TRAINED = "trained-llava-next-video"  # the trained tiny checkpoint (issue 3), for parity
+API_KEY = "sk-videolmm-test-key"
+STARTUP_TIMEOUT_S = 240
+
+#: Limits small enough that test files cross them (the clips are 64 px, 16 frames at 8 fps, 2 s).
+TEST_LIMITS = {
+    "max_request_bytes": 1 << 20,
+    "max_data_url_bytes": 192 << 10,
+    "max_video_bytes": 256 << 10,
+    "max_image_bytes": 256 << 10,
+    "max_duration_s": 4.0,
+    "max_frame_pixels": 128 * 128,
+    "max_frames": 32,
+    "max_videos_per_request": 2,
+    "max_images_per_request": 2,
+    "max_tokens": 64,
+}
+
+
+@dataclass(frozen=True)
+class ServeApp:
+    """The running test app.
+
+    Attributes:
+        base_url: ``http://127.0.0.1:PORT``.
+        api_key: the bearer key the app requires.
+        media_root: the app's media root (file:// URLs must point in here).
+        args: the validated ``ServeArgs`` the app was built from.
+        ray_tmp: the Ray temp dir (its ``session_*/logs/serve`` holds the replica logs).
+        metrics_port: the node's Prometheus metrics port.
+    """
+
+    base_url: str
+    api_key: str
+    media_root: Path
+    args: Any
+    ray_tmp: Path
+    metrics_port: int
+
+    def client(self, **kwargs: Any) -> Any:
+        """A real ``openai.OpenAI`` client for the app (no automatic retries unless asked)."""
+        from openai import OpenAI
+
+        kwargs.setdefault("api_key", self.api_key)
+        kwargs.setdefault("max_retries", 0)
+        kwargs.setdefault("timeout", 60)
+        return OpenAI(base_url=f"{self.base_url}/v1", **kwargs)
+
+    def http(self, **kwargs: Any) -> httpx.Client:
+        """A raw HTTP client with the API key set (for status codes and headers)."""
+        headers = {"Authorization": f"Bearer {self.api_key}", **kwargs.pop("headers", {})}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=kwargs.pop("timeout", 60), **kwargs)
+
+    def file_url(self, name: str) -> str:
+        """``file://`` URL of a file in the media root."""
+        return (self.media_root / name).as_uri()
+
+
+def video_message(url: str, question: str = "What colour is the moving square?") -> list[dict[str, Any]]:
+    """One user message: a video, then the question (lmms-eval's openai model sends this shape)."""
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "video_url", "video_url": {"url": url}}, {"type": "text", "text": question}],
+        }
+    ]
+
+
+def data_url(path: Path, mime: str) -> str:
+    """A base64 ``data:`` URL of a file."""
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"

@@ -1,0 +1,454 @@
+"""Typed configuration of the Serve app and the app builder (``import_path: videolmm.serve:build_app``).
+
+One YAML states the models, the replicas and the limits::
+
+    applications:
+      - name: videolmm
+        import_path: videolmm.serve:build_app
+        args:
+          models:
+            - model_id: llava-next-video-7b
+              pretrained: llava-hf/LLaVA-NeXT-Video-7B-hf
+          model_deployment:
+            ray_actor_options: {num_gpus: 1}
+            autoscaling_config: {min_replicas: 1, max_replicas: 4}
+
+Ray validates ``args`` into :class:`ServeArgs` because :func:`build_app` is annotated with it
+(Ray's typed app builders); in Python, ``build_app(ServeArgs(...))`` or ``build_app({...})``.
+
+Every model default is the core's (the family's sampler, frame count, template), so a request
+served here becomes the same core :class:`~videolmm.models.types.Request` that lmms-eval builds.
+
+This module imports only pydantic and the core's light types; Ray is imported by
+:func:`build_app`.
+"""
+
+# No ``from __future__ import annotations``: Ray reads build_app's annotation as a class.
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from videolmm.models.families.base import LoadOptions
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+
+class ModelConfig(_Strict):
+    """One served model: a checkpoint plus optional overrides of the core's defaults."""
+
+    model_id: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$",
+        description="The name clients put in the request's `model` field and see in /v1/models.",
+    )
+    pretrained: str = Field(
+        min_length=1,
+        description="Checkpoint directory or hub id; a relative path is resolved against `base_dir`.",
+    )
+    family: str | None = Field(default=None, description="Model family; None detects it from config.json.")
+    template: str | None = Field(default=None, description="Conversation template; None is the family's choice.")
+    system_prompt: str | None = Field(default=None, description="Replaces the template's system message.")
+    decoder: str | None = Field(default=None, description="Video decoder name; None is the family's (decord).")
+    sampler: str | None = Field(default=None, description="Frame sampler name; None is the family's.")
+    num_frames: int | None = Field(default=None, ge=1, description="Frames per video; None is the family's.")
+    fps: float | None = Field(default=None, gt=0, description="Rate for rate-based samplers.")
+    force_sample: bool | None = Field(default=None, description="LLaVA-Video's force_sample.")
+    family_options: dict[str, Any] = Field(
+        default_factory=dict, description="Family-specific options, e.g. spatial_pool_stride."
+    )
+    device: str = Field(default="auto", description="cpu, cuda, cuda:1, or auto (CUDA when present).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="auto = float32 on CPU, bfloat16 on CUDA."
+    )
+    device_map: str | None = Field(default=None, description="transformers device_map (e.g. auto).")
+    attn_implementation: str | None = Field(default=None, description="sdpa, eager or flash_attention_2.")
+    quantization: Literal["4bit", "8bit"] | None = Field(default=None, description="bitsandbytes (GPU).")
+    revision: str | None = Field(default=None, description="Hub revision of the checkpoint.")
+    default_max_tokens: int = Field(
+        default=256,
+        ge=1,
+        description="max_tokens when a request gives none (lmms-eval's default for our models), capped by the limit.",
+    )
+
+    def load_options(self) -> LoadOptions:
+        """Placement and quantisation as the core's :class:`LoadOptions`."""
+        return LoadOptions(
+            device=self.device,
+            dtype=self.dtype,
+            device_map=self.device_map,
+            attn_implementation=self.attn_implementation,
+            quantization=self.quantization,
+            revision=self.revision,
+        )
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :meth:`videolmm.models.engine.Engine.from_pretrained`."""
+        return {
+            "family": self.family,
+            "template": self.template,
+            "system_prompt": self.system_prompt,
+            "decoder": self.decoder,
+            "sampler": self.sampler,
+            "num_frames": self.num_frames,
+            "fps": self.fps,
+            "force_sample": self.force_sample,
+            "family_options": dict(self.family_options),
+            "load": self.load_options(),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching, limits, security
+# ---------------------------------------------------------------------------------------------
+
+
+class BatchingConfig(_Strict):
+    """Dynamic batching in the model deployment (``@serve.batch``); ``max_batch_size: 1`` turns it off."""
+
+    max_batch_size: int = Field(default=8, ge=1, le=256, description="Requests per engine.generate call.")
+    batch_wait_timeout_s: float = Field(
+        default=0.01, ge=0, le=10, description="How long a partial batch waits for more requests."
+    )
+
+
+class LimitsConfig(_Strict):
+    """Per-request limits. Sizes → 413, counts and ranges → 422."""
+
+    max_request_bytes: int = Field(default=64 << 20, ge=1024, description="HTTP request body (413).")
+    max_data_url_bytes: int = Field(default=48 << 20, ge=1, description="Decoded payload of one data: URL (413).")
+    max_video_bytes: int = Field(default=512 << 20, ge=1, description="One file:// or fetched video (413).")
+    max_image_bytes: int = Field(default=20 << 20, ge=1, description="One image (413).")
+    max_duration_s: float = Field(default=3 * 3600, gt=0, description="Video duration N/fps (413).")
+    max_frame_pixels: int = Field(default=3840 * 2160, ge=1, description="Width × height of a frame or image (413).")
+    max_frames: int = Field(default=128, ge=1, description="Frames sampled per video (422).")
+    max_videos_per_request: int = Field(default=4, ge=1, description="Videos in one request (422).")
+    max_images_per_request: int = Field(default=8, ge=0, description="Images in one request (422).")
+    max_tokens: int = Field(default=4096, ge=1, description="Upper bound on max_tokens (422).")
+
+
+class RemoteFetchConfig(_Strict):
+    """``http(s)://`` media fetching: off unless enabled, and then only from listed hosts.
+
+    Loopback, private, link-local, shared, reserved, multicast and cloud-metadata addresses are
+    refused even for listed hosts: every address a host resolves to is checked, on every redirect,
+    and the connection goes to the checked address.
+    """
+
+    enabled: bool = Field(default=False, description="Allow http(s) media URLs at all.")
+    allowed_hosts: tuple[str, ...] = Field(
+        default=(), description="Exact host names, or '*.example.com' for subdomains of example.com."
+    )
+    allowed_schemes: tuple[Literal["http", "https"], ...] = Field(default=("https",), description="URL schemes.")
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="Whole fetch, redirects included.")
+    max_redirects: int = Field(default=3, ge=0, le=10, description="Redirects followed (each one re-checked).")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _lower_hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(h.strip().lower().rstrip(".") for h in hosts if h.strip())
+
+
+class SecurityConfig(_Strict):
+    """Where media may come from, and the optional API key."""
+
+    media_roots: tuple[str, ...] = Field(
+        default=(), description="Directories file:// URLs may point into (no traversal, no symlink escape)."
+    )
+    remote: RemoteFetchConfig = Field(default_factory=RemoteFetchConfig)
+    api_key: SecretStr | None = Field(
+        default=None, description="Bearer key required on every route but /health (prefer api_key_env)."
+    )
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable holding the key, read when the app is built."
+    )
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> "SecurityConfig":
+        if self.api_key is not None and self.api_key_env:
+            raise ValueError("set api_key or api_key_env, not both")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Deployments
+# ---------------------------------------------------------------------------------------------
+
+
+class AutoscalingOptions(_Strict):
+    """Ray Serve ``autoscaling_config`` (the commonly tuned fields)."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    initial_replicas: int | None = Field(default=None, ge=0)
+    target_ongoing_requests: float = Field(default=2.0, gt=0)
+    upscale_delay_s: float = Field(default=30.0, ge=0)
+    downscale_delay_s: float = Field(default=600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "AutoscalingOptions":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas={self.min_replicas} > max_replicas={self.max_replicas}")
+        return self
+
+
+class ActorOptions(_Strict):
+    """Ray Serve ``ray_actor_options`` (resources per replica; fractional CPUs allowed)."""
+
+    num_cpus: float = Field(default=1.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    memory: int | None = Field(default=None, ge=0, description="Bytes of memory to reserve.")
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom resources.")
+
+
+class DeploymentOptions(_Strict):
+    """Replicas and queues of one deployment.
+
+    ``max_queued_requests`` bounds the queue in front of the replicas: beyond it a request is
+    answered 503 with ``Retry-After: retry_after_s`` at once instead of waiting.
+    """
+
+    num_replicas: int | None = Field(default=None, ge=1, description="Fixed replica count (no autoscaling).")
+    autoscaling_config: AutoscalingOptions | None = Field(default=None, description="Autoscaling bounds and target.")
+    max_ongoing_requests: int = Field(default=16, ge=1, description="Requests one replica works on at once.")
+    max_queued_requests: int = Field(default=64, ge=1, description="Requests waiting for a replica (then 503).")
+    retry_after_s: float = Field(default=1.0, ge=0, description="Retry-After on a 503.")
+    ray_actor_options: ActorOptions = Field(default_factory=ActorOptions)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DeploymentOptions":
+        if (self.num_replicas is None) == (self.autoscaling_config is None):
+            raise ValueError("set exactly one of num_replicas and autoscaling_config")
+        auto = self.autoscaling_config
+        if auto is not None and auto.target_ongoing_requests >= self.max_ongoing_requests:
+            raise ValueError(
+                f"autoscaling_config.target_ongoing_requests={auto.target_ongoing_requests} must be below "
+                f"max_ongoing_requests={self.max_ongoing_requests}"
+            )
+        return self
+
+    def ray_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``Deployment.options``."""
+        actor = self.ray_actor_options
+        out: dict[str, Any] = {
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "backpressure_config": {"status_code": 503, "retry_after_s": self.retry_after_s},
+            "ray_actor_options": {
+                "num_cpus": actor.num_cpus,
+                "num_gpus": actor.num_gpus,
+                **({"memory": actor.memory} if actor.memory is not None else {}),
+                **({"resources": dict(actor.resources)} if actor.resources else {}),
+            },
+        }
+        if self.autoscaling_config is not None:
+            out["autoscaling_config"] = self.autoscaling_config.model_dump(exclude_none=True)
+        else:
+            out["num_replicas"] = self.num_replicas
+        return out
+
+
+def _ingress_defaults() -> DeploymentOptions:
+    return DeploymentOptions(
+        autoscaling_config=AutoscalingOptions(min_replicas=1, max_replicas=2, target_ongoing_requests=64),
+        max_ongoing_requests=256,
+        max_queued_requests=1024,
+        ray_actor_options=ActorOptions(num_cpus=0.25),
+    )
+
+
+def _media_defaults() -> DeploymentOptions:
+    return DeploymentOptions(
+        autoscaling_config=AutoscalingOptions(min_replicas=1, max_replicas=4, target_ongoing_requests=2),
+        max_ongoing_requests=4,
+        max_queued_requests=64,
+        ray_actor_options=ActorOptions(num_cpus=1),
+    )
+
+
+def _model_defaults() -> DeploymentOptions:
+    return DeploymentOptions(
+        autoscaling_config=AutoscalingOptions(min_replicas=1, max_replicas=1, target_ongoing_requests=8),
+        max_ongoing_requests=16,
+        max_queued_requests=64,
+        ray_actor_options=ActorOptions(num_cpus=1),
+    )
+
+
+_DEPLOYMENT_DEFAULTS = {
+    "ingress_deployment": _ingress_defaults,
+    "media_deployment": _media_defaults,
+    "model_deployment": _model_defaults,
+}
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+# ---------------------------------------------------------------------------------------------
+
+
+class ServeArgs(_Strict):
+    """Everything ``build_app`` needs: models, batching, limits, security, deployments."""
+
+    models: tuple[ModelConfig, ...] = Field(min_length=1, description="Served models (unique model_id).")
+    max_models_per_replica: int = Field(
+        default=2, ge=1, description="Engines a model replica keeps loaded (LRU, @serve.multiplexed)."
+    )
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    ingress_deployment: DeploymentOptions = Field(default_factory=_ingress_defaults)
+    media_deployment: DeploymentOptions = Field(default_factory=_media_defaults)
+    model_deployment: DeploymentOptions = Field(default_factory=_model_defaults)
+    base_dir: str | None = Field(
+        default=None, description="Relative `pretrained` and `media_roots` resolve here (default: the current dir)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_deployment_defaults(cls, data: Any) -> Any:
+        """A deployment block given as a dict overrides only the keys it sets (nested dicts too)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key, default in _DEPLOYMENT_DEFAULTS.items():
+            given = data.get(key)
+            if isinstance(given, dict):
+                base = default().model_dump(exclude_none=True)
+                if "num_replicas" in given and "autoscaling_config" not in given:
+                    base.pop("autoscaling_config", None)
+                if "autoscaling_config" in given and "num_replicas" not in given:
+                    base.pop("num_replicas", None)
+                data[key] = _deep_merge(base, given)
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> "ServeArgs":
+        ids = [m.model_id for m in self.models]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate model_id(s): {dupes}")
+        if self.model_deployment.max_ongoing_requests < self.batching.max_batch_size:
+            raise ValueError(
+                f"model_deployment.max_ongoing_requests={self.model_deployment.max_ongoing_requests} is below "
+                f"batching.max_batch_size={self.batching.max_batch_size}: batches could never fill"
+            )
+        too_many = [m.model_id for m in self.models if (m.num_frames or 0) > self.limits.max_frames]
+        if too_many:
+            raise ValueError(f"num_frames above limits.max_frames={self.limits.max_frames} for {too_many}")
+        return self
+
+    def model(self, model_id: str) -> ModelConfig | None:
+        """The model with this id, or None."""
+        return next((m for m in self.models if m.model_id == model_id), None)
+
+    def resolved(self) -> "ServeArgs":
+        """A copy with relative checkpoint paths and media roots made absolute against ``base_dir``."""
+        base = Path(self.base_dir or os.getcwd()).expanduser().resolve()
+
+        def local(path: str) -> str:
+            candidate = Path(path).expanduser()
+            if candidate.is_absolute():
+                return str(candidate)
+            joined = base / candidate
+            # a relative name that is not a local directory is a hub id ("org/name")
+            return str(joined) if joined.exists() or path.startswith((".", "~")) else path
+
+        models = tuple(m.model_copy(update={"pretrained": local(m.pretrained)}) for m in self.models)
+        roots = tuple(str((base / Path(r).expanduser()).resolve()) for r in self.security.media_roots)
+        security = self.security.model_copy(update={"media_roots": roots})
+        return self.model_copy(update={"models": models, "security": security, "base_dir": str(base)})
+
+    def api_key_value(self) -> SecretStr | None:
+        """The API key to require, read from ``api_key`` or the ``api_key_env`` variable.
+
+        Raises:
+            ValueError: ``api_key_env`` names a variable that is unset or empty.
+        """
+        sec = self.security
+        if sec.api_key_env:
+            value = os.environ.get(sec.api_key_env, "")
+            if not value:
+                raise ValueError(
+                    f"security.api_key_env={sec.api_key_env!r}: the variable is unset or empty where the app is "
+                    "built; export it (or remove api_key_env to serve without a key)"
+                )
+            return SecretStr(value)
+        return sec.api_key
+
+
+def load_serve_config(path: str | os.PathLike[str], app: str | None = None) -> dict[str, Any]:
+    """Read a Serve config file and return one application's ``args`` dict.
+
+    Args:
+        path: a Serve config YAML (``applications: [...]``) such as ``serve_configs/tiny.yaml``.
+        app: application name; None takes the only (or first) application using ``build_app``.
+
+    Returns:
+        The ``args`` mapping, ready for :class:`ServeArgs` validation.
+    """
+    import yaml
+
+    doc = yaml.safe_load(Path(path).read_text())
+    apps = [a for a in doc.get("applications", []) if a.get("import_path") == "videolmm.serve:build_app"]
+    if app is not None:
+        apps = [a for a in apps if a.get("name") == app]
+    if not apps:
+        named = f" named {app!r}" if app else ""
+        raise ValueError(f"{path}: no application{named} with import_path videolmm.serve:build_app")
+    return dict(apps[0].get("args") or {})
+
+
+def build_app(args: ServeArgs) -> Any:
+    """Build the Serve application: OpenAI ingress → media decoder → model server.
+
+    Args:
+        args: the validated ``args`` block (Ray converts the YAML dict because of the annotation);
+            a plain dict is validated here.
+
+    Returns:
+        The bound ``ray.serve.Application`` (pass it to ``serve.run``).
+    """
+    from videolmm.serve.deployments import MediaDecoder, ModelServer
+    from videolmm.serve.ingress import OpenAIIngress
+
+    if not isinstance(args, ServeArgs):
+        args = ServeArgs.model_validate(args)
+    args = args.resolved()
+    api_key = args.api_key_value()
+    media = MediaDecoder.options(**args.media_deployment.ray_options()).bind(args)
+    model = ModelServer.options(**args.model_deployment.ray_options()).bind(args)
+    return OpenAIIngress.options(**args.ingress_deployment.ray_options()).bind(args, media, model, api_key)
+
+
+__all__ = [
+    "ActorOptions",
+    "AutoscalingOptions",
+    "BatchingConfig",
+    "DeploymentOptions",
+    "LimitsConfig",
+    "ModelConfig",
+    "RemoteFetchConfig",
+    "SecurityConfig",
+    "ServeArgs",
+    "build_app",
+    "load_serve_config",
+]

@@ -1,0 +1,192 @@
+"""OpenAI request → :class:`~videolmm.serve.jobs.ChatJob`; core :class:`Result` → OpenAI response.
+
+The mapping keeps the request the same core request lmms-eval builds: the user's text is the
+question, its images and videos become the request's visuals (placed before the question, as
+the seeds do, unless the text already holds ``<image>``/``<video>`` placeholders), and decoding
+is greedy unless ``temperature`` > 0.
+
+videolmm answers one user turn: the model's template fixes the system prompt (``system_prompt``
+in the serve config replaces it), and the core has no conversation history, so system,
+assistant and tool messages are refused rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from videolmm.models.types import GenerationSettings, Result
+from videolmm.serve.config import LimitsConfig, ModelConfig
+from videolmm.serve.errors import bad_request, unprocessable
+from videolmm.serve.jobs import ChatJob, MediaRef
+from videolmm.serve.protocol import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    ImagePart,
+    TextPart,
+    UsageInfo,
+    VideoLMMInfo,
+)
+
+
+def _user_content(req: ChatCompletionRequest) -> tuple[str, tuple[MediaRef, ...]]:
+    others = sorted({m.role for m in req.messages if m.role != "user"})
+    if others:
+        raise bad_request(
+            f"messages with role(s) {others} are not supported: videolmm answers a single user turn with the "
+            "model's own template (set system_prompt in the serve config to change the system message)",
+            param="messages",
+            code="unsupported_role",
+        )
+    if len(req.messages) != 1:
+        raise bad_request(
+            f"got {len(req.messages)} user messages; videolmm answers a single user turn",
+            param="messages",
+            code="unsupported_multi_turn",
+        )
+    content = req.messages[0].content
+    if content is None:
+        raise bad_request("the user message has no content", param="messages[0].content")
+    if isinstance(content, str):
+        return content, ()
+    texts: list[str] = []
+    media: list[MediaRef] = []
+    for i, part in enumerate(content):
+        where = f"messages[0].content[{i}]"
+        if isinstance(part, TextPart):
+            texts.append(part.text)
+        elif isinstance(part, ImagePart):
+            media.append(MediaRef("image", part.image_url.url, f"{where}.image_url.url"))
+        else:
+            media.append(MediaRef("video", part.video_url.url, f"{where}.video_url.url"))
+    return "\n".join(texts), tuple(media)
+
+
+def to_job(req: ChatCompletionRequest, *, request_id: str, model: ModelConfig, limits: LimitsConfig) -> ChatJob:
+    """Validate a request against the limits and reduce it to a :class:`ChatJob`.
+
+    Args:
+        req: the parsed request body.
+        request_id: Serve's request id.
+        model: the served model the request names.
+        limits: the app's limits.
+
+    Raises:
+        ServeError: 400 for roles or turns the core cannot answer; 422 for counts or values
+            beyond the limits.
+    """
+    question, media = _user_content(req)
+    n_videos = sum(1 for m in media if m.kind == "video")
+    n_images = len(media) - n_videos
+    if n_videos > limits.max_videos_per_request:
+        raise unprocessable(
+            f"{n_videos} videos in one request; the limit is {limits.max_videos_per_request}", param="messages"
+        )
+    if n_images > limits.max_images_per_request:
+        raise unprocessable(
+            f"{n_images} images in one request; the limit is {limits.max_images_per_request}", param="messages"
+        )
+    # an omitted max_tokens takes the model's default, capped by the limit; an explicit one must fit
+    max_new = req.max_new_tokens or min(model.default_max_tokens, limits.max_tokens)
+    if max_new > limits.max_tokens:
+        raise unprocessable(f"max_tokens={max_new} exceeds the limit of {limits.max_tokens}", param="max_tokens")
+    video_kw = req.media_io_kwargs.video if req.media_io_kwargs else None
+    num_frames = video_kw.num_frames if video_kw else None
+    if num_frames is not None and num_frames > limits.max_frames:
+        raise unprocessable(
+            f"num_frames={num_frames} exceeds the limit of {limits.max_frames}",
+            param="media_io_kwargs.video.num_frames",
+        )
+    generation = GenerationSettings(
+        max_new_tokens=max_new,
+        temperature=float(req.temperature or 0.0),
+        top_p=req.top_p,
+        stop=req.stop_list,
+        seed=req.seed,
+    )
+    return ChatJob(
+        request_id=request_id,
+        model_id=model.model_id,
+        question=question,
+        media=media,
+        generation=generation,
+        num_frames=num_frames,
+        fps=video_kw.fps if video_kw else None,
+    )
+
+
+def finish_reason(result: Result, job: ChatJob) -> str:
+    """``length`` when the token budget ran out, else ``stop`` (EOS or a stop string)."""
+    return "length" if result.usage.completion_tokens >= job.generation.max_new_tokens else "stop"
+
+
+def usage(result: Result) -> UsageInfo:
+    """OpenAI usage from the core's token counts."""
+    u = result.usage
+    return UsageInfo(
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        total_tokens=u.prompt_tokens + u.completion_tokens,
+    )
+
+
+def completion(
+    result: Result, job: ChatJob, *, completion_id: str, created: int, batch_size: int = 1
+) -> ChatCompletion:
+    """The non-streamed response for a successful result (``batch_size``: requests in its engine call)."""
+    return ChatCompletion(
+        id=completion_id,
+        created=created,
+        model=job.model_id,
+        choices=[
+            Choice(message=AssistantMessage(content=result.text or ""), finish_reason=finish_reason(result, job))
+        ],
+        usage=usage(result),
+        videolmm=VideoLMMInfo(
+            request_id=job.request_id,
+            frames=[list(f) for f in result.frames],
+            visual_tokens=result.usage.visual_tokens,
+            batch_size=batch_size,
+            timings={k: round(v, 6) for k, v in result.timings.items()},
+        ),
+    )
+
+
+def _event(chunk: ChatCompletionChunk, *, include_usage: bool) -> str:
+    data = chunk.model_dump(exclude_none=True)
+    if include_usage:
+        data["usage"] = chunk.usage.model_dump() if chunk.usage else None
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def stream_events(
+    result: Result, job: ChatJob, *, completion_id: str, created: int, include_usage: bool
+) -> Iterator[str]:
+    """Server-sent events for a successful result, ending with ``data: [DONE]``.
+
+    The core generates whole batches, so the text arrives in one content chunk after a role
+    chunk; a finish chunk follows, then (``stream_options.include_usage``) a usage chunk with no
+    choices, as OpenAI sends it.
+    """
+
+    def chunk(choices: list[ChunkChoice], usage_info: UsageInfo | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=completion_id, created=created, model=job.model_id, choices=choices, usage=usage_info
+        )
+
+    yield _event(chunk([ChunkChoice(delta=Delta(role="assistant", content=""))]), include_usage=include_usage)
+    if result.text:
+        yield _event(chunk([ChunkChoice(delta=Delta(content=result.text))]), include_usage=include_usage)
+    reason = finish_reason(result, job)
+    yield _event(chunk([ChunkChoice(delta=Delta(), finish_reason=reason)]), include_usage=include_usage)
+    if include_usage:
+        yield _event(chunk([], usage(result)), include_usage=True)
+    yield "data: [DONE]\n\n"
+
+
+__all__ = ["completion", "finish_reason", "stream_events", "to_job", "usage"]

@@ -1,0 +1,295 @@
+"""The media deployment's work, without Ray: fetch → check limits → decode and sample with the core.
+
+:class:`MediaPipeline` resolves each URL of a :class:`~videolmm.serve.jobs.ChatJob` under the
+security policy, decodes videos with the core's ``load_frames`` (the registered decoder and
+sampler, the model's defaults) and images with the core's ``load_image``, and returns the core's
+:class:`~videolmm.models.engine.DecodedRequest`, so the model deployment runs exactly the
+in-process engine path from there.
+
+The model's media defaults are the family's, overridden by the model config, the same rule
+:meth:`videolmm.models.engine.Engine.from_pretrained` applies (a test checks both agree), and
+computed here without loading the model or the processor: a media replica imports neither torch
+nor transformers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videolmm.models import media as media_mod
+from videolmm.models.engine import DecodedRequest, detect_family, error_text, media_settings
+from videolmm.models.errors import MediaError
+from videolmm.models.images import load_image
+from videolmm.models.types import Frames, MediaSettings, Request, VideoSource
+from videolmm.serve.config import ModelConfig, ServeArgs
+from videolmm.serve.errors import bad_request, too_large, unprocessable
+from videolmm.serve.jobs import ChatJob, MediaRef
+from videolmm.serve.security import FetchPolicy, MediaRoots, RemoteFetcher, parse_data_url
+
+# Serve attaches the request id and replica to records of "ray.serve" and its children.
+logger = logging.getLogger("ray.serve.videolmm.decode")
+
+Source = Path | bytes
+
+
+def model_media_settings(model: ModelConfig, *, registry: Any, pm: Any) -> MediaSettings:
+    """A model's default decoder, sampler and sampling numbers: the family's, overridden by the config.
+
+    Args:
+        model: the served model.
+        registry: the component registry (``videolmm.plugin.manager.get_registry``).
+        pm: the plugin manager (family detection).
+
+    Returns:
+        What :meth:`Engine.from_pretrained` puts in ``engine.settings.media`` for the same model.
+    """
+    family = model.family or detect_family(model.pretrained, pm=pm, revision=model.revision)
+    return media_settings(
+        registry.family(family).media,
+        model.pretrained,
+        decoder=model.decoder,
+        sampler=model.sampler,
+        num_frames=model.num_frames,
+        fps=model.fps,
+        force_sample=model.force_sample,
+    )
+
+
+class LimitedDecoder:
+    """A decoder that refuses videos over the duration or frame-size limit once their header is read.
+
+    Wraps a registered decoder (same ``name``, same pixels) so that the core's ``load_frames``
+    runs unchanged and a too-long video is refused before any frame is decoded.
+
+    Args:
+        inner: the registered decoder.
+        max_duration_s: longest video accepted (``N / fps`` as the decoder reports it).
+        max_frame_pixels: largest ``width × height`` accepted.
+        param: the request field, for error messages.
+    """
+
+    def __init__(self, inner: Any, *, max_duration_s: float, max_frame_pixels: int, param: str) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.max_duration_s = max_duration_s
+        self.max_frame_pixels = max_frame_pixels
+        self.param = param
+
+    def available(self) -> bool:
+        """Whether the wrapped backend is importable."""
+        return bool(self.inner.available())
+
+    def open(self, source: VideoSource) -> Any:
+        """Open with the wrapped decoder, then check the header against the limits."""
+        video = self.inner.open(source)
+        info = video.info
+        try:
+            if info.duration > self.max_duration_s:
+                raise too_large(
+                    f"{self.param}: video lasts {info.duration:.1f} s; the limit is {self.max_duration_s:g} s",
+                    param=self.param,
+                )
+            if info.width * info.height > self.max_frame_pixels:
+                raise too_large(
+                    f"{self.param}: frames are {info.width}x{info.height}; "
+                    f"the limit is {self.max_frame_pixels} pixels",
+                    param=self.param,
+                )
+        except BaseException:
+            video.close()
+            raise
+        return video
+
+
+class MediaPipeline:
+    """Turn a :class:`ChatJob` into a :class:`DecodedRequest` under the app's limits and policy.
+
+    Args:
+        args: the app's configuration (models, limits, security).
+        fetcher: the remote fetcher; None builds one from ``security.remote`` when it is enabled.
+        pm: plugin manager; None uses the shared one.
+    """
+
+    def __init__(self, args: ServeArgs, *, fetcher: RemoteFetcher | None = None, pm: Any = None) -> None:
+        from videolmm.plugin.manager import get_plugin_manager, get_registry
+
+        self.pm = pm or get_plugin_manager()
+        self.registry = get_registry(self.pm)
+        self.limits = args.limits
+        self.roots = MediaRoots(args.security.media_roots)
+        remote = args.security.remote
+        if fetcher is None and remote.enabled:
+            fetcher = RemoteFetcher(
+                FetchPolicy(
+                    allowed_hosts=remote.allowed_hosts,
+                    allowed_schemes=remote.allowed_schemes,
+                    timeout_s=remote.timeout_s,
+                    max_redirects=remote.max_redirects,
+                )
+            )
+        self.fetcher = fetcher
+        self.models = {m.model_id: m for m in args.models}
+        self._media: dict[str, MediaSettings] = {}
+
+    # -------------------------------------------------------------------------- settings
+
+    def default_media(self, model_id: str) -> MediaSettings:
+        """The model's default media settings (computed once per model)."""
+        if model_id not in self._media:
+            self._media[model_id] = model_media_settings(self.models[model_id], registry=self.registry, pm=self.pm)
+        return self._media[model_id]
+
+    def check_defaults(self) -> None:
+        """Fail fast when a model's default frame count exceeds ``limits.max_frames``.
+
+        Raises:
+            ValueError: naming the model, its default and the limit.
+        """
+        for model_id in self.models:
+            frames = self.default_media(model_id).sampling.num_frames
+            if frames > self.limits.max_frames:
+                raise ValueError(
+                    f"model {model_id!r} samples {frames} frames by default, above limits.max_frames="
+                    f"{self.limits.max_frames}: raise the limit or set num_frames for the model"
+                )
+
+    def media_for(self, job: ChatJob) -> MediaSettings:
+        """The job's media settings: the model's, with ``media_io_kwargs`` applied and checked."""
+        media = self.default_media(job.model_id)
+        changes: dict[str, Any] = {}
+        if job.num_frames is not None:
+            changes["num_frames"] = job.num_frames
+        if job.fps is not None:
+            changes["fps"] = job.fps
+        if changes:
+            media = replace(media, sampling=replace(media.sampling, **changes))
+        if media.sampling.num_frames > self.limits.max_frames:
+            raise unprocessable(
+                f"num_frames={media.sampling.num_frames} exceeds the limit of {self.limits.max_frames}",
+                param="media_io_kwargs.video.num_frames",
+            )
+        return media
+
+    # -------------------------------------------------------------------------- sources
+
+    def _max_bytes(self, ref: MediaRef) -> int:
+        return self.limits.max_video_bytes if ref.kind == "video" else self.limits.max_image_bytes
+
+    async def source(self, ref: MediaRef) -> Source:
+        """Resolve one URL to a checked local path or bytes.
+
+        Raises:
+            ServeError: refused by the policy (400) or too large (413).
+        """
+        scheme = ref.url.split(":", 1)[0].lower() if ":" in ref.url else ""
+        if scheme == "data":
+            limit = min(self.limits.max_data_url_bytes, self._max_bytes(ref))
+            return parse_data_url(ref.url, max_bytes=limit, param=ref.param).data
+        if scheme == "file":
+            return self.roots.resolve(ref.url, max_bytes=self._max_bytes(ref), param=ref.param)
+        if scheme in ("http", "https"):
+            if self.fetcher is None:
+                raise bad_request(
+                    f"{ref.param}: remote media fetching is disabled on this server; send a data: URL, or a file:// "
+                    "URL under a media root",
+                    param=ref.param,
+                    code="forbidden",
+                )
+            return await self.fetcher.fetch(ref.url, max_bytes=self._max_bytes(ref), param=ref.param)
+        raise bad_request(
+            f"{ref.param}: unsupported URL scheme {scheme!r} (use data:, file:// or http(s)://)", param=ref.param
+        )
+
+    # -------------------------------------------------------------------------- decoding
+
+    def _video(self, source: Source, media: MediaSettings, ref: MediaRef) -> Frames:
+        name = media_mod.resolve_decoder_name(source, media.decoder)
+        decoder = LimitedDecoder(
+            self.registry.decoder(name),
+            max_duration_s=self.limits.max_duration_s,
+            max_frame_pixels=self.limits.max_frame_pixels,
+            param=ref.param,
+        )
+        try:
+            return media_mod.load_frames(
+                source,
+                decoder=decoder,
+                sampler=self.registry.sampler(media.sampler),
+                spec=media.sampling,
+                sampler_name=media.sampler,
+            )
+        except MediaError as exc:
+            raise bad_request(f"{ref.param}: {error_text(exc)}", param=ref.param, code="invalid_media") from exc
+
+    def _image(self, source: Source, ref: MediaRef) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+                width, height = img.size
+        except (UnidentifiedImageError, OSError) as exc:
+            raise bad_request(
+                f"{ref.param}: not a readable image ({exc})", param=ref.param, code="invalid_media"
+            ) from exc
+        if width * height > self.limits.max_frame_pixels:
+            raise too_large(
+                f"{ref.param}: image is {width}x{height}; the limit is {self.limits.max_frame_pixels} pixels",
+                param=ref.param,
+            )
+        try:
+            return load_image(source)
+        except MediaError as exc:
+            raise bad_request(f"{ref.param}: {error_text(exc)}", param=ref.param, code="invalid_media") from exc
+
+    def decode(self, job: ChatJob, media: MediaSettings, sources: list[Source]) -> DecodedRequest:
+        """Decode resolved sources (blocking; run it in a worker thread)."""
+        start = time.perf_counter()
+        videos: list[Frames] = []
+        images: list[np.ndarray] = []
+        for ref, source in zip(job.media, sources, strict=True):
+            if ref.kind == "video":
+                videos.append(self._video(source, media, ref))
+            else:
+                images.append(self._image(source, ref))
+        request = Request(
+            question=job.question,
+            videos=tuple(v.source for v in videos),
+            images=tuple(f"<image:{i}>" for i in range(len(images))),
+            generation=job.generation,
+            media=media,
+            request_id=job.request_id,
+        )
+        return DecodedRequest(request, tuple(videos), tuple(images), decode_seconds=time.perf_counter() - start)
+
+    async def run(self, job: ChatJob) -> DecodedRequest:
+        """Fetch, check and decode everything a job refers to.
+
+        Raises:
+            ServeError: the first refused or undecodable input (400/413/422).
+        """
+        start = time.perf_counter()
+        media = self.media_for(job)
+        sources = [await self.source(ref) for ref in job.media]
+        fetched = time.perf_counter() - start
+        decoded = await asyncio.to_thread(self.decode, job, media, sources)
+        logger.info(
+            "rid=%s decoded %d video(s) %s and %d image(s) in %.3f s (fetch %.3f s)",
+            job.request_id,
+            len(decoded.videos),
+            [v.num_frames for v in decoded.videos],
+            len(decoded.images),
+            decoded.decode_seconds,
+            fetched,
+        )
+        return replace(decoded, decode_seconds=decoded.decode_seconds + fetched)
+
+
+__all__ = ["LimitedDecoder", "MediaPipeline", "model_media_settings"]

@@ -1,0 +1,223 @@
+"""The OpenAI-compatible HTTP front: FastAPI routes on a Serve ingress deployment.
+
+Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /v1/models/{id}``,
+``GET /health``. Every route but ``/health`` requires the API key when one is configured.
+Errors are OpenAI error JSON (``{"error": {"message", "type", "param", "code"}}``) with the HTTP
+status of :mod:`videolmm.serve.errors`; a 503 carries ``Retry-After``. Every response carries
+``x-request-id``: Serve's request id, which is also the core request's id and appears in every
+log line about the request.
+
+A request flows: read the body (size limit) → validate (:mod:`~videolmm.serve.protocol`) →
+:func:`~videolmm.serve.convert.to_job` → media deployment (``DecodedRequest``) → model
+deployment, routed by ``multiplexed_model_id`` → response or SSE stream.
+"""
+
+# No ``from __future__ import annotations``: the deployment class is pickled by value, and FastAPI
+# must see the route parameters' annotations as classes on the replica.
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import SecretStr, ValidationError
+from ray import serve
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from videolmm.models.engine import DecodedRequest, error_text
+from videolmm.serve.config import ServeArgs
+from videolmm.serve.convert import completion, stream_events, to_job
+from videolmm.serve.errors import (
+    ApiError,
+    ServeError,
+    bad_request,
+    from_core_error,
+    internal,
+    model_not_found,
+    overloaded,
+    too_large,
+    unauthorized,
+    unprocessable,
+)
+from videolmm.serve.jobs import Generated
+from videolmm.serve.metrics import IngressMetrics
+from videolmm.serve.protocol import ChatCompletionRequest, ModelCard, ModelList
+from videolmm.serve.security import api_key_matches
+
+logger = logging.getLogger("ray.serve.videolmm.ingress")
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    """Render an :class:`ApiError` (adds ``Retry-After`` on a 503; Serve adds ``x-request-id``)."""
+    headers: dict[str, str] = {}
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, round(error.retry_after_s)))
+    return JSONResponse(status_code=error.status, content=error.body(), headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(f"request body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise too_large(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_request(body: bytes) -> ChatCompletionRequest:
+    """Validate a chat-completions body: 400 for bad JSON, 422 naming each invalid field."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_request(f"request body is not valid JSON ({exc})", code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise bad_request("request body must be a JSON object", code="invalid_json")
+    try:
+        return ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        details = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise unprocessable(details, param=param) from exc
+
+
+@serve.deployment(name="OpenAIIngress")
+@serve.ingress()
+class OpenAIIngress:
+    """OpenAI routes over the media and model deployments.
+
+    Args:
+        args: the app's configuration.
+        media: handle to :class:`~videolmm.serve.deployments.MediaDecoder`.
+        model: handle to :class:`~videolmm.serve.deployments.ModelServer`.
+        api_key: the bearer key every route but ``/health`` requires; None for none.
+    """
+
+    def __init__(
+        self, args: ServeArgs, media: DeploymentHandle, model: DeploymentHandle, api_key: SecretStr | None
+    ) -> None:
+        self.args = args
+        self.media = media
+        self.model = model
+        self.api_key = api_key
+        self.created = int(time.time())
+        self.metrics = IngressMetrics()
+
+    # ---------------------------------------------------------------------------- app
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """Serve calls this on the replica after ``__init__``: the routes close over this instance."""
+        app = FastAPI(title="videolmm", openapi_url=None, docs_url=None, redoc_url=None)
+
+        @app.exception_handler(ServeError)
+        async def _serve_error(request: Request, exc: ServeError) -> JSONResponse:
+            return error_response(exc.error)
+
+        @app.exception_handler(StarletteHTTPException)
+        async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+            error = ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code="not_found")
+            return error_response(error)
+
+        @app.get("/health")
+        async def health() -> dict[str, str]:
+            return {"status": "ok"}
+
+        @app.get("/v1/models")
+        async def list_models(request: Request) -> JSONResponse:
+            self.authorize(request)
+            cards = [ModelCard(id=m.model_id, created=self.created) for m in self.args.models]
+            return JSONResponse(ModelList(data=cards).model_dump())
+
+        @app.get("/v1/models/{model_id:path}")
+        async def get_model(model_id: str, request: Request) -> JSONResponse:
+            self.authorize(request)
+            if self.args.model(model_id) is None:
+                raise model_not_found(model_id, [m.model_id for m in self.args.models])
+            return JSONResponse(ModelCard(id=model_id, created=self.created).model_dump())
+
+        @app.post("/v1/chat/completions")
+        async def chat_completions(request: Request) -> Response:
+            return await self.chat(request)
+
+        return app
+
+    # ---------------------------------------------------------------------------- routes
+
+    def authorize(self, request: Request) -> None:
+        """Raise 401 unless the request carries the configured bearer key."""
+        if not api_key_matches(request.headers.get("authorization"), self.api_key):
+            raise unauthorized()
+
+    async def chat(self, request: Request) -> Response:
+        """``POST /v1/chat/completions``."""
+        start = time.perf_counter()
+        rid = _request_id(request)
+        model_id, status = "-", 500
+        try:
+            self.authorize(request)
+            req = parse_request(await read_body(request, self.args.limits.max_request_bytes))
+            model = self.args.model(req.model)
+            if model is None:  # tagged "-": a client must not create metric series with made-up names
+                raise model_not_found(req.model, [m.model_id for m in self.args.models])
+            model_id = model.model_id
+            job = to_job(req, request_id=rid, model=model, limits=self.args.limits)
+            decoded = await self._call(self.media.decode.remote(job), "media decoder", rid)
+            if isinstance(decoded, ApiError):
+                raise ServeError(decoded)
+            generated = await self._generate(decoded, model.model_id, rid)
+            result = generated.result
+            if not result.ok:
+                raise ServeError(from_core_error(result.error or "unknown error"))
+            status = 200
+            response_id, created = f"chatcmpl-{rid}", int(time.time())
+            if req.stream:
+                events = stream_events(
+                    result, job, completion_id=response_id, created=created, include_usage=req.include_usage
+                )
+                return StreamingResponse(events, media_type="text/event-stream")
+            body = completion(result, job, completion_id=response_id, created=created, batch_size=generated.batch_size)
+            return JSONResponse(body.model_dump(exclude_none=True))
+        except ServeError as exc:
+            status = exc.error.status
+            return error_response(exc.error)
+        finally:
+            elapsed = time.perf_counter() - start
+            self.metrics.record(model_id, status, elapsed)
+            logger.info("rid=%s model=%s status=%d %.3f s", rid, model_id, status, elapsed)
+
+    async def _generate(self, decoded: DecodedRequest, model_id: str, rid: str) -> Generated:
+        handle = self.model.options(multiplexed_model_id=model_id)
+        return await self._call(handle.generate.remote(decoded), "model server", rid)
+
+    async def _call(self, response: Any, what: str, rid: str) -> Any:
+        """Await a deployment call; backpressure → 503 with Retry-After, a crash → 500."""
+        try:
+            return await response
+        except BackPressureError as exc:
+            logger.info("rid=%s %s backpressure: %s", rid, what, exc)
+            raise ServeError(overloaded(exc.retry_after_s, what)) from exc
+        except DeploymentUnavailableError as exc:
+            raise ServeError(overloaded(None, what)) from exc
+        except RequestCancelledError:
+            raise
+        except Exception as exc:  # a replica crash or a bug: answer 500 naming the stage, log the traceback
+            logger.exception("rid=%s %s failed", rid, what)
+            raise ServeError(internal(f"{what} failed: {error_text(exc)}")) from exc
+
+
+def _request_id(request: Request) -> str:
+    return request.headers.get("x-request-id") or uuid.uuid4().hex
+
+
+__all__ = ["OpenAIIngress", "error_response", "parse_request", "read_body"]

@@ -1,0 +1,78 @@
+"""What the ingress hands the media deployment: a chat request reduced to the core's terms.
+
+Frozen dataclasses, small and picklable: they cross Ray process boundaries. The media
+deployment turns a :class:`ChatJob` into the core's
+:class:`~videolmm.models.engine.DecodedRequest`, which the model deployment generates from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from videolmm.models.types import GenerationSettings, Result
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """One image or video of a request, still as the client's URL.
+
+    Attributes:
+        kind: ``video`` or ``image``.
+        url: ``data:``, ``file://`` or ``http(s)://`` URL.
+        param: where it sits in the request (``messages[0].content[1].video_url.url``), for errors.
+    """
+
+    kind: Literal["video", "image"]
+    url: str
+    param: str
+
+
+@dataclass(frozen=True)
+class ChatJob:
+    """A validated single-turn chat request.
+
+    Attributes:
+        request_id: Serve's request id (``x-request-id``), also the core request's id.
+        model_id: the served model it is for.
+        question: the user's text parts joined by newlines.
+        media: the request's images and videos, in message order.
+        generation: decoding settings (greedy unless temperature > 0).
+        num_frames: ``media_io_kwargs.video.num_frames``, overriding the model's frame count.
+        fps: ``media_io_kwargs.video.fps``, for rate-based samplers.
+    """
+
+    request_id: str
+    model_id: str
+    question: str
+    media: tuple[MediaRef, ...] = ()
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    num_frames: int | None = None
+    fps: float | None = None
+
+    @property
+    def videos(self) -> tuple[MediaRef, ...]:
+        """The video references, in order."""
+        return tuple(m for m in self.media if m.kind == "video")
+
+    @property
+    def images(self) -> tuple[MediaRef, ...]:
+        """The image references, in order."""
+        return tuple(m for m in self.media if m.kind == "image")
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What the model deployment returns for one request.
+
+    Attributes:
+        result: the core's result (text and usage, or the error); its ``timings`` include
+            ``queue``, the seconds the request waited at the model replica for its batch.
+        batch_size: how many requests shared the engine call.
+    """
+
+    result: Result
+    batch_size: int = 1
+
+
+__all__ = ["ChatJob", "Generated", "MediaRef"]
