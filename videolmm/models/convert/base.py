@@ -152,6 +152,24 @@ def projector_rules() -> tuple[Rule, ...]:
     )
 
 
+#: Where the LLaVA-NeXT code base (``llava_arch``) keeps its vision tower's weights.
+LLAVA_NEXT_VISION_PREFIX = r"checkpoint:model\.vision_tower\.vision_tower\."
+
+
+def llava_next_rules() -> tuple[Rule, ...]:
+    """The full rule set for a LLaVA-NeXT-code-base checkpoint (LLaVA-NeXT-Video, LLaVA-Video):
+    vision tower, ``mm_projector``, ``image_newline`` and the language model."""
+    return (
+        Rule(
+            LLAVA_NEXT_VISION_PREFIX + r"vision_model\.embeddings\.position_ids", None, "position-id buffer; rebuilt"
+        ),
+        Rule(LLAVA_NEXT_VISION_PREFIX + r"vision_model\.(.+)", r"model.vision_tower.\1"),
+        *projector_rules(),
+        Rule(r"checkpoint:model\.image_newline", "model.image_newline"),
+        *llm_rules("model.language_model."),
+    )
+
+
 def require(original: Mapping[str, Any], key: str, allowed: Sequence[Any], default: Any = None) -> Any:
     """``original[key]`` (or ``default``), refusing values the target cannot reproduce."""
     value = original.get(key, default)

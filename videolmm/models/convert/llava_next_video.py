@@ -29,8 +29,7 @@ from videolmm.models.convert.base import (
     Prepared,
     Source,
     SourceLayout,
-    llm_rules,
-    projector_rules,
+    llava_next_rules,
     require,
 )
 from videolmm.models.convert.chat_templates import chat_template
@@ -42,15 +41,12 @@ from videolmm.models.convert.common import (
     text_config,
     vision_config,
 )
-from videolmm.models.convert.plan import Rule
 from videolmm.models.convert.shards import Progress, weight_files
 from videolmm.models.errors import ConfigError
 from videolmm.models.families.llava_next_video import LLAVA_NEXT_VIDEO, pooled_side
 
 #: Vicuna's linear RoPE factor in transformers' converter (and the seed demo's value at 32 frames).
 VICUNA_ROPE_FACTOR = 2.0
-
-_VISION_PREFIX = r"checkpoint:model\.vision_tower\.vision_tower\."
 
 
 def variant(original: Mapping[str, Any]) -> str:
@@ -163,13 +159,7 @@ class LlavaNextVideoLayout(SourceLayout):
             vision_feature_select_strategy="default",
             num_additional_image_tokens=1,
         )
-        rules = (
-            Rule(_VISION_PREFIX + r"vision_model\.embeddings\.position_ids", None, "position-id buffer; rebuilt"),
-            Rule(_VISION_PREFIX + r"vision_model\.(.+)", r"model.vision_tower.\1"),
-            *projector_rules(),
-            Rule(r"checkpoint:model\.image_newline", "model.image_newline"),
-            *llm_rules("model.language_model."),
-        )
+        rules = llava_next_rules()
         return Prepared(
             family=self.family,
             config=config,

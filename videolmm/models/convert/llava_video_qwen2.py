@@ -27,8 +27,7 @@ from videolmm.models.convert.base import (
     Prepared,
     Source,
     SourceLayout,
-    llm_rules,
-    projector_rules,
+    llava_next_rules,
     require,
 )
 from videolmm.models.convert.chat_templates import chat_template
@@ -40,12 +39,9 @@ from videolmm.models.convert.common import (
     text_config,
     vision_config,
 )
-from videolmm.models.convert.plan import Rule
 from videolmm.models.convert.shards import Progress, weight_files
 from videolmm.models.errors import ConfigError
 from videolmm.models.families.llava_video_qwen2 import NEWLINE_POSITIONS, POOL_MODES, pooled_side
-
-_VISION_PREFIX = r"checkpoint:model\.vision_tower\.vision_tower\."
 
 
 class LlavaVideoQwen2Layout(SourceLayout):
@@ -142,13 +138,7 @@ class LlavaVideoQwen2Layout(SourceLayout):
         template = chat_template("qwen_1_5")
         tokenizer.chat_template = template
         processor = qwen2_processor(tokenizer, vision.image_size, grid * grid, pinpoints, template, config)
-        rules = (
-            Rule(_VISION_PREFIX + r"vision_model\.embeddings\.position_ids", None, "position-id buffer; rebuilt"),
-            Rule(_VISION_PREFIX + r"vision_model\.(.+)", r"model.vision_tower.\1"),
-            *projector_rules(),
-            Rule(r"checkpoint:model\.image_newline", "model.image_newline"),
-            *llm_rules("model.language_model."),
-        )
+        rules = llava_next_rules()
         return Prepared(
             family=self.family,
             config=config,
