@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from videolmm.models.synthetic import DIRECTIONS
-
 pytestmark = pytest.mark.timeout(900)
 VENV_BIN = Path(sys.executable).parent
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
-CHANCE = 1 / len(DIRECTIONS)
+# Shuffled clips: the answer no longer depends on the true direction. With the four directions
+# balanced in the split, any answer distribution independent of the target scores 1/4.
+CHANCE = 1 / 4
 
 
 def lmms_eval(model_args: str, out: Path, env_extra: dict[str, str] | None = None) -> tuple[dict, list[dict]]:
@@ -77,6 +77,7 @@ def test_reversed_frames_flip_direction_but_not_colour(
 
 
 SHUFFLE_PLUGIN = """
+import os
 import zlib
 
 import numpy as np
@@ -88,7 +89,7 @@ from videolmm.plugin import hookimpl
 
 def shuffled(info, spec):
     sel = uniform_sampler(info, spec)
-    order = np.random.default_rng(zlib.crc32(info.source.encode())).permutation(len(sel.indices))
+    order = np.random.default_rng(zlib.crc32(os.path.basename(info.source).encode())).permutation(len(sel.indices))
     return FrameSelection(tuple(sel.indices[i] for i in order), tuple(sel.timestamps[i] for i in order))
 
 
@@ -101,7 +102,11 @@ def register_samplers(register):
 def test_shuffled_frames_bring_direction_to_chance(
     trained_llava_next_video: Path, cache_root: Path, tmp_path: Path
 ) -> None:
-    """A sampler registered by a test plugin (a real entry point) shuffles each clip's frames."""
+    """A sampler registered by a test plugin (a real entry point) shuffles each clip's frames.
+
+    The permutation is seeded by the clip's file name (not its path), so every machine sees the
+    same shuffles and the outcome does not depend on where pytest puts its temporary files.
+    """
     site = tmp_path / "site"
     (site / "shuffle_plugin.py").parent.mkdir(parents=True)
     (site / "shuffle_plugin.py").write_text(SHUFFLE_PLUGIN)
