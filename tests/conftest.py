@@ -82,3 +82,38 @@ def trained_video_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from videolmm.models.trained import materialize_trained
 
     return materialize_trained("video_llava", tmp_path_factory.mktemp("trained-vl") / "ckpt")
+
+
+# ----- the reliability report (docs/reliability.md) -------------------------------------------
+
+
+@pytest.fixture
+def reliability(request: pytest.FixtureRequest):
+    """``reliability(section, case, path, expected, observed)`` adds a row to docs/reliability.md."""
+    import reliability as report
+
+    def add(section: str, case: str, path: str, expected: str, observed: object) -> None:
+        report.record(section, case, path, expected, str(observed), request.node.nodeid)
+
+    return add
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    rep = yield
+    import reliability as report
+
+    if rep.when == "call" or (rep.when == "setup" and rep.outcome != "passed"):
+        report.set_outcome(item.nodeid, rep.outcome)
+    return rep
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import reliability as report
+
+    if not report.rows():
+        return
+    config = session.config
+    full = config.args_source == pytest.Config.ArgsSource.TESTPATHS and not config.option.keyword
+    target = config.rootpath / ("docs" if full else ".artifacts") / "reliability.md"
+    report.write(target)
