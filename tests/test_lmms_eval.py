@@ -177,6 +177,22 @@ def test_task_bridge_indexes_our_tasks_and_is_idempotent() -> None:
     assert "videomme" not in only_ours.all_tasks
 
 
+def test_model_discovery_stays_torch_free_and_the_bridge_arrives_with_the_tasks_module() -> None:
+    """``import lmms_eval.models`` runs our entry point; neither it nor the bridge may import torch."""
+    script = (
+        "import sys\n"
+        "import lmms_eval.models as m\n"
+        "assert 'torch' not in sys.modules, 'model discovery imported torch'\n"
+        "assert m.MODEL_REGISTRY_V2.resolve('llava_next_video').class_path.startswith('videolmm.')\n"
+        "from lmms_eval.tasks import TaskManager\n"
+        "assert getattr(TaskManager.initialize_tasks, '__videolmm_task_bridge__', False), 'bridge missing'\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
 def test_task_bridge_refuses_unknown_versions(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
     from videolmm.eval import task_bridge
 

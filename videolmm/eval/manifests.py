@@ -3,7 +3,7 @@
 Returns :class:`ModelManifest` objects with *string* class paths, so discovery imports
 neither torch nor the core. lmms-eval loads entry-point manifests with ``overwrite=True``
 after its built-ins, so an id that collides with a built-in would silently replace it; our
-ids are chosen not to (``tests/test_lmms_eval_plugin.py`` checks every one against the
+ids are chosen not to (``tests/test_lmms_eval.py`` checks every one against the
 pinned release).
 """
 
@@ -25,11 +25,12 @@ def manifests() -> list[Any]:
     """Entry-point payload: one ``ModelManifest`` per model id.
 
     Also installs the task-folder bridge (:mod:`videolmm.eval.task_bridge`), since this is
-    the one piece of videolmm that lmms-eval runs before it indexes tasks.
+    the one piece of videolmm that lmms-eval runs before it indexes tasks; the bridge waits for
+    ``lmms_eval.tasks`` to be imported (which imports torch) instead of importing it here.
     """
     from lmms_eval.models.registry_v2 import ModelManifest
 
     from videolmm.eval import task_bridge
 
-    task_bridge.install()
+    task_bridge.install_when_imported()
     return [ModelManifest(model_id=mid, simple_class_path=path) for mid, path in MODEL_IDS.items()]

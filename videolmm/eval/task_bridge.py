@@ -11,13 +11,20 @@ How: ``TaskManager.initialize_tasks`` (public, documented parameters ``include_p
 folders are appended to ``include_path``. Nothing else is touched. The wrapper is installed
 only for the lmms-eval versions in :data:`SUPPORTED` and only when the method's signature is
 the expected one; otherwise a warning says to use ``--include_path`` (the plain alternative).
+
+Model discovery runs :func:`install_when_imported`, which never imports ``lmms_eval.tasks``
+itself (that module imports torch): when ``lmms_eval.tasks`` is not imported yet, a one-shot
+import hook wraps ``TaskManager`` right after the module executes, so listing lmms-eval's models
+stays torch-free.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import inspect
 import logging
+import sys
 from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any
 
@@ -90,6 +97,51 @@ def install(task_manager_cls: Any = None) -> bool:
     initialize_tasks.__doc__ = original.__doc__
     task_manager_cls.initialize_tasks = initialize_tasks
     return True
+
+
+_TASKS_MODULE = "lmms_eval.tasks"
+
+
+class _InstallOnImport(importlib.abc.MetaPathFinder):
+    """One-shot import hook: runs :func:`install` on ``lmms_eval.tasks.TaskManager`` once it exists."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != _TASKS_MODULE:
+            return None
+        _remove_hook()  # before find_spec below, which walks sys.meta_path again
+        spec = importlib.util.find_spec(name)
+        loader = getattr(spec, "loader", None)
+        if spec is None or loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        execute = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            execute(module)
+            try:
+                install(module.TaskManager)
+            except Exception:  # the bridge is an extra; lmms-eval must still import
+                logger.exception("videolmm task bridge: install failed; pass --include_path to find our tasks")
+
+        loader.exec_module = exec_module
+        return spec
+
+
+def _remove_hook() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _InstallOnImport)]
+
+
+def install_when_imported() -> bool:
+    """:func:`install` now if ``lmms_eval.tasks`` is imported, else as soon as it is (torch-free).
+
+    Returns:
+        True when the bridge was installed now; False when it is deferred (or refused, logged).
+    """
+    module = sys.modules.get(_TASKS_MODULE)
+    if module is not None and hasattr(module, "TaskManager"):
+        return install(module.TaskManager)
+    if not any(isinstance(f, _InstallOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _InstallOnImport())
+    return False
 
 
 def uninstall(task_manager_cls: Any = None) -> None:
