@@ -39,7 +39,7 @@ def test_tiny_then_inspect_reports_the_effective_settings(
     info = json.loads(out)
     assert code == 0
     assert (info["family"], info["decoder"], info["sampler"], info["template"]) == (
-        "llava_next_video", "decord", "uniform", "vicuna_v1"
+        "llava_next_video", "keyframe", "uniform", "vicuna_v1"
     )  # fmt: skip
     assert info["video"]["sampled_indices"] == np.linspace(0, 39, 8, dtype=int).tolist()
     assert info["video"]["num_source_frames"] == 40 and info["video"]["duration"] == pytest.approx(5.0)

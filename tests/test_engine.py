@@ -41,7 +41,7 @@ def test_family_detected_from_config(tiny_llava_next_video: Path, tiny_video_lla
 
 def test_seed_defaults(lnv: Engine, vl: Engine) -> None:
     assert lnv.settings.template == "vicuna_v1"  # Llama text model, 32k-ish vocab → 7B Vicuna
-    assert (lnv.settings.media.decoder, lnv.settings.media.sampler) == ("decord", "uniform")
+    assert (lnv.settings.media.decoder, lnv.settings.media.sampler) == ("keyframe", "uniform")
     assert lnv.settings.family_options == {"spatial_pool_stride": 2, "spatial_pool_mode": "average"}
     assert vl.settings.template == "llava_v1"
     assert vl.settings.media.sampling.num_frames == 8
@@ -194,7 +194,7 @@ def test_loglikelihood_error_is_per_request(lnv: Engine, broken_video: Path) -> 
 
 def test_decoders_give_identical_answers(tiny_llava_next_video: Path, clips: dict[str, Path]) -> None:
     answers = {}
-    for decoder in ("decord", "pyav"):
+    for decoder in ("decord", "pyav", "keyframe"):
         engine = Engine.from_pretrained(str(tiny_llava_next_video), decoder=decoder, num_frames=8, load=CPU)
         answers[decoder] = [r.text for r in engine.generate([q(c) for c in clips.values()], batch_size=3)]
-    assert answers["decord"] == answers["pyav"]
+    assert answers["decord"] == answers["pyav"] == answers["keyframe"]

@@ -87,7 +87,7 @@ def test_image_features_are_video_llavas(hound: Engine) -> None:
 def test_seed_defaults(hound: Engine) -> None:
     s = hound.settings
     assert (s.family, s.template) == ("llava_hound", "v1")
-    assert (s.media.decoder, s.media.sampler) == ("decord", "hound")
+    assert (s.media.decoder, s.media.sampler) == ("keyframe", "hound")
     assert (s.media.sampling.num_frames, s.media.sampling.fps) == (8, 2.0)
     assert hound.template.system == V1_SYSTEM
 

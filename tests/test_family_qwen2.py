@@ -195,7 +195,7 @@ def test_stride_one_skips_the_pool(odd_grid_model) -> None:
 def test_seed_defaults(qwen2_engine: Engine) -> None:
     s = qwen2_engine.settings
     assert (s.family, s.template) == ("llava_video_qwen2", "qwen_1_5")
-    assert (s.media.decoder, s.media.sampler) == ("decord", "fps")
+    assert (s.media.decoder, s.media.sampler) == ("keyframe", "fps")
     assert (s.media.sampling.num_frames, s.media.sampling.fps, s.media.sampling.force_sample) == (64, 1.0, True)
     assert s.family_options == {
         "spatial_pool_mode": "bilinear",

@@ -8,7 +8,11 @@ family.
 What it adds over lmms-eval's built-in wrappers:
 - batched generation (``--batch_size``) with left padding;
 - the next batches' videos are decoded in background threads while the current batch
-  generates (``prefetch`` batches ahead, ``decode_workers`` threads);
+  generates (``prefetch`` batches ahead, ``decode_workers`` threads), each video once however
+  many questions ask about it; on CPU, torch gets the cores the decode threads leave
+  (``torch_threads``);
+- ``frame_cache=DIR`` (or ``VIDEOLMM_FRAME_CACHE=DIR``) keeps decoded frames on disk, so a second
+  run over the same videos and settings skips decoding (:mod:`videolmm.models.frame_cache`);
 - a broken video fails only its own sample: its response is ``"[videolmm error] <reason>"``,
   which the logged samples keep; the run completes and scores the rest;
 - ``loglikelihood`` is implemented; sharding under ``accelerate launch`` follows the rank.
@@ -16,23 +20,29 @@ What it adds over lmms-eval's built-in wrappers:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
+from videolmm.eval.checkpoint import ResponseCheckpoint
 from videolmm.eval.compat import loglikelihood_output
 from videolmm.eval.markers import ERROR_PREFIX
 from videolmm.log import configure_from_env
 from videolmm.models.engine import DecodedRequest, Engine, error_text
 from videolmm.models.errors import ConfigError
 from videolmm.models.families.base import LoadOptions
+from videolmm.models.frame_cache import FrameCache
 from videolmm.models.types import GenerationSettings, Request
 
 logger = logging.getLogger(__name__)
@@ -50,6 +60,88 @@ ALIASES = {
     "mm_spatial_pool_stride": "spatial_pool_stride",
     "mm_spatial_pool_mode": "spatial_pool_mode",
 }
+
+
+#: Set to a file path to have every ``generate_until`` call write its :class:`EvalStats` there (JSON).
+STATS_ENV = "VIDEOLMM_EVAL_STATS"
+
+
+@dataclass(frozen=True)
+class EvalStats:
+    """Where the time of the ``generate_until`` calls so far went (cumulative per model instance).
+
+    Attributes:
+        samples: requests answered.
+        decodes: media decodes made (requests about the same video share one).
+        batches: engine calls made.
+        wall_s: wall time inside ``generate_until``.
+        wait_s: time generation sat blocked waiting for a prefetched batch's decode to finish.
+        generate_s: time in ``Engine.generate`` (preprocessing + ``model.generate``).
+        decode_s: decode time summed over samples (in the decode threads, overlapping generation).
+        batch_size, prefetch, decode_workers, torch_threads: the settings the calls ran with
+            (``torch_threads`` 0: left to torch, i.e. not on CPU or set by the user).
+    """
+
+    samples: int = 0
+    decodes: int = 0
+    batches: int = 0
+    wall_s: float = 0.0
+    wait_s: float = 0.0
+    generate_s: float = 0.0
+    decode_s: float = 0.0
+    batch_size: int = 1
+    prefetch: int = 0
+    decode_workers: int = 1
+    torch_threads: int = 0
+
+    @property
+    def wait_share(self) -> float:
+        """Share of the wall time generation waited for decoding (0 when nothing ran)."""
+        return self.wait_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields plus ``wait_share``."""
+        return {**asdict(self), "wait_share": self.wait_share}
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _size_torch_threads(setting: int | str, decode_workers: int, device: str) -> int:
+    """Share the cores between decoding and generation on CPU; returns the threads set (0: untouched).
+
+    ``auto`` (the default) gives torch the cores the decode threads leave (at least one) when the
+    model runs on CPU and neither ``OMP_NUM_THREADS`` nor ``torch_threads`` says otherwise: torch's
+    intra-op threads synchronise at every parallel region, and one of them losing its core to a
+    decode thread (or another process) stalls them all (measured on a shared 2-core machine: a
+    tiny model's batch of 16 took 1.4-2.2 s with 2 torch threads and 0.12 s with 1). An integer
+    sets the count; ``0`` or ``none`` leaves torch alone. Process-wide, as
+    ``torch.set_num_threads`` is.
+    """
+    import torch
+
+    text = str(setting).strip().lower()
+    if text in ("0", "none", "off"):
+        return 0
+    if text == "auto":
+        if os.environ.get("OMP_NUM_THREADS") or not str(device).startswith(("cpu", "auto")):
+            return 0
+        if str(device).startswith("auto") and torch.cuda.is_available():
+            return 0
+        threads = max(1, _usable_cores() - decode_workers)
+    else:
+        try:
+            threads = int(text)
+        except ValueError:
+            raise ConfigError(f"torch_threads={setting!r}: expected auto, none or a positive integer") from None
+        if threads < 1:
+            raise ConfigError(f"torch_threads={setting!r}: expected auto, none or a positive integer")
+    torch.set_num_threads(threads)
+    return threads
 
 
 def _as_bool(value: Any) -> bool | None:
@@ -129,6 +221,8 @@ class VideoLMM(lmms):
         max_new_tokens: int = 256,
         prefetch: int = 2,
         decode_workers: int | None = None,
+        torch_threads: int | str = "auto",
+        frame_cache: str | None = None,
         max_batch_size: int | None = None,  # lmms-eval passes it; batches are fixed-size here
         **kwargs: Any,
     ) -> None:
@@ -166,6 +260,15 @@ class VideoLMM(lmms):
         self.prefetch = int(prefetch)
         workers = decode_workers if decode_workers is not None else min(4, max(1, (os.cpu_count() or 2) - 1))
         self.decode_workers = max(1, int(workers))
+        self.torch_threads = _size_torch_threads(torch_threads, self.decode_workers, device)
+        self.stats = EvalStats(
+            batch_size=self.batch_size_per_gpu,
+            prefetch=self.prefetch,
+            decode_workers=self.decode_workers,
+            torch_threads=self.torch_threads,
+        )
+        self._wait_s = 0.0
+        self._decodes = 0
         quant = "4bit" if _as_bool(load_in_4bit) else "8bit" if _as_bool(load_in_8bit) else None
         self.engine = Engine.from_pretrained(
             pretrained,
@@ -187,6 +290,8 @@ class VideoLMM(lmms):
                 quantization=quant,
             ),
         )
+        if frame_cache:  # on-disk decoded-frame cache; VIDEOLMM_FRAME_CACHE also enables one
+            self.engine.frame_cache = FrameCache(frame_cache)
         self._device = torch.device(self.engine.model.device)
         self.failures: list[tuple[str, Any, str]] = []
         if self._rank == 0:
@@ -245,29 +350,80 @@ class VideoLMM(lmms):
             request_id=rid,
         )
 
+    @staticmethod
+    def _media_key(item: Request | DecodedRequest) -> tuple | None:
+        """Requests with equal keys decode to the same frames (same sources, same media settings)."""
+        if isinstance(item, DecodedRequest) or not item.videos:
+            return None
+        key = (item.videos, item.images, item.media)
+        try:
+            hash(key)
+        except TypeError:  # in-memory images: no cheap identity
+            return None
+        return key
+
     def _decoded_batches(self, requests: list[Any]) -> Iterator[list[DecodedRequest]]:
-        """Yield batches of decoded requests, decoding ``prefetch`` batches ahead in threads."""
+        """Yield batches of decoded requests, decoding ``prefetch`` batches ahead in threads.
+
+        Requests about the same media (several questions per video) share one decode; the frames
+        are dropped once the last request that needs them has been yielded.
+        """
         bs = max(1, self.batch_size_per_gpu)
-        batches = [requests[i : i + bs] for i in range(0, len(requests), bs)]
+        keys = [self._media_key(r) for r in requests]
+        last_use = {k: i for i, k in enumerate(keys) if k is not None}
+        shared: dict[tuple, Future] = {}
+
+        def submit(pool: ThreadPoolExecutor, i: int) -> tuple[Future, bool]:
+            key = keys[i]
+            if key is not None and key in shared:
+                return shared[key], True
+            self._decodes += 1
+            future = pool.submit(self.engine.decode, requests[i])
+            if key is not None:
+                shared[key] = future
+            return future, False
+
+        def result(i: int, future: Future, reused: bool) -> DecodedRequest:
+            done = future.result()
+            if not reused:
+                return done
+            return DecodedRequest(requests[i], done.videos, done.images, done.error, decode_seconds=0.0)
+
+        starts = list(range(0, len(requests), bs))
         with ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="videolmm-decode") as pool:
-            pending: deque[list[Future]] = deque()
+            pending: deque[list[tuple[int, Future, bool]]] = deque()
             nxt = 0
-            for _ in range(len(batches)):
-                while nxt < len(batches) and len(pending) <= self.prefetch:
-                    pending.append([pool.submit(self.engine.decode, r) for r in batches[nxt]])
+            for _ in starts:
+                while nxt < len(starts) and len(pending) <= self.prefetch:
+                    span = range(starts[nxt], min(starts[nxt] + bs, len(requests)))
+                    pending.append([(i, *submit(pool, i)) for i in span])
                     nxt += 1
-                yield [f.result() for f in pending.popleft()]
+                start = time.perf_counter()
+                entries = pending.popleft()
+                batch = [result(*entry) for entry in entries]
+                self._wait_s += time.perf_counter() - start
+                end = entries[-1][0]
+                for key in [k for k in shared if last_use[k] <= end]:
+                    del shared[key]
+                yield batch
 
     # -- lmms-eval API ---------------------------------------------------------------------
 
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
         """Batched, prefetched generation; failed samples answer ``[videolmm error] ...``."""
         self._log_share("generate_until", len(requests))
+        started, self._wait_s, self._decodes, generate_s, decode_s, batches = time.perf_counter(), 0.0, 0, 0.0, 0.0, 0
         converted = [self._to_request(r) for r in requests]
+        checkpoint = ResponseCheckpoint.from_caller("generate_until")  # --use_cache: store per batch
         out: list[GenerationResult] = []
         pbar = tqdm(total=len(requests), disable=self.rank != 0, desc="videolmm generating")
         for batch in self._decoded_batches(converted):
-            for item, result in zip(batch, self.engine.generate(batch, batch_size=len(batch)), strict=True):
+            t0 = time.perf_counter()
+            results = self.engine.generate(batch, batch_size=len(batch))
+            generate_s += time.perf_counter() - t0
+            decode_s += sum(item.decode_seconds for item in batch)
+            batches += 1
+            for item, result in zip(batch, results, strict=True):
                 instance = requests[len(out)]
                 if result.ok:
                     text = result.text or ""
@@ -277,10 +433,32 @@ class VideoLMM(lmms):
                     text, counts = ERROR_PREFIX + (result.error or "unknown error"), None
                     self._record_failure(item.request.request_id, result.error)
                 out.append(GenerationResult(text=text, token_counts=counts))
+                if checkpoint is not None and result.ok:  # failures are not checkpointed: a resume retries them
+                    checkpoint.store(instance, out[-1])
                 pbar.update(1)
         pbar.close()
         self._report_failures()
+        self._add_stats(len(out), batches, time.perf_counter() - started, self._wait_s, generate_s, decode_s)
         return out
+
+    def _add_stats(self, samples: int, batches: int, wall: float, wait: float, gen: float, dec: float) -> None:
+        """Accumulate into :attr:`stats`; write them to ``$VIDEOLMM_EVAL_STATS`` when it is set."""
+        s = self.stats
+        self.stats = replace(
+            s,
+            samples=s.samples + samples,
+            decodes=s.decodes + self._decodes,
+            batches=s.batches + batches,
+            wall_s=s.wall_s + wall,
+            wait_s=s.wait_s + wait,
+            generate_s=s.generate_s + gen,
+            decode_s=s.decode_s + dec,
+        )
+        path = os.environ.get(STATS_ENV)
+        if path:
+            suffix = f".rank{self.rank}" if self.world_size > 1 else ""
+            Path(path + suffix).write_text(json.dumps(self.stats.to_dict(), indent=1) + "\n")
+        logger.info("videolmm eval stats: %s", self.stats.to_dict())
 
     def loglikelihood(self, requests: list[Instance]) -> list[Any]:
         """Summed log-probability of each continuation and whether greedy decoding gives it
@@ -351,6 +529,8 @@ class LlavaHound(VideoLMM):
 
 __all__ = [
     "ERROR_PREFIX",
+    "STATS_ENV",
+    "EvalStats",
     "LlavaHound",
     "LlavaNextVideo",
     "LlavaVideoQwen2",

@@ -29,11 +29,13 @@ def register_families(register: Callable[[Any], None]) -> None:
 
 @hookimpl
 def register_decoders(register: Callable[[str, Any], None]) -> None:
-    """Register decord, pyav, torchcodec, frames (a directory) and images (a list)."""
+    """Register decord, pyav, torchcodec, frames (a directory), images (a list) and keyframe."""
+    from videolmm.models.keyframe import KeyframeDecoder
     from videolmm.models.media import builtin_decoders
 
     for name, decoder in builtin_decoders().items():
         register(name, decoder)
+    register(KeyframeDecoder.name, KeyframeDecoder())
 
 
 @hookimpl

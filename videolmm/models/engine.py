@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from videolmm.models import media as media_mod
-from videolmm.models.errors import ConfigError, PromptError, TokenCountMismatch
+from videolmm.models.errors import ConfigError, ContextLengthExceeded, PromptError, TokenCountMismatch
 from videolmm.models.families.base import Family, LoadOptions, read_config_dict
+from videolmm.models.frame_cache import FrameCache
 from videolmm.models.images import load_image
 from videolmm.models.prompts import build_content
 from videolmm.models.types import (
@@ -140,6 +141,8 @@ class Engine:
         self.template = registry.template(settings.template)
         registry.decoder(settings.media.decoder)  # fail early on unknown names
         registry.sampler(settings.media.sampler)
+        #: Optional on-disk cache of decoded frames (``VIDEOLMM_FRAME_CACHE``); None decodes every time.
+        self.frame_cache: FrameCache | None = FrameCache.from_env()
 
     # ------------------------------------------------------------------ construction
 
@@ -228,6 +231,15 @@ class Engine:
         """Decode and sample one video source with the engine's (or the given) settings."""
         media = media or self.settings.media
         name = media_mod.resolve_decoder_name(source, media.decoder)
+        if self.frame_cache is not None:
+            return self.frame_cache.load_frames(
+                source,
+                decoder_name=name,
+                decoder=self.registry.decoder(name),
+                sampler=self.registry.sampler(media.sampler),
+                spec=media.sampling,
+                sampler_name=media.sampler,
+            )
         return media_mod.load_frames(
             source,
             decoder=self.registry.decoder(name),
@@ -343,9 +355,47 @@ class Engine:
                     results[i] = res
         return [r for r in results if r is not None]
 
+    @property
+    def context_length(self) -> int | None:
+        """Tokens the language model can attend over: ``max_position_embeddings`` times a RoPE
+        scaling factor when the config declares one (``rope_scaling``/``rope_parameters`` or a flat
+        ``factor``, as some LLaVA-NeXT-Video configs have); None when the config does not say."""
+        text = getattr(self.config, "text_config", None) or self.config
+        positions = getattr(text, "max_position_embeddings", None)
+        if not isinstance(positions, int) or positions <= 0:
+            return None
+        factors = [getattr(text, "factor", None)]
+        for name in ("rope_scaling", "rope_parameters"):
+            scaling = getattr(text, name, None)
+            if isinstance(scaling, Mapping):
+                factors.append(scaling.get("factor"))
+        factor = max([1.0, *(float(f) for f in factors if isinstance(f, int | float))])
+        return int(positions * factor)
+
+    def check_context(self, batch: PreparedBatch) -> None:
+        """Refuse a batch whose prompt tokens plus ``max_new_tokens`` exceed :attr:`context_length`.
+
+        Raises:
+            ContextLengthExceeded: naming the request, its prompt tokens (visual included), the
+                requested new tokens and the model's context.
+        """
+        limit = self.context_length
+        if limit is None:
+            return
+        wanted = batch.generation.max_new_tokens
+        lengths = [int(n) for n in batch.inputs["attention_mask"].sum(dim=1).tolist()]
+        for item, prompt, visual in zip(batch.items, lengths, batch.visual_tokens, strict=True):
+            if prompt + wanted > limit:
+                raise ContextLengthExceeded(
+                    f"request {item.request.request_id or '-'}: the prompt is {prompt} tokens ({visual} visual) and "
+                    f"max_new_tokens is {wanted}: {prompt + wanted} tokens exceed the model's context of {limit} "
+                    "tokens; shorten the question, send fewer frames or ask for fewer tokens"
+                )
+
     def _run_isolated(self, items: list[DecodedRequest]) -> list[Result]:
         try:
             batch = self.prepare(items, items[0].request.generation)
+            self.check_context(batch)
             out = self.pm.hook.generate_batch(engine=self, batch=batch)
             if out is None or len(out) != len(items):
                 raise RuntimeError("generate_batch returned no result for some requests")
@@ -459,6 +509,7 @@ class Engine:
             "template": s.template,
             "system_prompt": s.system_prompt if s.system_prompt is not None else self.template.system,
             "decoder": s.media.decoder,
+            "frame_cache": str(self.frame_cache.root) if self.frame_cache is not None else None,
             "sampler": s.media.sampler,
             "sampling": {
                 "num_frames": s.media.sampling.num_frames,

@@ -129,12 +129,13 @@ class MediaSettings:
     """Decoder and sampler choice for one request (defaults come from the family).
 
     Attributes:
-        decoder: registered decoder name (``decord``, ``pyav``, ``torchcodec``, ``frames``).
+        decoder: registered decoder name (``keyframe``, ``decord``, ``pyav``, ``torchcodec``, ``frames``);
+            ``keyframe`` returns decord's pixels from fewer decoded frames.
         sampler: registered sampler name (``uniform``, ``fps``, ``hound``, ...).
         sampling: the numbers the sampler reads.
     """
 
-    decoder: str = "decord"
+    decoder: str = "keyframe"
     sampler: str = "uniform"
     sampling: SamplingSpec = field(default_factory=SamplingSpec)
 

@@ -94,7 +94,7 @@ LLAVA_HOUND = LlavaHoundFamily(
     model_class=f"{_MODELING}.LlavaHoundForConditionalGeneration",
     processor_class=f"{_PROCESSING}.LlavaHoundProcessor",
     model_types=("llava_hound",),
-    media=MediaSettings(decoder="decord", sampler="hound", sampling=SamplingSpec(num_frames=8, fps=2.0)),
+    media=MediaSettings(decoder="keyframe", sampler="hound", sampling=SamplingSpec(num_frames=8, fps=2.0)),
     lmms_eval_id="llava_hound",
 )
 

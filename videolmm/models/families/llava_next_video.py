@@ -4,7 +4,8 @@ Seed behaviour reproduced (../shared/docs/seed-facts.md §1–2):
 - CLIP features of layer -2 without CLS → 2-D pool (``spatial_pool_mode`` average, stride 2)
   *before* the projector, exactly as the May-2024 LLaVA-NeXT code the checkpoints were
   trained with (transformers' ``LlavaNextVideoPooler``).
-- 32 frames, ``np.linspace(0, N-1, 32, dtype=int)`` with decord (the original demo).
+- 32 frames, ``np.linspace(0, N-1, 32, dtype=int)`` with decord (the original demo); videolmm's
+  default ``keyframe`` decoder returns the same pixels, faster.
 - Templates: vicuna_v1 (7B), mistral_instruct (7B-32K, Mistral), mistral_direct (34B, Yi).
 
 Unlike transformers' processor, which hard-codes ``// 4``, the visual token count follows
@@ -142,7 +143,7 @@ LLAVA_NEXT_VIDEO = LlavaNextVideoFamily(
     model_class="transformers.LlavaNextVideoForConditionalGeneration",
     processor_class="transformers.LlavaNextVideoProcessor",
     model_types=("llava_next_video",),
-    media=MediaSettings(decoder="decord", sampler="uniform", sampling=SamplingSpec(num_frames=32)),
+    media=MediaSettings(decoder="keyframe", sampler="uniform", sampling=SamplingSpec(num_frames=32)),
     lmms_eval_id="llava_next_video",
     options={"spatial_pool_stride": None, "spatial_pool_mode": None},
 )

@@ -231,7 +231,7 @@ LLAVA_VIDEO_QWEN2 = LlavaVideoQwen2Family(
     processor_class=f"{_PROCESSING}.LlavaVideoQwen2Processor",
     model_types=("llava_video_qwen2",),
     media=MediaSettings(
-        decoder="decord",
+        decoder="keyframe",
         sampler="fps",
         sampling=SamplingSpec(num_frames=DEFAULT_FRAMES, fps=1.0, force_sample=True),
     ),

@@ -50,7 +50,7 @@ VIDEO_LLAVA = VideoLlavaFamily(
     model_class="transformers.VideoLlavaForConditionalGeneration",
     processor_class="transformers.VideoLlavaProcessor",
     model_types=("video_llava",),
-    media=MediaSettings(decoder="decord", sampler="uniform", sampling=SamplingSpec(num_frames=8)),
+    media=MediaSettings(decoder="keyframe", sampler="uniform", sampling=SamplingSpec(num_frames=8)),
     lmms_eval_id=None,  # lmms-eval has a built-in `video_llava`; reach ours via `videolmm,family=video_llava`
 )
 
