@@ -64,6 +64,12 @@ class UnsupportedCodec(MediaError):
     kind = "unsupported codec"
 
 
+class MediaTooLarge(MediaError):
+    """The stream declares frames too large to decode safely (see ``media.MAX_FRAME_PIXELS``)."""
+
+    kind = "too large"
+
+
 class DecoderUnavailable(MediaError):
     """The named decoder's library is not installed."""
 
@@ -74,15 +80,21 @@ class PromptError(VideoLMMError, ValueError):
     """The prompt and the visual inputs do not agree (e.g. more placeholders than videos)."""
 
 
+class ContextLengthExceeded(PromptError):
+    """The prompt (text + visual tokens) plus ``max_new_tokens`` does not fit the model's context."""
+
+
 class TokenCountMismatch(VideoLMMError, RuntimeError):
     """The processor inserted a different number of visual tokens than the config implies."""
 
 
 __all__ = [
     "ConfigError",
+    "ContextLengthExceeded",
     "DecoderUnavailable",
     "MediaError",
     "MediaNotFound",
+    "MediaTooLarge",
     "MediaUnreadable",
     "NoFrames",
     "NoVideoStream",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -38,6 +39,7 @@ from .errors import (
     DecoderUnavailable,
     MediaError,
     MediaNotFound,
+    MediaTooLarge,
     MediaUnreadable,
     NoFrames,
     NoVideoStream,
@@ -52,6 +54,9 @@ if TYPE_CHECKING:
 #: File suffixes the ``frames`` decoder accepts (case-insensitive).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 _IMAGE_DEMUXERS = frozenset({"image2", "image2pipe"})
+#: Largest frame (width × height) a container decoder accepts: 8192×8192, well above 8K UHD.
+#: Checked on the header before decoding; a larger declared size raises MediaTooLarge.
+MAX_FRAME_PIXELS = 8192 * 8192
 _AVERROR_DECODER_NOT_FOUND = "-1128613112"  # FFERRTAG('D','E','C',0xF8), as decord prints it
 _DECORD_PREFIX = re.compile(r"^\[[\d:]+\]\s+\S+:\d+:\s*")
 
@@ -240,24 +245,63 @@ def _video_stream(av: Any, container: InputContainer, label: str) -> VideoStream
     return stream
 
 
-def _stream_facts(container: InputContainer, stream: VideoStream) -> _StreamFacts:
+def _stream_facts(container: InputContainer, stream: VideoStream, label: str = "") -> _StreamFacts:
+    """The stream's header facts, refusing headers no decoder should be handed (see :func:`_check_header`).
+
+    Args:
+        container: the opened container.
+        stream: its chosen video stream.
+        label: the source's printable name for errors (default: the container's name).
+    """
     rate = stream.average_rate or stream.guessed_rate
     ctx = stream.codec_context
-    return _StreamFacts(
+    facts = _StreamFacts(
         container=container.format.name,
         codec=ctx.codec.canonical_name,
         header_frames=int(stream.frames or 0),
-        fps=float(rate) if rate else 0.0,
+        fps=float(rate) if rate and math.isfinite(float(rate)) and float(rate) > 0 else 0.0,
         width=int(ctx.width),
         height=int(ctx.height),
     )
+    _check_header(facts, pixel_format_known=ctx.format is not None, label=label or str(container.name))
+    return facts
+
+
+def _check_header(facts: _StreamFacts, *, pixel_format_known: bool, label: str) -> None:
+    """Refuse, before any decoder allocates a frame, a stream whose size is absent or absurd.
+
+    * no frame size (0x0): FFmpeg could not parse the size, or refused it as beyond its own limit;
+    * over :data:`MAX_FRAME_PIXELS`: one frame would need gigabytes (FFmpeg itself accepts sizes up
+      to ~16k x 16k, i.e. 768 MB per RGB frame);
+    * frames declared but no pixel format: probing could not decode a single frame (a truncated
+      index or corrupt first packets); decord would fail with an opaque filter-graph error.
+    """
+    if facts.width <= 0 or facts.height <= 0:
+        raise MediaUnreadable(
+            label,
+            f"the {facts.codec} video stream declares no frame size ({facts.width}x{facts.height}): its header "
+            "is corrupt or declares a size beyond FFmpeg's limits",
+        )
+    pixels = facts.width * facts.height
+    if pixels > MAX_FRAME_PIXELS:
+        raise MediaTooLarge(
+            label,
+            f"the video stream declares {facts.width}x{facts.height} frames ({pixels} pixels), over the "
+            f"limit of {MAX_FRAME_PIXELS} pixels per frame; refused before decoding",
+        )
+    if facts.header_frames > 0 and not pixel_format_known:
+        raise MediaUnreadable(
+            label,
+            f"no frame of the {facts.codec} video stream could be decoded while probing (pixel format unknown): "
+            "the file is truncated or corrupt",
+        )
 
 
 def _probe(data: Path | bytes, label: str) -> _StreamFacts:
     """Open the container with PyAV and check it has a decodable video stream (header only)."""
     av = _import_av(label)
     with _open_container(av, data, label) as container:
-        return _stream_facts(container, _video_stream(av, container, label))
+        return _stream_facts(container, _video_stream(av, container, label), label)
 
 
 def _count_packets(data: Path | bytes, label: str) -> int:
@@ -443,6 +487,8 @@ class DecordDecoder:
             count, fps = len(reader), float(reader.get_avg_fps())
         except errors as exc:
             raise _decord_error(label, exc, facts, "open the video") from exc
+        if not (math.isfinite(fps) and fps > 0):  # decord says nan when the container has no timing
+            fps = 0.0
         if count <= 0:
             raise NoFrames(label, "decord finds no frames in the video stream")
         info = VideoInfo(source=label, num_frames=count, fps=fps, width=facts.width, height=facts.height)
@@ -450,6 +496,18 @@ class DecordDecoder:
 
 
 # ----- PyAV -----------------------------------------------------------------------------------
+
+
+def frame_to_rgb(frame: Any) -> np.ndarray:
+    """A decoded PyAV frame as uint8 RGB ``(H, W, 3)``, turned upright by its display matrix.
+
+    decord (the seeds' decoder) applies the container's rotation (e.g. a phone video's 90°
+    ``tkhd`` matrix), so PyAV-based decoders do too, giving the same pixels. ``VideoInfo.width`` and
+    ``height`` stay the coded (stored) size.
+    """
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = int(getattr(frame, "rotation", 0) or 0) // 90
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns % 4 else rgb
 
 
 class _PyAVVideo(_OpenedBase):
@@ -475,7 +533,7 @@ class _PyAVVideo(_OpenedBase):
             for position, frame in enumerate(container.decode(stream)):
                 decoded = position + 1
                 if position == target:
-                    frames.append(frame.to_ndarray(format="rgb24"))
+                    frames.append(frame_to_rgb(frame))
                     target = next(pending, None)
                     if target is None:
                         break
@@ -878,6 +936,7 @@ def load_frames(
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MAX_FRAME_PIXELS",
     "DecordDecoder",
     "FramesDirDecoder",
     "ImagesDecoder",
@@ -887,6 +946,7 @@ __all__ = [
     "VideoDecoder",
     "builtin_decoders",
     "describe_source",
+    "frame_to_rgb",
     "is_image_sequence",
     "load_frames",
     "resolve_decoder_name",

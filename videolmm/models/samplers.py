@@ -128,7 +128,9 @@ def as_rational(rate: float | Fraction) -> Fraction:
     """An exact frame rate from a float (``29.97002997…`` → ``30000/1001``, ``25.0`` → ``25``)."""
     if isinstance(rate, Fraction):
         return rate
-    return Fraction(rate).limit_denominator(_MAX_DENOMINATOR)
+    simple = Fraction(rate).limit_denominator(_MAX_DENOMINATOR)
+    # a positive rate below 1/_MAX_DENOMINATOR (a header claiming years) must not round to 0
+    return simple if simple > 0 or not rate > 0 else Fraction(rate)
 
 
 def ffmpeg_fps_output_count(num_frames: int, src_fps: float | Fraction, out_fps: float | Fraction = 2) -> int:
@@ -178,7 +180,12 @@ def ffmpeg_fps_source_indices(num_frames: int, src_fps: float | Fraction, out_fp
     if num_frames <= 0 or src <= 0 or out <= 0:
         raise ValueError(f"need N > 0 and positive rates, got N={num_frames}, src_fps={src_fps}, out_fps={out_fps}")
     count = ffmpeg_fps_output_count(num_frames, src, out)
-    return [min(num_frames - 1, math.ceil((k + Fraction(1, 2)) * src / out) - 1) for k in range(count)]
+    return [_fps_source_index(k, num_frames, src, out) for k in range(count)]
+
+
+def _fps_source_index(slot: int, num_frames: int, src: Fraction, out: Fraction) -> int:
+    """``src(k)`` of :func:`ffmpeg_fps_source_indices` for one output slot."""
+    return min(num_frames - 1, math.ceil((slot + Fraction(1, 2)) * src / out) - 1)
 
 
 def hound_sampler(info: VideoInfo, spec: SamplingSpec) -> FrameSelection:
@@ -203,14 +210,16 @@ def hound_sampler(info: VideoInfo, spec: SamplingSpec) -> FrameSelection:
     target = HOUND_FPS if spec.fps is None else spec.fps
     if not target > 0:
         raise ValueError(f"{info.source}: sampling fps must be positive, got {target}")
-    extracted = ffmpeg_fps_source_indices(info.num_frames, info.fps, target)
-    if not extracted:
+    src, out = as_rational(info.fps), as_rational(target)
+    count = ffmpeg_fps_output_count(info.num_frames, src, out)
+    if count <= 0:
         raise NoFrames(
             info.source,
             f"ffmpeg fps={target:g} extracts no frame from a {info.duration:.3f} s clip "
             f"({info.num_frames} frames at {info.fps:g} fps)",
         )
-    indices = [extracted[k] for k in uniform_indices(len(extracted), spec.num_frames)]
+    # only the slots the seed keeps are computed: O(F), even when a header claims hours of video
+    indices = [_fps_source_index(k, info.num_frames, src, out) for k in uniform_indices(count, spec.num_frames)]
     return FrameSelection(
         indices=tuple(indices),
         timestamps=_seconds(indices, info.fps),
