@@ -46,6 +46,22 @@ def tiny_video_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_llava_video_qwen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random llava_video_qwen2 checkpoint (SigLIP + Qwen2, pool after projector, grid newlines)."""
+    from videolmm.models.tiny_families import build_tiny_llava_video_qwen2
+
+    return build_tiny_llava_video_qwen2(tmp_path_factory.mktemp("tiny-qwen2") / "ckpt", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_hound(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random llava_hound checkpoint (Video-LLaVA layout, video CLS dropped)."""
+    from videolmm.models.tiny_families import build_tiny_llava_hound
+
+    return build_tiny_llava_hound(tmp_path_factory.mktemp("tiny-hound") / "ckpt", seed=0)
+
+
+@pytest.fixture(scope="session")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A few moving-square clips: red→right, blue→up (16 frames, 64 px)."""
     from videolmm.models.synthetic import write_moving_square_video

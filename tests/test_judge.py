@@ -407,7 +407,7 @@ def test_bad_settings_name_the_variable(name, value) -> None:
 # ----------------------------------------------------------------------------- the client over real HTTP
 
 
-def test_reply_is_cached_so_a_rerun_makes_zero_calls(judge_server: FakeJudge, tmp_path: Path) -> None:
+def test_reply_is_cached_so_a_rerun_makes_zero_calls(judge_server: FakeJudge, tmp_path: Path, reliability) -> None:
     s = settings(judge_server, tmp_path)
     before = judge_server.count()
     first = JudgeClient(s).complete(vcgpt("good one"))
@@ -423,6 +423,14 @@ def test_reply_is_cached_so_a_rerun_makes_zero_calls(judge_server: FakeJudge, tm
     again = JudgeClient(s).complete(vcgpt("good one"))  # a new client (a new run), the same cache file
     assert again.cached and again.text == first.text and again.attempts == 0
     assert judge_server.count() == before + 1
+    reliability(
+        "Load and faults",
+        "judge reply cached; a re-run (new client, same cache file) asks the same prompt",
+        "judge",
+        "answered from the SQLite cache, zero HTTP calls",
+        f"first run: {first.attempts} call(s); re-run: cached={again.cached}, attempts={again.attempts}, "
+        f"server calls during the re-run: {judge_server.count() - before - 1}",
+    )
     # another judge model or another prompt is another key
     other = JudgeClient(settings(judge_server, tmp_path, model="judge-test-2")).complete(vcgpt("good one"))
     assert not other.cached
@@ -431,21 +439,43 @@ def test_reply_is_cached_so_a_rerun_makes_zero_calls(judge_server: FakeJudge, tm
 
 
 @pytest.mark.parametrize("behaviour", ["rate-limited", "flaky"])
-def test_429_and_500_are_retried_then_succeed(judge_server: FakeJudge, tmp_path: Path, behaviour: str) -> None:
+def test_429_and_500_are_retried_then_succeed(
+    judge_server: FakeJudge, tmp_path: Path, behaviour: str, reliability
+) -> None:
     before = judge_server.count()
-    reply = JudgeClient(settings(judge_server, tmp_path)).complete(vcgpt(f"{behaviour} bad answer"))
+    s = settings(judge_server, tmp_path)
+    reply = JudgeClient(s).complete(vcgpt(f"{behaviour} bad answer"))
     assert reply.ok and reply.attempts == 2 and reply.text == "{'pred': 'no', 'score': 1}"
     assert judge_server.count() == before + 2
+    rerun = JudgeClient(s).complete(vcgpt(f"{behaviour} bad answer"))
+    assert rerun.cached and rerun.text == reply.text and judge_server.count() == before + 2
+    status = {"rate-limited": 429, "flaky": 500}[behaviour]
+    reliability(
+        "Load and faults",
+        f"judge answers HTTP {status} once, then 200",
+        "judge",
+        "retried with backoff, reply cached, a re-run makes zero calls",
+        f"attempts={reply.attempts}, ok={reply.ok}, server calls={judge_server.count() - before}; "
+        f"re-run cached={rerun.cached} with 0 further calls",
+    )
 
 
-def test_timeouts_are_retried(judge_server: FakeJudge, tmp_path: Path) -> None:
+def test_timeouts_are_retried(judge_server: FakeJudge, tmp_path: Path, reliability) -> None:
     client = JudgeClient(settings(judge_server, tmp_path, timeout_s=0.3))
+    before = judge_server.count()
     reply = client.complete(vcgpt("slow good"))
     assert reply.ok and reply.attempts == 2
+    reliability(
+        "Load and faults",
+        "judge times out once (client timeout 0.3 s), then answers",
+        "judge",
+        "the timed-out attempt is retried; the reply counts",
+        f"attempts={reply.attempts}, ok={reply.ok}, server calls={judge_server.count() - before}",
+    )
 
 
 def test_a_judge_that_stays_down_is_a_counted_failure_after_bounded_attempts(
-    judge_server: FakeJudge, tmp_path
+    judge_server: FakeJudge, tmp_path, reliability
 ) -> None:
     waits: list[float] = []
     client = JudgeClient(settings(judge_server, tmp_path, max_attempts=4, backoff_s=1.0), sleep=waits.append)
@@ -456,6 +486,14 @@ def test_a_judge_that_stays_down_is_a_counted_failure_after_bounded_attempts(
     assert judge_server.count() == before + 4
     assert len(waits) == 3 and all(0.5 * 2**i <= w <= 2**i for i, w in enumerate(waits))  # exponential, jittered
     assert client.cache is not None and len(client.cache) == 0  # failures are not cached
+    reliability(
+        "Load and faults",
+        "judge stays down (HTTP 503 on every attempt)",
+        "judge",
+        "bounded attempts with exponential backoff, then a counted failure that is not cached",
+        f"attempts={reply.attempts}, backoffs={[round(w, 2) for w in waits]} s, error={reply.error[:60]!r}, "
+        f"cached entries={len(client.cache)}",
+    )
 
 
 def test_client_errors_are_not_retried(judge_server: FakeJudge, tmp_path: Path) -> None:

@@ -23,7 +23,21 @@ from typing import Any
 
 import httpx
 import pytest
-from serve_helpers import API_KEY, LNV, STARTUP_TIMEOUT_S, TEST_LIMITS, TINY_YAML, TRAINED, VL, ServeApp, video_message
+from serve_helpers import (
+    API_KEY,
+    HOUND,
+    LNV,
+    QWEN2,
+    QWEN2_FRAMES,
+    REDIRECT_HOST,
+    STARTUP_TIMEOUT_S,
+    TEST_LIMITS,
+    TINY_YAML,
+    TRAINED,
+    VL,
+    ServeApp,
+    video_message,
+)
 
 
 def _free_port() -> int:
@@ -67,9 +81,20 @@ def _test_args(tiny_lnv: Path, tiny_vl: Path, media_root: Path, cache_root: Path
         "api_key": API_KEY,
         "remote": {
             "enabled": True,
-            "allowed_hosts": ["localhost", "127.0.0.1", "169.254.169.254", "unresolvable.invalid"],
+            # listed so that the refusals come from the resolved-address check, not the allow-list
+            "allowed_hosts": [
+                "localhost",
+                "127.0.0.1",
+                "::1",
+                "10.0.0.1",
+                "169.254.169.254",
+                "unresolvable.invalid",
+                REDIRECT_HOST,
+            ],
             "allowed_schemes": ["http", "https"],
             "timeout_s": 3,
+            # the one exempt address: test_serve_attacks' redirecting server (127.0.0.1 stays refused)
+            "allowed_networks": [f"{REDIRECT_HOST}/32"],
         },
     }
     # Small queues make backpressure reachable; one model replica keeps 2 shared cores usable.
@@ -109,6 +134,8 @@ def serve_app(
     tiny_llava_next_video: Path,
     tiny_video_llava: Path,
     trained_llava_next_video: Path,
+    tiny_llava_video_qwen2: Path,
+    tiny_llava_hound: Path,
     serve_media: Path,
     cache_root: Path,
 ) -> Iterator[ServeApp]:
@@ -116,7 +143,8 @@ def serve_app(
 
     Besides tiny.yaml's two random tiny models, the app serves the *trained* tiny checkpoint
     (issue 3) as ``TRAINED``: the parity tests use it, so parity is checked on a model that
-    really watches (non-zero scores), not only on random weights."""
+    really watches (non-zero scores), not only on random weights; and tiny llava_video_qwen2 and
+    llava_hound checkpoints (``QWEN2``, ``HOUND``), chosen by name like any other model."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["RAY_AUTH_MODE"] = "disabled"
     ray_tmp = Path(tempfile.mkdtemp(prefix="vlmm-ray-", dir="/tmp"))  # short: Ray's socket paths are limited
@@ -143,6 +171,9 @@ def serve_app(
             *raw["models"],
             {"model_id": TRAINED, "pretrained": str(trained_llava_next_video), "family": "llava_next_video",
              "device": "cpu"},
+            {"model_id": QWEN2, "pretrained": str(tiny_llava_video_qwen2), "family": "llava_video_qwen2",
+             "device": "cpu", "num_frames": QWEN2_FRAMES},  # the family's 64 is over the test limit of 32
+            {"model_id": HOUND, "pretrained": str(tiny_llava_hound), "family": "llava_hound", "device": "cpu"},
         ]  # fmt: skip
         raw["max_models_per_replica"] = len(raw["models"])
         args = ServeArgs.model_validate(raw)
@@ -176,4 +207,5 @@ def serve_app(
             os.environ.pop("RAY_TMPDIR", None)
         else:
             os.environ["RAY_TMPDIR"] = previous_tmp
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        if not os.environ.get("VIDEOLMM_KEEP_RAY_TMP"):
+            shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -14,8 +14,13 @@ TINY_YAML = REPO / "serve_configs" / "tiny.yaml"
 LNV = "tiny-llava-next-video"
 VL = "tiny-video-llava"
 TRAINED = "trained-llava-next-video"  # the trained tiny checkpoint (issue 3), for parity
+QWEN2 = "tiny-llava-video-qwen2"  # issue 5's families, served by name
+QWEN2_FRAMES = 16  # force_sample frame count for QWEN2 (the family's default of 64 is over TEST_LIMITS)
+HOUND = "tiny-llava-hound"
 API_KEY = "sk-videolmm-test-key"
 STARTUP_TIMEOUT_S = 240
+#: A loopback address the test app exempts (``allowed_networks``) for a redirecting test server.
+REDIRECT_HOST = "127.0.0.2"
 
 #: Limits small enough that test files cross them (the clips are 64 px, 16 frames at 8 fps, 2 s).
 TEST_LIMITS = {

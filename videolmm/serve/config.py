@@ -57,7 +57,7 @@ class ModelConfig(_Strict):
     family: str | None = Field(default=None, description="Model family; None detects it from config.json.")
     template: str | None = Field(default=None, description="Conversation template; None is the family's choice.")
     system_prompt: str | None = Field(default=None, description="Replaces the template's system message.")
-    decoder: str | None = Field(default=None, description="Video decoder name; None is the family's (decord).")
+    decoder: str | None = Field(default=None, description="Video decoder name; None is the family's (keyframe).")
     sampler: str | None = Field(default=None, description="Frame sampler name; None is the family's.")
     num_frames: int | None = Field(default=None, ge=1, description="Frames per video; None is the family's.")
     fps: float | None = Field(default=None, gt=0, description="Rate for rate-based samplers.")
@@ -150,11 +150,32 @@ class RemoteFetchConfig(_Strict):
     allowed_schemes: tuple[Literal["http", "https"], ...] = Field(default=("https",), description="URL schemes.")
     timeout_s: float = Field(default=10.0, gt=0, le=300, description="Whole fetch, redirects included.")
     max_redirects: int = Field(default=3, ge=0, le=10, description="Redirects followed (each one re-checked).")
+    allowed_networks: tuple[str, ...] = Field(
+        default=(),
+        description="CIDRs exempt from the non-public address check (e.g. an internal media server at "
+        "10.1.2.3/32); the host must still be allow-listed. Cloud-metadata addresses can not be exempted.",
+    )
 
     @field_validator("allowed_hosts")
     @classmethod
     def _lower_hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(h.strip().lower().rstrip(".") for h in hosts if h.strip())
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, networks: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        from videolmm.serve.security import METADATA_ADDRESSES
+
+        out = []
+        for text in networks:
+            network = ipaddress.ip_network(text.strip(), strict=True)  # ValueError names the bad CIDR
+            metadata = sorted(str(a) for a in METADATA_ADDRESSES if a in network)
+            if metadata:
+                raise ValueError(f"allowed_networks: {network} contains cloud-metadata address(es) {metadata}")
+            out.append(str(network))
+        return tuple(out)
 
 
 class SecurityConfig(_Strict):
@@ -321,6 +342,12 @@ class ServeArgs(_Strict):
     base_dir: str | None = Field(
         default=None, description="Relative `pretrained` and `media_roots` resolve here (default: the current dir)."
     )
+    decode_in: Literal["media_deployment", "model_replica"] = Field(
+        default="media_deployment",
+        description="Where videos are decoded: the separate MediaDecoder deployment (scales on its own and keeps "
+        "decoding off the model replicas), or the model replica itself, before batching (no MediaDecoder; "
+        "`media_deployment` is then unused).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -434,7 +461,9 @@ def build_app(args: ServeArgs) -> Any:
         args = ServeArgs.model_validate(args)
     args = args.resolved()
     api_key = args.api_key_value()
-    media = MediaDecoder.options(**args.media_deployment.ray_options()).bind(args)
+    media = None
+    if args.decode_in == "media_deployment":
+        media = MediaDecoder.options(**args.media_deployment.ray_options()).bind(args)
     model = ModelServer.options(**args.model_deployment.ray_options()).bind(args)
     return OpenAIIngress.options(**args.ingress_deployment.ray_options()).bind(args, media, model, api_key)
 

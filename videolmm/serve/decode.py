@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import ipaddress
 import logging
 import time
 from dataclasses import replace
@@ -94,12 +95,13 @@ class LimitedDecoder:
         try:
             if info.duration > self.max_duration_s:
                 raise too_large(
-                    f"{self.param}: video lasts {info.duration:.1f} s; the limit is {self.max_duration_s:g} s",
+                    f"{self.param}: {info.source}: video lasts {info.duration:.1f} s; "
+                    f"the limit is {self.max_duration_s:g} s",
                     param=self.param,
                 )
             if info.width * info.height > self.max_frame_pixels:
                 raise too_large(
-                    f"{self.param}: frames are {info.width}x{info.height}; "
+                    f"{self.param}: {info.source}: frames are {info.width}x{info.height}; "
                     f"the limit is {self.max_frame_pixels} pixels",
                     param=self.param,
                 )
@@ -133,6 +135,7 @@ class MediaPipeline:
                     allowed_schemes=remote.allowed_schemes,
                     timeout_s=remote.timeout_s,
                     max_redirects=remote.max_redirects,
+                    exempt_networks=tuple(ipaddress.ip_network(n) for n in remote.allowed_networks),
                 )
             )
         self.fetcher = fetcher

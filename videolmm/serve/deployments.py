@@ -101,6 +101,24 @@ class ModelServer:
 
         # Built here so the LRU size comes from the config (Ray LLM's pattern).
         self.engine = serve.multiplexed(max_num_models_per_replica=args.max_models_per_replica)(load_engine)
+        self.pipeline: MediaPipeline | None = None
+        if args.decode_in == "model_replica":  # no MediaDecoder deployment: decode here, before batching
+            self.pipeline = MediaPipeline(args)
+            self.pipeline.check_defaults()
+            self.media_metrics = MediaMetrics()
+
+    async def generate_job(self, job: ChatJob) -> Generated | ApiError:
+        """Decode a job's media in this replica, then generate (``decode_in: model_replica``)."""
+        if self.pipeline is None:
+            raise RuntimeError("generate_job needs decode_in: model_replica; this app decodes in MediaDecoder")
+        start = time.perf_counter()
+        try:
+            decoded = await self.pipeline.run(job)
+        except ServeError as exc:
+            logger.info("rid=%s media refused (%d): %s", job.request_id, exc.error.status, exc.error.message)
+            return exc.error
+        self.media_metrics.record(job.model_id, time.perf_counter() - start, sum(v.num_frames for v in decoded.videos))
+        return await self.generate(decoded)
 
     async def generate(self, item: DecodedRequest) -> Generated:
         """Generate for one decoded request (batched with concurrent requests for the same model)."""

@@ -99,6 +99,17 @@ def overloaded(retry_after_s: float | None, what: str) -> ApiError:
     )
 
 
+def replica_failed(what: str, reason: str, retry_after_s: float = 1.0) -> ApiError:
+    """503: the replica working on the request died (killed, out of memory, crashed); safe to retry."""
+    return ApiError(
+        503,
+        f"the {what} replica failed while handling this request ({reason}); retry later",
+        type="service_unavailable_error",
+        code="replica_failed",
+        retry_after_s=retry_after_s,
+    )
+
+
 def internal(message: str) -> ApiError:
     """500: a server-side failure (the message names the stage)."""
     return ApiError(500, message, type="server_error", code="internal_error")
@@ -119,6 +130,8 @@ def client_error_types() -> frozenset[str]:
 def from_core_error(error: str) -> ApiError:
     """Map a core ``Result.error`` (``"ErrorType: message"``) to an API error."""
     kind = error.split(":", 1)[0].strip()
+    if kind == "ContextLengthExceeded":  # OpenAI's code for the same refusal
+        return ApiError(400, error, code="context_length_exceeded", param="messages")
     if kind in client_error_types():
         return ApiError(400, error, code="invalid_input")
     return internal(f"generation failed: {error}")
@@ -133,6 +146,7 @@ __all__ = [
     "internal",
     "model_not_found",
     "overloaded",
+    "replica_failed",
     "too_large",
     "unauthorized",
     "unprocessable",

@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import SecretStr, ValidationError
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -40,6 +41,7 @@ from videolmm.serve.errors import (
     internal,
     model_not_found,
     overloaded,
+    replica_failed,
     too_large,
     unauthorized,
     unprocessable,
@@ -75,6 +77,24 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def check_content_type(value: str | None) -> None:
+    """Refuse (415) a body that is not declared JSON: ``application/json`` or ``application/*+json``.
+
+    Browsers send ``text/plain``, form and multipart bodies cross-origin without a preflight, so
+    accepting them would let any web page drive a server on localhost that has no API key.
+    """
+    media_type = (value or "").split(";", 1)[0].strip().lower()
+    if media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json")):
+        return
+    raise ServeError(
+        ApiError(
+            415,
+            f"request body must be JSON (Content-Type: application/json), got {value or 'no Content-Type'!r}",
+            code="unsupported_media_type",
+        )
+    )
+
+
 def parse_request(body: bytes) -> ChatCompletionRequest:
     """Validate a chat-completions body: 400 for bad JSON, 422 naming each invalid field."""
     try:
@@ -99,13 +119,14 @@ class OpenAIIngress:
 
     Args:
         args: the app's configuration.
-        media: handle to :class:`~videolmm.serve.deployments.MediaDecoder`.
+        media: handle to :class:`~videolmm.serve.deployments.MediaDecoder`; None when the model replica
+            decodes (``decode_in: model_replica``).
         model: handle to :class:`~videolmm.serve.deployments.ModelServer`.
         api_key: the bearer key every route but ``/health`` requires; None for none.
     """
 
     def __init__(
-        self, args: ServeArgs, media: DeploymentHandle, model: DeploymentHandle, api_key: SecretStr | None
+        self, args: ServeArgs, media: DeploymentHandle | None, model: DeploymentHandle, api_key: SecretStr | None
     ) -> None:
         self.args = args
         self.media = media
@@ -126,7 +147,8 @@ class OpenAIIngress:
 
         @app.exception_handler(StarletteHTTPException)
         async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-            error = ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code="not_found")
+            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+            error = ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code)
             return error_response(error)
 
         @app.get("/health")
@@ -166,16 +188,23 @@ class OpenAIIngress:
         model_id, status = "-", 500
         try:
             self.authorize(request)
+            check_content_type(request.headers.get("content-type"))
             req = parse_request(await read_body(request, self.args.limits.max_request_bytes))
             model = self.args.model(req.model)
             if model is None:  # tagged "-": a client must not create metric series with made-up names
                 raise model_not_found(req.model, [m.model_id for m in self.args.models])
             model_id = model.model_id
             job = to_job(req, request_id=rid, model=model, limits=self.args.limits)
-            decoded = await self._call(self.media.decode.remote(job), "media decoder", rid)
-            if isinstance(decoded, ApiError):
-                raise ServeError(decoded)
-            generated = await self._generate(decoded, model.model_id, rid)
+            if self.media is None:  # decode_in: model_replica
+                handle = self.model.options(multiplexed_model_id=model.model_id)
+                generated = await self._call(handle.generate_job.remote(job), "model server", rid)
+            else:
+                decoded = await self._call(self.media.decode.remote(job), "media decoder", rid)
+                if isinstance(decoded, ApiError):
+                    raise ServeError(decoded)
+                generated = await self._generate(decoded, model.model_id, rid)
+            if isinstance(generated, ApiError):
+                raise ServeError(generated)
             result = generated.result
             if not result.ok:
                 raise ServeError(from_core_error(result.error or "unknown error"))
@@ -201,7 +230,7 @@ class OpenAIIngress:
         return await self._call(handle.generate.remote(decoded), "model server", rid)
 
     async def _call(self, response: Any, what: str, rid: str) -> Any:
-        """Await a deployment call; backpressure → 503 with Retry-After, a crash → 500."""
+        """Await a deployment call: backpressure or a dead replica → 503 with Retry-After, a bug → 500."""
         try:
             return await response
         except BackPressureError as exc:
@@ -211,6 +240,9 @@ class OpenAIIngress:
             raise ServeError(overloaded(None, what)) from exc
         except RequestCancelledError:
             raise
+        except RayActorError as exc:  # the replica died with the request on it; Serve replaces the replica
+            logger.warning("rid=%s %s replica failed: %s", rid, what, type(exc).__name__)
+            raise ServeError(replica_failed(what, type(exc).__name__)) from exc
         except Exception as exc:  # a replica crash or a bug: answer 500 naming the stage, log the traceback
             logger.exception("rid=%s %s failed", rid, what)
             raise ServeError(internal(f"{what} failed: {error_text(exc)}")) from exc
@@ -220,4 +252,4 @@ def _request_id(request: Request) -> str:
     return request.headers.get("x-request-id") or uuid.uuid4().hex
 
 
-__all__ = ["OpenAIIngress", "error_response", "parse_request", "read_body"]
+__all__ = ["OpenAIIngress", "check_content_type", "error_response", "parse_request", "read_body"]

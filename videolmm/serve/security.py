@@ -250,6 +250,8 @@ class FetchPolicy:
         max_redirects: redirects followed; each target is checked like the first URL.
         address_allowed: the address check; :func:`is_public_address` in every configuration a
             YAML can express.
+        exempt_networks: networks whose addresses pass although non-public (``allowed_networks``,
+            e.g. an internal media server); metadata addresses never pass.
     """
 
     allowed_hosts: tuple[str, ...] = ()
@@ -257,6 +259,13 @@ class FetchPolicy:
     timeout_s: float = 10.0
     max_redirects: int = 3
     address_allowed: Callable[[IPAddress], bool] = is_public_address
+    exempt_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def address_ok(self, ip: IPAddress) -> bool:
+        """Whether a resolved address may be connected to."""
+        if ip in METADATA_ADDRESSES:
+            return False
+        return self.address_allowed(ip) or any(ip in network for network in self.exempt_networks)
 
     def host_allowed(self, host: str) -> bool:
         """Whether ``host`` (lower-case, no trailing dot) is on the allow-list."""
@@ -322,7 +331,7 @@ class RemoteFetcher:
             raise bad_request(f"{param}: host {target.host!r} resolves to no address", param=param)
         for text in addresses:
             ip = ipaddress.ip_address(text.split("%", 1)[0])
-            if not self.policy.address_allowed(ip):
+            if not self.policy.address_ok(ip):
                 raise bad_request(
                     f"{param}: host {target.host!r} resolves to {ip}, a non-public address; refused",
                     param=param,
