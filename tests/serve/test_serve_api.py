@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serve_helpers import LNV, TRAINED, VL, ServeApp, data_url, video_message
+from serve_helpers import HOUND, LNV, QWEN2, TRAINED, VL, ServeApp, data_url, video_message
 
 QUESTION = "What colour is the moving square?"
 
@@ -29,7 +29,7 @@ def test_health_needs_no_key_and_models_are_listed(serve_app: ServeApp) -> None:
 
     assert httpx.get(f"{serve_app.base_url}/health", timeout=10).json() == {"status": "ok"}
     client = serve_app.client()
-    assert [m.id for m in client.models.list()] == [LNV, VL, TRAINED]
+    assert [m.id for m in client.models.list()] == [LNV, VL, TRAINED, QWEN2, HOUND]
     card = client.models.retrieve(VL)
     assert (card.id, card.owned_by, card.object) == (VL, "videolmm", "model")
 
@@ -165,6 +165,28 @@ def test_generation_parameters(serve_app: ServeApp) -> None:
         for seed in (7, 7, 8)
     ]
     assert sampled[0] == sampled[1]  # a seed makes sampling reproducible
+
+
+def test_a_system_message_replaces_the_templates_system_prompt(serve_app: ServeApp) -> None:
+    """A judge sends a system prompt: the app takes it (the template's own one gives the same answer)."""
+    from videolmm.models.prompts import VICUNA_SYSTEM
+
+    client = serve_app.client()
+    messages = video_message(serve_app.file_url("red_right.mp4"))
+    plain = client.chat.completions.create(model=LNV, messages=messages, max_tokens=8)
+    own = client.chat.completions.create(
+        model=LNV, messages=[{"role": "system", "content": VICUNA_SYSTEM}, *messages], max_tokens=8
+    )
+    assert (own.choices[0].message.content, own.usage.prompt_tokens) == (
+        plain.choices[0].message.content,
+        plain.usage.prompt_tokens,
+    )
+    judge = client.chat.completions.create(
+        model=LNV,
+        messages=[{"role": "system", "content": "You are a strict judge of answers. " * 4}, *messages],
+        max_tokens=8,
+    )
+    assert judge.usage.prompt_tokens > plain.usage.prompt_tokens  # the longer system message is in the prompt
 
 
 def test_request_id_reaches_every_stage_log(serve_app: ServeApp) -> None:

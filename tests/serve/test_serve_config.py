@@ -176,10 +176,31 @@ def test_generation_defaults_are_greedy_and_capped() -> None:
     assert _job(messages=[{"role": "user", "content": "hi"}], max_completion_tokens=5).generation.max_new_tokens == 5
 
 
+def test_system_messages_replace_the_system_prompt_for_that_request() -> None:
+    assert _job(messages=[{"role": "user", "content": "hi"}]).system_prompt is None
+    job = _job(
+        messages=[
+            {"role": "system", "content": "You are a judge."},
+            {"role": "developer", "content": [{"type": "text", "text": "Answer"}, {"type": "text", "text": "briefly."}]},
+            {"role": "user", "content": [{"type": "video_url", "video_url": {"url": "file:///v.mp4"}}, {"type": "text", "text": "Q"}]},
+        ]
+    )
+    assert job.system_prompt == "You are a judge.\nAnswer\nbriefly."
+    assert (job.question, [m.param for m in job.media]) == ("Q", ["messages[2].content[0].video_url.url"])
+    assert _job(messages=[{"role": "system", "content": ""}, {"role": "user", "content": "hi"}]).system_prompt == ""
+
+
 @pytest.mark.parametrize(
     ("messages", "reason"),
     [
-        ([{"role": "system", "content": "x"}, {"role": "user", "content": "y"}], "system"),
+        ([{"role": "user", "content": "y"}, {"role": "system", "content": "x"}], "after the user message"),
+        (
+            [
+                {"role": "system", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]},
+                {"role": "user", "content": "y"},
+            ],
+            "text only",
+        ),
         ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "assistant"),
         ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "single user turn"),
         ([{"role": "user", "content": None}], "no content"),

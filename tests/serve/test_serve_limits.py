@@ -62,9 +62,9 @@ def _cases(app: ServeApp) -> dict[str, tuple[dict[str, Any] | bytes, int, str | 
         "host_not_listed": (with_video(app, "https://example.com/a.mp4"), 400, "forbidden", ("allow-list",)),
         "unresolvable": (with_video(app, "http://unresolvable.invalid/a.mp4"), 400, None, ("resolve",)),
         "data_not_base64": (with_video(app, "data:video/mp4;base64,@@@@"), 400, None, ("base64",)),
-        "system_message": (
-            body(app, messages=[{"role": "system", "content": "x"}, *video_message(app.file_url("red_right.mp4"))]),
-            400, "unsupported_role", ("system",),
+        "assistant_message": (
+            body(app, messages=[*video_message(app.file_url("red_right.mp4")), {"role": "assistant", "content": "x"}]),
+            400, "unsupported_role", ("assistant",),
         ),
         "invalid_json": (b"{not json", 400, "invalid_json", ("JSON",)),
         # 404
@@ -95,7 +95,7 @@ def _cases(app: ServeApp) -> dict[str, tuple[dict[str, Any] | bytes, int, str | 
 CASES = [
     "outside_root", "traversal", "symlink_escape", "missing_file", "not_a_video", "file_url_host", "bad_scheme",
     "loopback_host", "localhost_name", "metadata_ip", "host_not_listed", "unresolvable", "data_not_base64",
-    "system_message", "invalid_json", "unknown_model", "body_too_large", "data_url_too_large", "file_too_large",
+    "assistant_message", "invalid_json", "unknown_model", "body_too_large", "data_url_too_large", "file_too_large",
     "too_long", "too_many_pixels", "too_many_frames", "too_many_tokens", "too_many_videos", "n_above_one", "bad_type",
     "unknown_media_kwarg", "unknown_part",
 ]  # fmt: skip

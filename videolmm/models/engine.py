@@ -272,7 +272,8 @@ class Engine:
         if extras:
             question = f"{extras}\n{question}"
         content = build_content(question, placeholders)
-        prompt = self.template.render(content, system=self.settings.system_prompt, tokenizer=self.processor.tokenizer)
+        system = request.system_prompt if request.system_prompt is not None else self.settings.system_prompt
+        prompt = self.template.render(content, system=system, tokenizer=self.processor.tokenizer)
         video_tok = getattr(self.processor, "video_token", CANONICAL_VIDEO)
         image_tok = getattr(self.processor, "image_token", CANONICAL_IMAGE)
         if video_tok != CANONICAL_VIDEO:

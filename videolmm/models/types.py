@@ -178,6 +178,8 @@ class Request:
         media: decoder/sampler override for this request; None uses the engine's.
         continuation: for log-likelihood requests, the text whose log-probability is wanted.
         request_id: caller's id, echoed in the result and in logs.
+        system_prompt: replaces the system message for this request (the engine's
+            ``system_prompt`` setting, else the template's own); None keeps it.
     """
 
     question: str
@@ -187,6 +189,7 @@ class Request:
     media: MediaSettings | None = None
     continuation: str | None = None
     request_id: str = ""
+    system_prompt: str | None = None
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,11 @@ question, its images and videos become the request's visuals (placed before the 
 the seeds do, unless the text already holds ``<image>``/``<video>`` placeholders), and decoding
 is greedy unless ``temperature`` > 0.
 
-videolmm answers one user turn: the model's template fixes the system prompt (``system_prompt``
-in the serve config replaces it), and the core has no conversation history, so system,
-assistant and tool messages are refused rather than silently dropped.
+videolmm answers one user turn. System (or ``developer``) messages before it replace the
+system prompt for that request (else the model's template's, or the serve config's
+``system_prompt``), so a judge that sends a system prompt can use the app. The core has no
+conversation history, so assistant and tool messages, and a second user turn, are refused rather
+than silently dropped.
 """
 
 from __future__ import annotations
@@ -33,31 +35,73 @@ from videolmm.serve.protocol import (
     VideoLMMInfo,
 )
 
+#: Roles whose messages set the system prompt (OpenAI's newer name for it is ``developer``).
+SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+def _system_prompt(req: ChatCompletionRequest) -> str | None:
+    """The system (or developer) messages before the user turn, joined by newlines; None when there are none.
+
+    Raises:
+        ServeError: 400 when one follows the user message or carries an image or a video.
+    """
+    texts: list[str] = []
+    seen_user = False
+    for i, message in enumerate(req.messages):
+        if message.role == "user":
+            seen_user = True
+            continue
+        if message.role not in SYSTEM_ROLES:
+            continue
+        if seen_user:
+            raise bad_request(
+                f"messages[{i}]: a {message.role} message after the user message is not supported; "
+                "put it first",
+                param=f"messages[{i}]",
+                code="unsupported_role",
+            )
+        content = message.content
+        if isinstance(content, list):
+            parts = []
+            for j, part in enumerate(content):
+                if not isinstance(part, TextPart):
+                    raise bad_request(
+                        f"messages[{i}].content[{j}]: a {message.role} message takes text only, got {part.type}",
+                        param=f"messages[{i}].content[{j}]",
+                    )
+                parts.append(part.text)
+            content = "\n".join(parts)
+        texts.append(content or "")
+    return "\n".join(texts) if texts else None
+
 
 def _user_content(req: ChatCompletionRequest) -> tuple[str, tuple[MediaRef, ...]]:
-    others = sorted({m.role for m in req.messages if m.role != "user"})
+    """The user turn's text and its media (each named by where it sits in the request)."""
+    others = sorted({m.role for m in req.messages if m.role != "user" and m.role not in SYSTEM_ROLES})
     if others:
         raise bad_request(
-            f"messages with role(s) {others} are not supported: videolmm answers a single user turn with the "
-            "model's own template (set system_prompt in the serve config to change the system message)",
+            f"messages with role(s) {others} are not supported: videolmm answers a single user turn "
+            "(after optional system messages) with the model's own template",
             param="messages",
             code="unsupported_role",
         )
-    if len(req.messages) != 1:
+    users = [i for i, m in enumerate(req.messages) if m.role == "user"]
+    if len(users) != 1:
         raise bad_request(
-            f"got {len(req.messages)} user messages; videolmm answers a single user turn",
+            f"got {len(users)} user messages; videolmm answers a single user turn",
             param="messages",
             code="unsupported_multi_turn",
         )
-    content = req.messages[0].content
+    at = f"messages[{users[0]}]"
+    content = req.messages[users[0]].content
     if content is None:
-        raise bad_request("the user message has no content", param="messages[0].content")
+        raise bad_request("the user message has no content", param=f"{at}.content")
     if isinstance(content, str):
         return content, ()
     texts: list[str] = []
     media: list[MediaRef] = []
     for i, part in enumerate(content):
-        where = f"messages[0].content[{i}]"
+        where = f"{at}.content[{i}]"
         if isinstance(part, TextPart):
             texts.append(part.text)
         elif isinstance(part, ImagePart):
@@ -77,10 +121,11 @@ def to_job(req: ChatCompletionRequest, *, request_id: str, model: ModelConfig, l
         limits: the app's limits.
 
     Raises:
-        ServeError: 400 for roles or turns the core cannot answer; 422 for counts or values
-            beyond the limits.
+        ServeError: 400 for roles or turns the core cannot answer (system messages are taken); 422
+            for counts or values beyond the limits.
     """
     question, media = _user_content(req)
+    system_prompt = _system_prompt(req)
     n_videos = sum(1 for m in media if m.kind == "video")
     n_images = len(media) - n_videos
     if n_videos > limits.max_videos_per_request:
@@ -117,6 +162,7 @@ def to_job(req: ChatCompletionRequest, *, request_id: str, model: ModelConfig, l
         generation=generation,
         num_frames=num_frames,
         fps=video_kw.fps if video_kw else None,
+        system_prompt=system_prompt,
     )
 
 

@@ -269,6 +269,7 @@ class MediaPipeline:
             generation=job.generation,
             media=media,
             request_id=job.request_id,
+            system_prompt=job.system_prompt,
         )
         return DecodedRequest(request, tuple(videos), tuple(images), decode_seconds=time.perf_counter() - start)
 

@@ -40,6 +40,8 @@ class ChatJob:
         generation: decoding settings (greedy unless temperature > 0).
         num_frames: ``media_io_kwargs.video.num_frames``, overriding the model's frame count.
         fps: ``media_io_kwargs.video.fps``, for rate-based samplers.
+        system_prompt: the request's system (or developer) messages joined by newlines; None keeps
+            the model's (its template's, or the serve config's ``system_prompt``).
     """
 
     request_id: str
@@ -49,6 +51,7 @@ class ChatJob:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     num_frames: int | None = None
     fps: float | None = None
+    system_prompt: str | None = None
 
     @property
     def videos(self) -> tuple[MediaRef, ...]:
