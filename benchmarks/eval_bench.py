@@ -1,0 +1,576 @@
+"""Eval benchmark: our lmms-eval models against lmms-eval's built-ins, side by side in one run.
+
+Same trained tiny checkpoints, same task docs, same frames (``linspace(0, N-1, F)``, the formula
+all four implementations use): samples/s of the evaluation phase and the share of it generation
+spends waiting for video decoding, plus the task's accuracies.
+
+* LLaVA-NeXT-Video checkpoint: ours (``llava_next_video``, batched, prefetching) vs the built-in
+  ``llava_hf`` (simple class, ``force_simple``). lmms-eval 0.7.3's ``llava_hf`` has no entry for
+  ``model_type: llava_next_video`` in its ``model_map`` and stops with ``KeyError``; the run adds
+  that one entry (``LlavaNextVideoForConditionalGeneration``), passes ``device_map=cpu`` (its default
+  ``""`` is refused by transformers 5) and leaves the rest of its path as is.
+* Video-LLaVA checkpoint: ours (``videolmm``, family detected) vs the built-in ``video_llava``.
+  In 0.7.3 it crashes on every video: ``read_video(visuals[0], self.num_frames)`` passes the frame
+  count positionally to a function whose ``num_frm`` is keyword-only (``TypeError``). The run wraps
+  ``read_video`` to accept it positionally, and passes ``device=cpu,device_map=auto`` (otherwise
+  it places the model on ``cuda:0``). Nothing else is changed.
+
+Each implementation runs in its own subprocess (clean imports, nothing shared), through
+``lmms_eval.evaluator.simple_evaluate``; the evaluation phase is the model's ``generate_until``
+call (timed around it, so model loading and task building are excluded and reported apart).
+Tasks: ``videolmm_synthetic`` as shipped (48 held-out 64-px 16-frame clips, 96 questions) and
+``evalbench_hd``, the same 96 questions on 320-px, 96-frame renditions of the same clips, where
+decoding costs something. Each built-in runs twice, with its defaults and with ``OMP_NUM_THREADS=1``
+(the torch thread count our model picks on 2 cores), to separate thread sizing from the rest. Runs
+alternate built-in / built-in 1-thread / ours per repeat; ratios are paired per repeat.
+
+    python benchmarks/eval_bench.py            # full: ~10 min on 2 cores; writes the results
+    python benchmarks/eval_bench.py --quick    # development: 24 docs, 1 repeat, prints only
+
+Writes ``benchmarks/results/eval_bench.json``, ``docs/eval_bench.png`` and the eval section of
+``docs/benchmarks.md`` (between markers). Not a test: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
+PLOT = DOCS / "eval_bench.png"
+RAW = REPO / "benchmarks" / "results" / "eval_bench.json"
+MARK_BEGIN = "<!-- eval-bench:begin -->"
+MARK_END = "<!-- eval-bench:end -->"
+TASK_DIR = REPO / "videolmm" / "tasks" / "synthetic"
+HD = {"size": 320, "num_frames": 96, "fps": 24}  # the decode-heavy rendition of each clip
+#: the three implementations run per task and checkpoint, in this order
+SIDES = ("builtin", "builtin1", "ours")
+
+#: family → (checkpoint family, frames, our model id, built-in model id)
+PAIRS: dict[str, dict[str, Any]] = {
+    "llava_next_video": {"ours": "llava_next_video", "builtin": "llava_hf", "frames": 4},
+    "video_llava": {"ours": "videolmm", "builtin": "video_llava", "frames": 8},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def write_tasks(work: Path, limit: int | None) -> Path:
+    """A task folder with ``evalbench_synthetic`` (the shipped held-out docs) and ``evalbench_hd``.
+
+    The YAML and functions are the shipped task's own (copied so that the docs file can differ);
+    ``evalbench_synthetic`` is ``videolmm_synthetic`` under another name.
+    """
+    folder = work / "tasks"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(TASK_DIR / "_default_template_yaml", folder / "_default_template_yaml")
+    shutil.copy(TASK_DIR / "utils.py", folder / "utils.py")
+    docs = [json.loads(line) for line in (TASK_DIR / "heldout.jsonl").read_text().splitlines() if line.strip()]
+    if limit:
+        docs = docs[:limit]
+    variants = {"evalbench_synthetic": docs, "evalbench_hd": [{**d, **HD} for d in docs]}
+    for name, rows in variants.items():
+        data = folder / f"{name}.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / f"{name}.yaml").write_text(
+            f"include: _default_template_yaml\ntask: {name}\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
+        )
+    return folder
+
+
+def materialise(work: Path) -> dict[str, Path]:
+    """The trained tiny checkpoints and every clip of the tasks (so no run pays for encoding)."""
+    from videolmm.models.trained import materialize_trained
+    from videolmm.tasks.synthetic_clips import clip_path
+
+    ckpts = {fam: materialize_trained(fam, work / "ckpt" / fam) for fam in PAIRS}
+    for data in (work / "tasks").glob("*.jsonl"):
+        for line in data.read_text().splitlines():
+            clip_path(json.loads(line))
+    return ckpts
+
+
+# ---------------------------------------------------------------------------------------------
+# One run (in a subprocess)
+# ---------------------------------------------------------------------------------------------
+
+
+def _patch_builtins(decode_times: list[float], frames_seen: list[int]) -> None:
+    """Make the 0.7.3 built-ins run on CPU with these checkpoints (see the module docstring) and
+    time their video decoding."""
+    import lmms_eval.models.simple.llava_hf as llava_hf
+    import lmms_eval.models.simple.video_llava as video_llava
+    from transformers import LlavaNextVideoForConditionalGeneration
+
+    llava_hf.model_map.setdefault("llava_next_video", LlavaNextVideoForConditionalGeneration)
+    original_load = llava_hf.LlavaHf.load_video
+
+    def load_video(self: Any, video_path: Any, max_frames_num: int) -> Any:
+        start = time.perf_counter()
+        frames = original_load(self, video_path, max_frames_num)
+        decode_times.append(time.perf_counter() - start)
+        frames_seen.append(len(frames))
+        return frames
+
+    llava_hf.LlavaHf.load_video = load_video
+    original_read = video_llava.read_video
+
+    def read_video(path: Any, num_frm: int = 8, **kwargs: Any) -> Any:  # the positional call the built-in makes
+        start = time.perf_counter()
+        frames = original_read(path, num_frm=num_frm, **kwargs)
+        decode_times.append(time.perf_counter() - start)
+        frames_seen.append(len(frames))
+        return frames
+
+    video_llava.read_video = read_video
+
+
+def _count_our_frames(frames_seen: list[int]) -> None:
+    from videolmm.models.engine import Engine
+
+    original = Engine.decode
+
+    def decode(self: Any, request: Any) -> Any:
+        out = original(self, request)
+        if out.error is None and out.videos:
+            frames_seen.append(sum(v.num_frames for v in out.videos))
+        return out
+
+    Engine.decode = decode
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one implementation on one task; return timings, accuracies and answers."""
+    t_start = time.perf_counter()
+    import torch
+    from lmms_eval import evaluator
+    from lmms_eval.models import get_model
+    from lmms_eval.tasks import TaskManager
+
+    decode_times: list[float] = []
+    frames_seen: list[int] = []
+    if spec["kind"] == "builtin":
+        _patch_builtins(decode_times, frames_seen)
+    else:
+        _count_our_frames(frames_seen)
+    cls = get_model(spec["model"], force_simple=True)
+    phase: dict[str, float] = {}
+    original = cls.generate_until
+
+    def timed(self: Any, requests: Any) -> Any:
+        start = time.perf_counter()
+        phase.setdefault("loaded", start)
+        out = original(self, requests)
+        phase["eval_s"] = phase.get("eval_s", 0.0) + time.perf_counter() - start
+        phase["samples"] = phase.get("samples", 0) + len(requests)
+        return out
+
+    cls.generate_until = timed
+    tm = TaskManager("ERROR", include_path=spec["task_dir"], include_defaults=False)
+    results = evaluator.simple_evaluate(
+        model=spec["model"],
+        model_args=spec["model_args"],
+        tasks=[spec["task"]],
+        batch_size=spec["batch_size"],
+        task_manager=tm,
+        force_simple=True,
+        log_samples=True,
+        verbosity="ERROR",
+    )
+    total = time.perf_counter() - t_start
+    metrics = results["results"][spec["task"]]
+    answers = {
+        int(s["doc_id"]): (s["filtered_resps"][0] if isinstance(s["filtered_resps"], list) else s["filtered_resps"])
+        for s in results["samples"][spec["task"]]
+    }
+    out: dict[str, Any] = {
+        **{k: spec[k] for k in ("side", "impl", "family", "task", "model", "batch_size", "repeat", "env")},
+        "torch_threads": torch.get_num_threads(),
+        "samples": int(phase.get("samples", 0)),
+        "eval_s": phase.get("eval_s", float("nan")),
+        "setup_s": phase.get("loaded", t_start) - t_start,
+        "process_s": total,
+        "metrics": {
+            k.split(",")[0]: v
+            for k, v in metrics.items()
+            if k.split(",")[0] in ("exact_match", "colour_acc", "direction_acc")
+        },
+        "answers": {str(k): str(v) for k, v in sorted(answers.items())},
+        "frames_per_sample": sorted(set(frames_seen)),
+    }
+    if spec["kind"] == "builtin":
+        out["decode_s"] = sum(decode_times)
+        out["wait_s"] = out["decode_s"]  # decoding is inline: generation waits for all of it
+    else:
+        stats = json.loads(Path(os.environ["VIDEOLMM_EVAL_STATS"]).read_text())
+        out["decode_s"], out["wait_s"], out["ours_stats"] = stats["decode_s"], stats["wait_s"], stats
+    out["wait_share"] = out["wait_s"] / out["eval_s"] if out["eval_s"] else float("nan")
+    out["samples_per_s"] = out["samples"] / out["eval_s"] if out["eval_s"] else float("nan")
+    return out
+
+
+def run_one(spec: dict[str, Any], work: Path, timeout: float) -> dict[str, Any]:
+    """Run :func:`worker` in a fresh interpreter; raise with its output when it fails."""
+    tag = f"{spec['side']}-{spec['family']}-{spec['task']}-{spec['repeat']}"
+    spec_path, out_path = work / f"{tag}.spec.json", work / f"{tag}.out.json"
+    spec_path.write_text(json.dumps(spec))
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "VIDEOLMM_CACHE": str(work / "cache"),
+        "VIDEOLMM_EVAL_STATS": str(work / f"{tag}.stats.json"),
+        "HF_DATASETS_CACHE": str(work / "hf-datasets"),
+        **spec["env"],
+    }
+    cmd = [sys.executable, __file__, "--worker", str(spec_path), "--worker-out", str(out_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0 or not out_path.exists():
+        raise RuntimeError(f"{tag} failed (rc={proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return json.loads(out_path.read_text())
+
+
+def specs(ckpts: dict[str, Path], task_dir: Path, tasks: list[str], repeats: int, batch: int) -> list[dict]:
+    """Every run, in the order they execute: per repeat, task and family, built-in then ours."""
+    out = []
+    for repeat in range(repeats):
+        for task in tasks:
+            for family, pair in PAIRS.items():
+                frames, ckpt = pair["frames"], ckpts[family]
+                builtin_args = f"pretrained={ckpt},device=cpu"
+                if pair["builtin"] == "llava_hf":
+                    builtin_args += f",device_map=cpu,max_frames_num={frames}"
+                else:  # video_llava: num_frames must be 8; device_map=auto keeps it off cuda:0
+                    builtin_args += f",device_map=auto,num_frames={frames}"
+                ours_args = f"pretrained={ckpt},device=cpu,max_frames_num={frames}"
+                for side, impl, kind, model, args, bs, env in (
+                    ("builtin", f"built-in {pair['builtin']}", "builtin", pair["builtin"], builtin_args, 1, {}),
+                    (
+                        "builtin1",
+                        f"built-in {pair['builtin']}, 1 thread",
+                        "builtin",
+                        pair["builtin"],
+                        builtin_args,
+                        1,
+                        {"OMP_NUM_THREADS": "1"},
+                    ),
+                    ("ours", f"videolmm {pair['ours']}", "ours", pair["ours"], ours_args, batch, {}),
+                ):
+                    out.append({"side": side, "impl": impl, "kind": kind, "family": family, "task": task,
+                                "model": model, "model_args": args, "batch_size": bs, "repeat": repeat,
+                                "env": env, "task_dir": str(task_dir)})  # fmt: skip
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries, plot, docs
+# ---------------------------------------------------------------------------------------------
+
+
+def default_decoder() -> str:
+    """The video decoder our models use by default (the families' choice; both agree)."""
+    from videolmm.plugin.manager import get_registry
+
+    names = {get_registry().family(family).media.decoder for family in PAIRS}
+    return ", ".join(sorted(names))
+
+
+def agreement(a: dict[str, str], b: dict[str, str]) -> float:
+    """Share of docs where two runs' answers have the same first word (the task's scoring)."""
+    from videolmm.tasks.synthetic.utils import normalise
+
+    keys = sorted(set(a) & set(b))
+    return sum(normalise(a[k]) == normalise(b[k]) for k in keys) / len(keys) if keys else float("nan")
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (task, family): medians over repeats and the paired speed-up."""
+    rows = []
+    keys = sorted({(r["task"], r["family"]) for r in runs})
+    for task, family in keys:
+        mine = [r for r in runs if (r["task"], r["family"]) == (task, family)]
+        by_rep: dict[int, dict[str, Any]] = {}
+        for r in mine:
+            by_rep.setdefault(r["repeat"], {})[r["side"]] = r
+        pairs = [v for v in by_rep.values() if set(SIDES) <= set(v)]
+        speedups = [p["ours"]["samples_per_s"] / p["builtin"]["samples_per_s"] for p in pairs]
+        speedups1 = [p["ours"]["samples_per_s"] / p["builtin1"]["samples_per_s"] for p in pairs]
+
+        def med(side: str, key: str, pairs: list = pairs) -> float:
+            return statistics.median(p[side][key] for p in pairs)
+
+        first = pairs[0]
+        rows.append({
+            "task": task, "family": family,
+            "builtin": first["builtin"]["impl"], "ours": first["ours"]["impl"],
+            "samples": first["ours"]["samples"], "repeats": len(pairs),
+            "frames": [first["builtin"]["frames_per_sample"], first["ours"]["frames_per_sample"]],
+            "builtin_sps": med("builtin", "samples_per_s"), "ours_sps": med("ours", "samples_per_s"),
+            "builtin1_sps": med("builtin1", "samples_per_s"),
+            "speedup": statistics.median(speedups), "speedups": speedups,
+            "speedup_1thread": statistics.median(speedups1), "speedups_1thread": speedups1,
+            "builtin_wait_share": med("builtin", "wait_share"), "ours_wait_share": med("ours", "wait_share"),
+            "builtin1_wait_share": med("builtin1", "wait_share"),
+            "ours_torch_threads": first["ours"]["torch_threads"],
+            "builtin_torch_threads": first["builtin"]["torch_threads"],
+            "builtin_decode_s": med("builtin", "decode_s"), "ours_decode_s": med("ours", "decode_s"),
+            "builtin_setup_s": med("builtin", "setup_s"), "ours_setup_s": med("ours", "setup_s"),
+            "builtin_metrics": first["builtin"]["metrics"], "ours_metrics": first["ours"]["metrics"],
+            "agreement": agreement(first["builtin"]["answers"], first["ours"]["answers"]),
+        })  # fmt: skip
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_sps, ax_wait) = plt.subplots(1, 2, figsize=(12, 4.5))
+    labels = [f"{r['family']}\n{r['task'].replace('evalbench_', '')}" for r in rows]
+    xs = range(len(rows))
+    w = 0.27
+    sides = (("builtin", "built-in, defaults"), ("builtin1", "built-in, 1 torch thread"), ("ours", "videolmm"))
+    for ax, key, title, unit in (
+        (ax_sps, "sps", "Evaluation throughput (speed-up vs built-in / vs 1-thread built-in)", "samples / s"),
+        (ax_wait, "wait_share", "Generation waiting for decoding", "share of eval time"),
+    ):
+        for k, (side, label) in enumerate(sides):
+            bars = ax.bar([x + (k - 1) * w for x in xs], [r[f"{side}_{key}"] for r in rows], w, label=label)
+            if key == "wait_share":
+                ax.bar_label(bars, [f"{r[f'{side}_wait_share']:.0%}" for r in rows], fontsize=7)
+            elif side == "ours":
+                ax.bar_label(bars, [f"{r['speedup']:.1f}× / {r['speedup_1thread']:.1f}×" for r in rows], fontsize=7)
+        ax.set_xticks(list(xs), labels, fontsize=8)
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        f"videolmm vs lmms-eval {meta['lmms_eval']} built-ins: trained tiny checkpoints, {meta['cpus']} CPU cores"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    def acc(m: dict[str, float]) -> str:
+        nan = float("nan")
+        return f"{m.get('colour_acc', nan):.2f} / {m.get('direction_acc', nan):.2f}"
+
+    def task(r: dict[str, Any]) -> str:
+        return r["task"].replace("evalbench_", "")
+
+    lnv, vl = PAIRS["llava_next_video"]["frames"], PAIRS["video_llava"]["frames"]
+    lines = [
+        MARK_BEGIN,
+        "## Eval throughput",
+        "",
+        f"Measured {meta['date']} with `python benchmarks/eval_bench.py` ({meta['machine']}; "
+        f"{meta['note']}). Our lmms-eval models against lmms-eval {meta['lmms_eval']}'s built-ins on the same "
+        "trained tiny checkpoints (`videolmm tiny --trained`), the same docs and the same frames: "
+        f"{lnv} frames per video for the LLaVA-NeXT-Video checkpoint (the count it was trained with), {vl} for "
+        "Video-LLaVA (the built-in `video_llava` refuses any other count), chosen by `linspace(0, N-1, F)` in "
+        "every implementation (checked: each run records the frame count of every decoded video). Each run is "
+        "its own process through `simple_evaluate`; the time is the model's `generate_until` (the evaluation "
+        "phase; model loading excluded). Ours: `batch_size="
+        f"{meta['batch_size']}`, defaults otherwise (the families' `{meta.get('our_decoder', 'keyframe')}` decoder, "
+        "prefetch 2 batches, decode threads and torch threads sized to the cores; no frame cache). The built-ins "
+        "at batch 1 (the only size `llava_hf` accepts; `video_llava` ignores it), "
+        "once with their defaults and once with `OMP_NUM_THREADS=1` (the thread count our model picks on this "
+        f"machine), so that the share of the gain that comes from thread sizing alone is visible. "
+        f"{meta['repeats']} repeat(s), the implementations alternating; speed-ups are medians of per-repeat "
+        "ratios.",
+        "",
+        "Tasks: `synthetic` is `videolmm_synthetic` (96 questions on 48 held-out 64-px, 16-frame clips: two "
+        f"questions per clip); `hd` asks the same questions on {HD['size']}-px, {HD['num_frames']}-frame "
+        f"({HD['fps']} fps) renditions of the same clips, so that decoding costs something.",
+        "",
+        "| task | checkpoint | built-in | samples/s: built-in | built-in, 1 thread | ours | **speed-up** "
+        "| vs 1-thread built-in | waits for decode: built-in | ours | exact match: built-in | ours "
+        "| same answer |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {task(r)} | {r['family']} | `{r['builtin'].split()[-1]}` | {r['builtin_sps']:.1f} | "
+            f"{r['builtin1_sps']:.1f} | {r['ours_sps']:.1f} | **{r['speedup']:.1f}×** | {r['speedup_1thread']:.1f}× | "
+            f"{r['builtin_wait_share']:.0%} | {r['ours_wait_share']:.0%} | "
+            f"{r['builtin_metrics'].get('exact_match', 0):.2f} | {r['ours_metrics'].get('exact_match', 0):.2f} | "
+            f"{r['agreement']:.0%} |"
+        )
+    lines += [
+        "",
+        "Where the speed comes from (our side): batching (one `generate` call per 16 samples instead of 16); "
+        "decoding the next batches in a background thread while the current one generates; decoding each video "
+        "once however many questions ask about it (here two per clip); and, on CPU, giving torch the cores the "
+        "decode threads leave (`torch_threads=auto`: 1 on 2 cores). The last one matters more than it sounds: "
+        "torch's intra-op threads synchronise at every parallel region, so when one of them loses its core (to "
+        "a decode thread, or to another process) they all wait; measured in process on this machine while other "
+        "jobs ran, a batch of 16 took 1.4-2.2 s with 2 torch threads and 0.12 s with one (5-7 s vs 0.27 s with "
+        "a decode thread running beside it). The rule is a trade-off: in a separate interleaved A/B of ours on "
+        "this machine while it was idle, `torch_threads=2` was 12-24% faster than `auto` on `synthetic` (little "
+        "decoding), and `auto` was as fast or up to 21% faster on `hd`; under any other load 1 thread wins by far. "
+        "The built-ins' *1 thread* column shows the same effect on their side; "
+        "the speed-up against it is the one that does not depend on how busy the machine is (per-repeat speed-ups "
+        "against the built-ins' defaults: "
+        + "; ".join(f"{r['family']} {task(r)} " + ", ".join(f"{x:.1f}×" for x in r["speedups"]) for r in rows)
+        + "; against 1 thread: "
+        + "; ".join(f"{r['family']} {task(r)} " + ", ".join(f"{x:.1f}×" for x in r["speedups_1thread"]) for r in rows)
+        + "). What limits ours on "
+        "Video-LLaVA: its 136 visual tokens per sample (17 per frame) dominate the prefill, which batching does not "
+        "shrink, and our prompt carries the conversation template's system message that the checkpoint was trained "
+        "with (231 prompt tokens per sample against the built-in's 165).",
+        "",
+        "*Waits for decode* is the share of the evaluation phase during which generation could not proceed "
+        "because video decoding had not finished. The built-ins decode inline, one video at a time, so it is their "
+        "whole decode time (timed around `LlavaHf.load_video` / `read_video` in process). Ours is the time the "
+        "generation loop spent blocked on a prefetched batch (`VIDEOLMM_EVAL_STATS`, written by "
+        "`videolmm/eval/model.py`); the rest of the decoding overlapped generation. The first batch is always "
+        "waited for (nothing to overlap it with), which is most of ours.",
+        "",
+        "Accuracy: the task's `exact_match`; colour / direction: "
+        + "; ".join(
+            f"{r['family']} {task(r)}: built-in {acc(r['builtin_metrics'])}, ours {acc(r['ours_metrics'])}"
+            for r in rows
+        )
+        + ". The frames are the same, the prompts are not: `llava_hf` puts `<video>\\n` before the question and "
+        "applies the tokenizer's chat template; `video_llava` hard-codes `USER: <video>{question}? ASSISTANT:`; "
+        "neither stops at the task's `until` strings (`llava_hf` drops them; `video_llava` passes only "
+        "`max_new_tokens` and `temperature`), so their answers run on to `max_new_tokens`; ours renders the "
+        "family's conversation "
+        "template (the one the checkpoints were trained with) and stops where the task says. That is why the "
+        "built-ins score lower on checkpoints this small; the scoring reads only the first word. The Video-LLaVA "
+        f"checkpoint was trained on {lnv} frames, so at the {vl} the built-in requires its direction answers are "
+        "at chance for every implementation.",
+        "",
+        "How the built-ins were run (lmms-eval 0.7.3, `force_simple`): `llava_hf`'s `model_map` has no "
+        "`llava_next_video` entry (it stops with `KeyError: 'llava_next_video'`), so the run adds "
+        '`LlavaNextVideoForConditionalGeneration` for it, and passes `device_map=cpu` (its default `device_map=""` '
+        "is refused by transformers 5: `ValueError: When passing device_map as a string, the value needs to be a "
+        "device name`); `video_llava` crashes on every video (`TypeError: read_video() takes 1 positional "
+        "argument but 2 were given`: `num_frm` is keyword-only), so the run wraps `read_video` to take it "
+        "positionally, and passes `device_map=auto,device=cpu` (otherwise it puts the model on `cuda:0`). Their "
+        "code is otherwise unchanged.",
+        "",
+        "Model loading and setup (process start to the first `generate_until`), medians: "
+        + "; ".join(
+            f"{r['family']} {task(r)}: built-in {r['builtin_setup_s']:.0f} s, ours {r['ours_setup_s']:.0f} s"
+            for r in rows
+        )
+        + " (mostly imports and task building, the same for both).",
+        "",
+        f"![Eval throughput]({PLOT.name})",
+        "",
+        f"Raw numbers (every run, every answer): `{RAW.relative_to(REPO)}`.",
+        MARK_END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(section: str) -> Path:
+    path = DOCS / "benchmarks.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if MARK_BEGIN in text and MARK_END in text:
+        text = re.sub(
+            re.escape(MARK_BEGIN) + r".*?" + re.escape(MARK_END) + r"\n?", lambda _: section, text, flags=re.S
+        )
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="24 docs, 1 repeat, shipped clips only; prints only")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="first N docs of the held-out split (default all 96)")
+    parser.add_argument("--batch-size", type=int, default=16, help="our batch size")
+    parser.add_argument("--tasks", default="evalbench_synthetic,evalbench_hd")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ and results alone")
+    parser.add_argument("--from-json", type=Path, help="re-render docs and plot from a results file")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per run")
+    parser.add_argument("--keep-work", action="store_true", help="keep the work folder (specs, outputs, clips)")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    opts = parser.parse_args(argv)
+    if opts.worker:
+        result = worker(json.loads(opts.worker.read_text()))
+        opts.worker_out.write_text(json.dumps(result))
+        return 0
+    if opts.from_json:
+        data = json.loads(opts.from_json.read_text())
+        plot(data["rows"], data["meta"], PLOT)
+        print(f"wrote {write_docs(markdown(data['rows'], data['meta']))}, {PLOT}")
+        return 0
+    if opts.quick:
+        opts.limit, opts.repeats, opts.no_write = opts.limit or 24, 1, True
+        opts.tasks = "evalbench_synthetic" if opts.tasks == parser.get_default("tasks") else opts.tasks
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    work = Path(tempfile.mkdtemp(prefix="vlmm-evalbench-"))
+    os.environ["VIDEOLMM_CACHE"] = str(work / "cache")
+    try:
+        task_dir = write_tasks(work, opts.limit)
+        t0 = time.perf_counter()
+        ckpts = materialise(work)
+        print(f"checkpoints and clips ready in {time.perf_counter() - t0:.0f} s", flush=True)
+        runs = []
+        for spec in specs(ckpts, task_dir, opts.tasks.split(","), opts.repeats, opts.batch_size):
+            result = run_one(spec, work, opts.timeout)
+            print(f"{result['task']:20s} {result['impl']:28s} rep {result['repeat']}: "
+                  f"{result['samples_per_s']:6.1f} samples/s, waits {result['wait_share']:.0%}, "
+                  f"acc {result['metrics'].get('exact_match', float('nan')):.2f}, "
+                  f"frames {result['frames_per_sample']}", flush=True)  # fmt: skip
+            runs.append(result)
+    finally:
+        if opts.keep_work:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    rows = summarise(runs)
+    from importlib.metadata import version
+
+    meta = {
+        "date": dt.date.today().isoformat(),
+        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}, "
+        f"torch {version('torch')}, transformers {version('transformers')}",
+        "note": "the machine was shared with other jobs; every ratio comes from runs interleaved in one session",
+        "lmms_eval": version("lmms_eval"),
+        "cpus": os.cpu_count(),
+        "batch_size": opts.batch_size,
+        "our_decoder": default_decoder(),
+        "repeats": opts.repeats,
+        "limit": opts.limit,
+    }
+    section = markdown(rows, meta)
+    print(section)
+    if not opts.no_write:
+        RAW.parent.mkdir(parents=True, exist_ok=True)
+        RAW.write_text(json.dumps({"meta": meta, "rows": rows, "runs": runs}, indent=1) + "\n")
+        plot(rows, meta, PLOT)
+        print(f"wrote {write_docs(section)}, {PLOT}, {RAW}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
