@@ -181,8 +181,17 @@ def test_system_messages_replace_the_system_prompt_for_that_request() -> None:
     job = _job(
         messages=[
             {"role": "system", "content": "You are a judge."},
-            {"role": "developer", "content": [{"type": "text", "text": "Answer"}, {"type": "text", "text": "briefly."}]},
-            {"role": "user", "content": [{"type": "video_url", "video_url": {"url": "file:///v.mp4"}}, {"type": "text", "text": "Q"}]},
+            {
+                "role": "developer",
+                "content": [{"type": "text", "text": "Answer"}, {"type": "text", "text": "briefly."}],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "video_url", "video_url": {"url": "file:///v.mp4"}},
+                    {"type": "text", "text": "Q"},
+                ],
+            },
         ]
     )
     assert job.system_prompt == "You are a judge.\nAnswer\nbriefly."
@@ -196,7 +205,10 @@ def test_system_messages_replace_the_system_prompt_for_that_request() -> None:
         ([{"role": "user", "content": "y"}, {"role": "system", "content": "x"}], "after the user message"),
         (
             [
-                {"role": "system", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]},
+                {
+                    "role": "system",
+                    "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}],
+                },
                 {"role": "user", "content": "y"},
             ],
             "text only",

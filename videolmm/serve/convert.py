@@ -55,8 +55,7 @@ def _system_prompt(req: ChatCompletionRequest) -> str | None:
             continue
         if seen_user:
             raise bad_request(
-                f"messages[{i}]: a {message.role} message after the user message is not supported; "
-                "put it first",
+                f"messages[{i}]: a {message.role} message after the user message is not supported; put it first",
                 param=f"messages[{i}]",
                 code="unsupported_role",
             )
