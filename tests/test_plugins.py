@@ -282,6 +282,32 @@ def test_duplicate_name_names_both_plugins(
     assert "'dup-plugin'" in message
 
 
+class _RaisesHalfway:
+    @hookimpl
+    def register_samplers(self, register: Callable[[str, Any], None]) -> None:
+        register("half_registered", lambda info, spec: None)
+        raise RuntimeError("cannot reach the licence server")
+
+
+class _Fine:
+    @hookimpl
+    def register_samplers(self, register: Callable[[str, Any], None]) -> None:
+        register("fine_sampler", lambda info, spec: None)
+
+
+def test_a_register_hook_that_raises_is_logged_by_name_and_skipped_whole(
+    pm: pluggy.PluginManager, register_plugin: RegisterPlugin, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="videolmm.plugin.manager")
+    register_plugin(pm, _RaisesHalfway(), "flaky-plugin")
+    register_plugin(pm, _Fine(), "fine-plugin")
+    reg = build_registry(pm)
+    assert "half_registered" not in reg.samplers and "sampler:half_registered" not in reg.owners
+    assert reg.owners["sampler:fine_sampler"] == "fine-plugin" and BUILTIN_SAMPLERS <= set(reg.samplers)
+    (record,) = [r for r in caplog.records if "'flaky-plugin'" in r.getMessage()]
+    assert "register_samplers raised" in record.getMessage() and "licence server" in (record.exc_text or "")
+
+
 class _WrongArgName:
     @hookimpl
     def register_samplers(self, registrar: Callable[[str, Any], None]) -> None:

@@ -5,7 +5,8 @@ built-in components as an ordinary plugin, then loads the ``videolmm`` entry-poi
 
 - ``VIDEOLMM_PLUGINS`` (comma-separated entry-point names) is an allow-list; when it is set,
   only the named third-party plugins load (set it empty to load none).
-- A plugin that fails to *import* is logged with its name and skipped; the rest load.
+- A plugin that fails to *import* is logged with its name and skipped; the rest load. So is a
+  third-party register hook that raises while the registry is built (what it registered is dropped).
 - A plugin whose hooks do not match the specs fails loudly (``PluginValidationError``).
 - Loading is idempotent: the manager is built once per process, and loading entry points
   again never registers a plugin twice.
@@ -209,7 +210,21 @@ def _collect(
             owners[key] = _plugin
 
         kwargs = {"register": register}
-        impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+        before = set(table)
+        try:
+            impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+        except RegistryError:
+            raise  # a name conflict between plugins: loud
+        except Exception:
+            if impl.plugin_name == BUILTIN_PLUGIN_NAME:
+                raise  # videolmm's own components must register
+            # a third-party plugin's register hook that raises is logged by name and skipped whole
+            logger.exception(
+                "videolmm plugin %r: %s raised; its %s are skipped", impl.plugin_name, hook_name, _PLURAL[kind]
+            )
+            for name in set(table) - before:
+                del table[name]
+                owners.pop(f"{kind}:{name}", None)
 
 
 def build_registry(pm: pluggy.PluginManager) -> Registry:
