@@ -115,14 +115,19 @@ def test_directory_of_extracted_frames(hound_tiny: Path, tmp_path: Path) -> None
     folder.mkdir()
     for i in range(13):
         Image.fromarray(np.full((48, 64, 3), 10 * i, dtype=np.uint8)).save(folder / f"c01_{i + 1:04d}.jpeg")
-    default = Engine.from_pretrained(str(hound_tiny), load=CPU).generate([ask(folder)])[0]
-    assert not default.ok and "sampler='uniform'" in default.error and str(folder) in default.error
-    engine = Engine.from_pretrained(str(hound_tiny), sampler="uniform", load=CPU)
+    engine = Engine.from_pretrained(str(hound_tiny), load=CPU)  # the family's defaults
+    assert (engine.settings.media.sampler, engine.settings.media.frames_sampler) == ("hound", "uniform")
     result = engine.generate([ask(folder)])[0]
     assert result.ok, result.error
     assert result.frames == (tuple(int(i) for i in np.linspace(0, 12, 8, dtype=int)),)
     assert result.usage.visual_tokens == 8 * 16
-    assert engine.describe(ask(folder))["video"]["source"] == str(folder)
+    described = engine.describe(ask(folder))
+    assert (described["video"]["source"], described["frames_sampler"]) == (str(folder), "uniform")
+    explicit = Engine.from_pretrained(str(hound_tiny), sampler="uniform", load=CPU).generate([ask(folder)])[0]
+    assert (explicit.text, explicit.frames) == (result.text, result.frames)
+    # an explicit hound sampler applies to every source; on extracted frames it would apply fps=2 twice
+    refused = Engine.from_pretrained(str(hound_tiny), sampler="hound", load=CPU).generate([ask(folder)])[0]
+    assert not refused.ok and "sampler='uniform'" in refused.error and str(folder) in refused.error
 
 
 def test_batched_generation_equals_one_by_one(hound: Engine, clips: dict[str, Path]) -> None:

@@ -141,6 +141,8 @@ class Engine:
         self.template = registry.template(settings.template)
         registry.decoder(settings.media.decoder)  # fail early on unknown names
         registry.sampler(settings.media.sampler)
+        if settings.media.frames_sampler:
+            registry.sampler(settings.media.frames_sampler)
         #: Optional on-disk cache of decoded frames (``VIDEOLMM_FRAME_CACHE``); None decodes every time.
         self.frame_cache: FrameCache | None = FrameCache.from_env()
 
@@ -231,21 +233,22 @@ class Engine:
         """Decode and sample one video source with the engine's (or the given) settings."""
         media = media or self.settings.media
         name = media_mod.resolve_decoder_name(source, media.decoder)
+        sampler = media.sampler_for(name)
         if self.frame_cache is not None:
             return self.frame_cache.load_frames(
                 source,
                 decoder_name=name,
                 decoder=self.registry.decoder(name),
-                sampler=self.registry.sampler(media.sampler),
+                sampler=self.registry.sampler(sampler),
                 spec=media.sampling,
-                sampler_name=media.sampler,
+                sampler_name=sampler,
             )
         return media_mod.load_frames(
             source,
             decoder=self.registry.decoder(name),
-            sampler=self.registry.sampler(media.sampler),
+            sampler=self.registry.sampler(sampler),
             spec=media.sampling,
-            sampler_name=media.sampler,
+            sampler_name=sampler,
         )
 
     def decode(self, request: Request | DecodedRequest) -> DecodedRequest:
@@ -512,6 +515,7 @@ class Engine:
             "decoder": s.media.decoder,
             "frame_cache": str(self.frame_cache.root) if self.frame_cache is not None else None,
             "sampler": s.media.sampler,
+            "frames_sampler": s.media.frames_sampler,
             "sampling": {
                 "num_frames": s.media.sampling.num_frames,
                 "fps": s.media.sampling.fps,
@@ -617,6 +621,7 @@ def checkpoint_media_defaults(pretrained: str, family_media: MediaSettings) -> M
             force_sample=bool(own.get("force_sample", sampling.force_sample)),
             reverse=sampling.reverse,
         ),
+        frames_sampler=own.get("frames_sampler", family_media.frames_sampler),
     )
 
 
@@ -633,7 +638,8 @@ def media_settings(
 ) -> MediaSettings:
     """The media settings an engine runs with: explicit values, then the checkpoint's
     ``videolmm.json``, then the family's seed defaults. Pure (no model or processor load), so
-    a CPU media deployment computes exactly what the model's engine uses.
+    a CPU media deployment computes exactly what the model's engine uses. An explicit ``sampler``
+    is used for every source (the family's ``frames_sampler`` no longer applies).
 
     Raises:
         ConfigError: ``num_frames`` < 1.
@@ -647,7 +653,12 @@ def media_settings(
     )
     if spec.num_frames < 1:
         raise ConfigError(f"num_frames={spec.num_frames}: must be >= 1")
-    return MediaSettings(decoder=decoder or base.decoder, sampler=sampler or base.sampler, sampling=spec)
+    return MediaSettings(
+        decoder=decoder or base.decoder,
+        sampler=sampler or base.sampler,
+        sampling=spec,
+        frames_sampler=None if sampler else base.frames_sampler,
+    )
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -133,11 +133,25 @@ class MediaSettings:
             ``keyframe`` returns decord's pixels from fewer decoded frames.
         sampler: registered sampler name (``uniform``, ``fps``, ``hound``, ...).
         sampling: the numbers the sampler reads.
+        frames_sampler: the sampler for a directory of frames or a list of images, when it
+            differs from ``sampler`` (LLaVA-Hound: ``uniform`` over frames it extracted at 2 fps);
+            None uses ``sampler`` for every source.
     """
 
     decoder: str = "keyframe"
     sampler: str = "uniform"
     sampling: SamplingSpec = field(default_factory=SamplingSpec)
+    frames_sampler: str | None = None
+
+    def sampler_for(self, decoder_name: str) -> str:
+        """The sampler a source read by ``decoder_name`` uses (see :attr:`frames_sampler`)."""
+        if self.frames_sampler and decoder_name in SEQUENCE_DECODERS:
+            return self.frames_sampler
+        return self.sampler
+
+
+#: Decoders of already-extracted frames (a directory, an image list): :attr:`MediaSettings.frames_sampler` applies.
+SEQUENCE_DECODERS = frozenset({"frames", "images"})
 
 
 @dataclass(frozen=True)
@@ -246,6 +260,7 @@ __all__ = [
     "MediaSettings",
     "Request",
     "Result",
+    "SEQUENCE_DECODERS",
     "SamplingSpec",
     "Usage",
     "VideoInfo",

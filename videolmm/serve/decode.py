@@ -225,9 +225,9 @@ class MediaPipeline:
             return media_mod.load_frames(
                 source,
                 decoder=decoder,
-                sampler=self.registry.sampler(media.sampler),
+                sampler=self.registry.sampler(media.sampler_for(name)),
                 spec=media.sampling,
-                sampler_name=media.sampler,
+                sampler_name=media.sampler_for(name),
             )
         except MediaError as exc:
             raise bad_request(f"{ref.param}: {error_text(exc)}", param=ref.param, code="invalid_media") from exc

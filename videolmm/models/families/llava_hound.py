@@ -94,7 +94,10 @@ LLAVA_HOUND = LlavaHoundFamily(
     model_class=f"{_MODELING}.LlavaHoundForConditionalGeneration",
     processor_class=f"{_PROCESSING}.LlavaHoundProcessor",
     model_types=("llava_hound",),
-    media=MediaSettings(decoder="keyframe", sampler="hound", sampling=SamplingSpec(num_frames=8, fps=2.0)),
+    # a directory of frames the seed extracted at 2 fps: linspace over the sorted files, as the seed
+    media=MediaSettings(
+        decoder="keyframe", sampler="hound", sampling=SamplingSpec(num_frames=8, fps=2.0), frames_sampler="uniform"
+    ),
     lmms_eval_id="llava_hound",
 )
 
