@@ -38,7 +38,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -47,6 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_docs import write_section  # benchmarks/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -486,16 +487,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 
 def write_docs(section: str) -> Path:
-    path = DOCS / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK_BEGIN in text and MARK_END in text:
-        text = re.sub(
-            re.escape(MARK_BEGIN) + r".*?" + re.escape(MARK_END) + r"\n?", lambda _: section, text, flags=re.S
-        )
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-    return path
+    return write_section(DOCS / "benchmarks.md", MARK_BEGIN, MARK_END, section)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import shutil
 import socket
 import sys
@@ -38,6 +37,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from bench_docs import write_section  # benchmarks/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -391,15 +392,7 @@ def markdown(runs: list[Run], overhead: dict[str, Any], meta: dict[str, Any]) ->
 
 
 def write_docs(section: str) -> Path:
-    path = DOCS / "benchmarks.md"
-    header = "# Benchmarks\n\nMeasured results; each section says how to reproduce it.\n\n"
-    text = path.read_text() if path.exists() else header
-    if MARK_BEGIN in text and MARK_END in text:
-        text = re.sub(re.escape(MARK_BEGIN) + r".*?" + re.escape(MARK_END) + r"\n?", section, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-    return path
+    return write_section(DOCS / "benchmarks.md", MARK_BEGIN, MARK_END, section)
 
 
 def main(argv: list[str] | None = None) -> int:
