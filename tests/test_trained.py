@@ -55,25 +55,44 @@ def test_shipped_manifests_record_the_recipe_and_accuracy(family: str) -> None:
     assert m["heldout_accuracy"]["colour_acc"] >= 0.95 and m["heldout_accuracy"]["direction_acc"] >= 0.95
 
 
-@pytest.mark.parametrize("fixture", ["trained_llava_next_video", "trained_video_llava"])
-def test_heldout_accuracy_through_lmms_eval(request: pytest.FixtureRequest, fixture: str, cache_root: Path,
-                                            tmp_path: Path) -> None:  # fmt: skip
+FAMILIES = ["trained_llava_next_video", "trained_video_llava"]
+SECTION = "Trained checkpoints (issue 3), held-out videolmm_synthetic through the lmms-eval CLI"
+
+
+def _accuracies(metrics: dict) -> str:
+    return f"colour {metrics['colour_acc,none']:.2f}, direction {metrics['direction_acc,none']:.2f}"
+
+
+@pytest.mark.parametrize("fixture", FAMILIES)
+def test_heldout_accuracy_through_lmms_eval(
+    request: pytest.FixtureRequest, fixture: str, cache_root: Path, tmp_path: Path, reliability
+) -> None:
     ckpt = request.getfixturevalue(fixture)
     metrics, samples = lmms_eval(f"pretrained={ckpt}", tmp_path)
     assert metrics["colour_acc,none"] >= 0.95, metrics
     assert metrics["direction_acc,none"] >= 0.95, metrics
     assert not any(str(s["filtered_resps"]).startswith("[videolmm error]") for s in samples)
+    reliability(SECTION, f"{fixture}: defaults", "lmms-eval", "colour and direction >= 0.95", _accuracies(metrics))
 
 
+@pytest.mark.parametrize("fixture", FAMILIES)
 def test_reversed_frames_flip_direction_but_not_colour(
-    trained_llava_next_video: Path, cache_root: Path, tmp_path: Path
+    request: pytest.FixtureRequest, fixture: str, cache_root: Path, tmp_path: Path, reliability
 ) -> None:
-    metrics, samples = lmms_eval(f"pretrained={trained_llava_next_video},reverse_frames=true", tmp_path)
+    ckpt = request.getfixturevalue(fixture)
+    metrics, samples = lmms_eval(f"pretrained={ckpt},reverse_frames=true", tmp_path)
     assert metrics["colour_acc,none"] >= 0.95, metrics
     pairs = answers(samples, "direction")
     flipped = sum(ans == OPPOSITE[target] for target, ans in pairs) / len(pairs)
     assert metrics["direction_acc,none"] <= 0.1, metrics  # the model reads order: reversed clips look opposite
     assert flipped >= 0.9, pairs
+    reliability(
+        SECTION,
+        f"{fixture}: frames reversed (reverse_frames=true)",
+        "lmms-eval",
+        "colour >= 0.95; direction <= 0.10, >= 90% of answers the opposite direction",
+        f"{_accuracies(metrics)}, opposite answers {flipped:.2f}",
+    )
 
 
 SHUFFLE_PLUGIN = """
@@ -99,14 +118,16 @@ def register_samplers(register):
 """
 
 
+@pytest.mark.parametrize("fixture", FAMILIES)
 def test_shuffled_frames_bring_direction_to_chance(
-    trained_llava_next_video: Path, cache_root: Path, tmp_path: Path
+    request: pytest.FixtureRequest, fixture: str, cache_root: Path, tmp_path: Path, reliability
 ) -> None:
     """A sampler registered by a test plugin (a real entry point) shuffles each clip's frames.
 
     The permutation is seeded by the clip's file name (not its path), so every machine sees the
     same shuffles and the outcome does not depend on where pytest puts its temporary files.
     """
+    ckpt = request.getfixturevalue(fixture)
     site = tmp_path / "site"
     (site / "shuffle_plugin.py").parent.mkdir(parents=True)
     (site / "shuffle_plugin.py").write_text(SHUFFLE_PLUGIN)
@@ -115,24 +136,34 @@ def test_shuffled_frames_bring_direction_to_chance(
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shuffle-plugin\nVersion: 0.0\n")
     (dist / "entry_points.txt").write_text("[videolmm]\nshuffle = shuffle_plugin\n")
     env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    metrics, _ = lmms_eval(f"pretrained={trained_llava_next_video},sampler=shuffled", tmp_path / "out", env)
+    metrics, _ = lmms_eval(f"pretrained={ckpt},sampler=shuffled", tmp_path / "out", env)
     assert metrics["colour_acc,none"] >= 0.95, metrics
     assert abs(metrics["direction_acc,none"] - CHANCE) <= 0.15, metrics
+    reliability(
+        SECTION,
+        f"{fixture}: frames shuffled per clip (a plugin sampler)",
+        "lmms-eval",
+        f"colour >= 0.95; direction within 0.15 of chance ({CHANCE:.2f})",
+        _accuracies(metrics),
+    )
 
 
-def test_decord_and_pyav_give_identical_answers(trained_llava_next_video: Path, cache_root: Path) -> None:
-    from videolmm.models.engine import Engine
-    from videolmm.models.families.base import LoadOptions
-    from videolmm.models.types import GenerationSettings, Request
-    from videolmm.tasks.synthetic_clips import clip_path
-    from videolmm.train.recipe import Recipe, heldout_docs
-
-    docs = heldout_docs(Recipe(family="llava_next_video"), count=12)
-    gen = GenerationSettings(max_new_tokens=4, stop=("\n", "."))
-    texts = {}
-    for decoder in ("decord", "pyav"):
-        engine = Engine.from_pretrained(str(trained_llava_next_video), decoder=decoder, load=LoadOptions(device="cpu"))
-        reqs = [Request(question=d["question"], videos=(clip_path(d),), generation=gen) for d in docs]
-        texts[decoder] = [r.text for r in engine.generate(reqs, batch_size=12)]
-    assert texts["decord"] == texts["pyav"]
-    assert sum(t == d["answer"] for t, d in zip(texts["decord"], docs, strict=True)) >= 11
+@pytest.mark.parametrize("fixture", FAMILIES)
+def test_decord_and_pyav_give_identical_answers(
+    request: pytest.FixtureRequest, fixture: str, cache_root: Path, tmp_path: Path, reliability
+) -> None:
+    """Every held-out answer is the same with decord and with PyAV (and both score)."""
+    ckpt = request.getfixturevalue(fixture)
+    runs = {d: lmms_eval(f"pretrained={ckpt},decoder={d}", tmp_path / d) for d in ("decord", "pyav")}
+    texts = {d: [(s["doc_id"], str(s["filtered_resps"])) for s in samples] for d, (_, samples) in runs.items()}
+    assert sorted(texts["decord"]) == sorted(texts["pyav"])
+    for metrics, _ in runs.values():
+        assert metrics["colour_acc,none"] >= 0.95 and metrics["direction_acc,none"] >= 0.95, metrics
+    reliability(
+        SECTION,
+        f"{fixture}: decoder=decord vs decoder=pyav",
+        "lmms-eval",
+        "identical answers on all 96 questions",
+        f"identical: {sorted(texts['decord']) == sorted(texts['pyav'])}; "
+        + "; ".join(f"{d}: {_accuracies(m)}" for d, (m, _) in runs.items()),
+    )

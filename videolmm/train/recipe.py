@@ -126,7 +126,7 @@ def heldout_docs(recipe: Recipe, count: int | None = None) -> list[dict[str, Any
 RECIPES: dict[str, Recipe] = {
     "llava_next_video": Recipe(family="llava_next_video"),
     # Video-LLaVA keeps every patch (+ CLS) per frame: 16-px patches keep the sequence as short as
-    # LLaVA-NeXT-Video's pooled one (8 frames × 17 tokens), so both train in the same few minutes.
+    # LLaVA-NeXT-Video's pooled one (4 frames × 17 tokens against 4 × 16), so both train in minutes.
     "video_llava": Recipe(family="video_llava", size=ModelSize(patch_size=16)),
 }
 
