@@ -167,6 +167,26 @@ def test_hound_default_is_the_seed_hub_dataset() -> None:
         data_root(OFFICIAL["msvd"], {})
 
 
+def test_a_hub_snapshot_without_frames_is_reported_when_the_task_is_built(
+    qa_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hub route fetches the annotation files only: with no video root set, say so up front."""
+    import logging
+
+    from videolmm.tasks.hound_qa.utils import OFFICIAL
+    from videolmm.tasks.openqa import sources
+
+    snapshot = tmp_path / "snapshot"  # what hf_hub_download leaves: the annotations, no video_data/
+    shutil.copytree(qa_data["hound"] / "video_instruction", snapshot / "video_instruction")
+    monkeypatch.setattr(sources, "_hub_root", lambda source: snapshot)  # the hub itself is unreachable here
+    caplog.set_level(logging.WARNING, logger=sources.__name__)
+    assert read_source(OFFICIAL["msvd"], {})
+    assert "VIDEOLMM_HOUND_VIDEO_ROOT" in caplog.text and str(snapshot / "video_data") in caplog.text
+    caplog.clear()
+    assert read_source(OFFICIAL["msvd"], {"VIDEOLMM_HOUND_VIDEO_ROOT": str(tmp_path)})
+    assert not caplog.records  # a configured video root: nothing to say
+
+
 def test_hound_rows_are_normalised_like_the_seed(qa_data) -> None:
     from videolmm.tasks.hound_qa.utils import CAPTIONED, OFFICIAL
 

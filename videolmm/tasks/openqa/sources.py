@@ -19,6 +19,7 @@ names it), ``video_root`` (where it is resolved; may be empty), ``caption`` and 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from videolmm.models.errors import MediaNotFound
+
+logger = logging.getLogger(__name__)
 
 #: The stub row's marker column.
 STUB_COLUMN = "videolmm_source"
@@ -205,11 +208,24 @@ def normalise(
 
 
 def read_source(source: QASource, env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """The source's docs, from the local copy or the hub (see :func:`data_root`)."""
+    """The source's docs, from the local copy or the hub (see :func:`data_root`).
+
+    A hub snapshot holds the annotation files only: when no video root is configured and the
+    snapshot has no extracted frames, a warning says so (each sample would fail on its video).
+    """
     root = data_root(source, env)
     tables = [_read_json_rows(root / f) for f in source.files]
     answers = tables[1] if len(tables) > 1 else None
-    return normalise(source, tables[0], answers, videos=video_root(source, root, env))
+    videos = video_root(source, root, env)
+    local = (os.environ if env is None else env).get(source.root_env)
+    if not local and videos and not os.path.isdir(videos):
+        hint = f"set {source.video_root_env} to" if source.video_root_env else "extract them into"
+        logger.warning(
+            "%s: the questions come from the hub dataset %s, but its videos are not at %s; download and "
+            "extract them and %s that folder (or pass video_root in lmms_eval_specific_kwargs)",
+            source.name, source.hub_repo, videos, hint,
+        )  # fmt: skip
+    return normalise(source, tables[0], answers, videos=videos)
 
 
 def load_docs(dataset: Any, source: QASource) -> Any:
