@@ -108,6 +108,8 @@ def reliability(request: pytest.FixtureRequest):
     """``reliability(section, case, path, expected, observed)`` adds a row to docs/reliability.md."""
     import reliability as report
 
+    report.expect(request.node.nodeid)  # listed as unrecorded if it fails before recording
+
     def add(section: str, case: str, path: str, expected: str, observed: object) -> None:
         report.record(section, case, path, expected, str(observed), request.node.nodeid)
 
@@ -130,6 +132,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not report.rows():
         return
     config = session.config
-    full = config.args_source == pytest.Config.ArgsSource.TESTPATHS and not config.option.keyword
+    addopts = list(config.getini("addopts"))
+    default_marks = addopts[addopts.index("-m") + 1] if "-m" in addopts[:-1] else ""
+    full = (
+        config.args_source == pytest.Config.ArgsSource.TESTPATHS
+        and not config.option.keyword
+        and config.option.markexpr == default_marks
+        and not getattr(config.option, "maxfail", 0)  # -x / --maxfail stop early
+        and not getattr(config.option, "deselect", None)
+        and not getattr(config.option, "lf", False)
+    )  # only the whole default suite may replace docs/reliability.md
     target = config.rootpath / ("docs" if full else ".artifacts") / "reliability.md"
     report.write(target)

@@ -34,6 +34,15 @@ class Row:
 
 _ROWS: list[Row] = []
 _OUTCOMES: dict[str, str] = {}
+_EXPECTING: dict[str, str] = {}  # nodeid → section, for every test that asked for the recorder
+#: Where a test that asked for the recorder but recorded nothing (it failed first) is listed.
+UNRECORDED = "Tests that recorded no observation"
+
+
+def expect(nodeid: str, section: str = UNRECORDED) -> None:
+    """Note that ``nodeid`` will record rows; if it records none, :func:`rows` lists it with its outcome."""
+    with _LOCK:
+        _EXPECTING.setdefault(nodeid, section)
 
 
 def record(section: str, case: str, path: str, expected: str, observed: str, nodeid: str) -> None:
@@ -56,6 +65,13 @@ def rows() -> list[Row]:
     """All rows recorded so far, with their tests' outcomes."""
     with _LOCK:
         out = list(_ROWS)
+        recorded = {row.nodeid for row in out}
+        missing = "none: the test ended before recording it"
+        out += [
+            Row(section, nodeid, "-", "an observation recorded by the test", missing, nodeid)
+            for nodeid, section in _EXPECTING.items()
+            if nodeid not in recorded
+        ]
         for row in out:
             row.status = _OUTCOMES.get(row.nodeid, "not run")
         return out
