@@ -465,12 +465,16 @@ def test_timeouts_are_retried(judge_server: FakeJudge, tmp_path: Path, reliabili
     before = judge_server.count()
     reply = client.complete(vcgpt("slow good"))
     assert reply.ok and reply.attempts == 2
+    calls = judge_server.count()
+    rerun = JudgeClient(settings(judge_server, tmp_path, timeout_s=0.3)).complete(vcgpt("slow good"))
+    assert rerun.cached and rerun.text == reply.text and judge_server.count() == calls  # a re-run: zero calls
     reliability(
         "Load and faults",
         "judge times out once (client timeout 0.3 s), then answers",
         "judge",
-        "the timed-out attempt is retried; the reply counts",
-        f"attempts={reply.attempts}, ok={reply.ok}, server calls={judge_server.count() - before}",
+        "the timed-out attempt is retried; the reply counts and is cached; a re-run makes zero calls",
+        f"attempts={reply.attempts}, ok={reply.ok}, server calls={calls - before}; "
+        f"re-run cached={rerun.cached} with {judge_server.count() - calls} further calls",
     )
 
 

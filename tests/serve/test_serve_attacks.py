@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import os
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -83,11 +84,26 @@ def redirector(serve_app: ServeApp) -> Iterator[str]:
         "/to-private": (301, {"Location": "http://10.0.0.1/clip.mp4"}, b""),
         "/to-metadata": (302, {"Location": "http://169.254.169.254/latest/meta-data/"}, b""),
         "/to-localhost": (302, {"Location": f"http://localhost:{app_port}/health"}, b""),
+        # the fetch limits (remote.timeout_s, remote.max_redirects, limits.max_video_bytes)
+        "/big.mp4": (200, {"Content-Type": "video/mp4"}, os.urandom(TEST_LIMITS["max_video_bytes"] + 1)),
+        "/loop": (302, {"Location": "/loop"}, b""),
     }
+    big_unannounced = os.urandom(TEST_LIMITS["max_video_bytes"] + 1)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path == "/slow.mp4":  # answers after the fetch deadline (bounded: one sleep)
+                time.sleep(SLOW_S)
+            if self.path == "/stream-big.mp4":  # no Content-Length: only counting the bytes can refuse it
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(big_unannounced)
+                return
             status, headers, payload = routes.get(self.path, (404, {}, b"missing"))
+            if self.path == "/slow.mp4":
+                status, headers, payload = routes["/clip.mp4"]
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)
@@ -126,6 +142,8 @@ def _ssrf_cases(app: ServeApp) -> dict[str, tuple[str, str]]:
         ),
     }
 
+
+SLOW_S = 6.0  # the slow route's delay, over the test app's remote.timeout_s (3 s)
 
 SSRF = [
     "SSRF to 127.0.0.1 (the app's own port)",
@@ -189,6 +207,27 @@ def test_ssrf_via_a_redirect_is_refused_at_the_next_hop(
         "400 forbidden at the redirect hop; next request 200",
         observed,
     )
+
+
+#: path on the redirecting server → (status, error code, words the message must hold)
+FETCH_LIMITS = {
+    "/big.mp4": (413, "too_large", "bytes; the limit is"),
+    "/stream-big.mp4": (413, "too_large", "larger than the limit"),
+    "/slow.mp4": (400, "timeout", "took longer than"),
+    "/loop": (400, "forbidden", "redirects"),
+}
+
+
+@pytest.mark.parametrize("path", sorted(FETCH_LIMITS))
+def test_remote_fetch_limits_end_to_end(serve_app: ServeApp, redirector: str, path: str, reliability) -> None:
+    """A download over the size limit (announced or not), slower than the deadline, or redirecting
+    forever is refused with its error, and the next request succeeds."""
+    status, code, needle = FETCH_LIMITS[path]
+    remote = serve_app.args.security.remote
+    assert SLOW_S > remote.timeout_s and remote.max_redirects < 10
+    observed = _refusal(_post(serve_app, _video(serve_app, f"{redirector}{path}")), status, code, needle)
+    _still_serving(serve_app)
+    reliability(SECTION, f"remote fetch: {path}", "API", f"{status} {code}; next request 200", observed)
 
 
 # ----------------------------------------------------------------------------- file://, data:, counts
