@@ -42,7 +42,9 @@ def test_same_recipe_same_weights(tmp_path: Path, family: str) -> None:
     assert all((a[k] == b[k]).all() for k in a), "retraining with the same recipe changed the weights"
     assert any(not (a[k] == c[k]).all() for k in a), "the seed does not reach the weights"
     assert first["final_loss_ema"] == second["final_loss_ema"]
-    assert first["recipe"] == dataclasses.asdict(_small(family)) == json.loads(
-        (tmp_path / "a" / "videolmm_trained.json").read_text()
-    )["recipe"]
+    assert (
+        first["recipe"]
+        == dataclasses.asdict(_small(family))
+        == json.loads((tmp_path / "a" / "videolmm_trained.json").read_text())["recipe"]
+    )
     assert other["recipe"]["seed"] == 1

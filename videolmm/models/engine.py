@@ -406,7 +406,9 @@ class Engine:
             return list(out)
         except Exception as exc:  # isolate: retry one by one so only the culprit fails
             if len(items) > 1:
-                logger.warning("batch of %d failed (%s); retrying one by one", len(items), error_text(exc))
+                rids = ",".join(it.request.request_id or "-" for it in items)
+                reason = error_text(exc)
+                logger.warning("batch of %d (requests %s) failed (%s); retrying one by one", len(items), rids, reason)
                 return [res for it in items for res in self._run_isolated([it])]
             logger.warning("request %s failed: %s", items[0].request.request_id or "-", error_text(exc))
             return [_failed(items[0], error_text(exc))]
