@@ -40,6 +40,10 @@ CASES = {
         originals.build_original_llava_next_video, {"variant": "mistral-7b", "fmt": "bin"},
         "lmms-lab/LLaVA-NeXT-Video-7B-32K", "llava_next_video", "mistral_instruct", 4,
     ),
+    "next_video_yi": (
+        originals.build_original_llava_next_video, {"variant": "yi-34b"},
+        "lmms-lab/LLaVA-NeXT-Video-34B-DPO", "llava_next_video", "mistral_direct", 4,
+    ),
     "video_qwen2": (
         originals.build_original_llava_video_qwen2, {}, "lmms-lab/LLaVA-Video-7B-Qwen2", "llava_video_qwen2",
         "qwen_1_5", 6,
@@ -181,6 +185,19 @@ def test_vicuna_gets_linear_rope_2_under_rope_parameters(tmp_path: Path) -> None
     convert_checkpoint("llava_next_video", options(orig, tmp_path / "b", rope_factor=0), progress=quiet)
     text = json.loads((tmp_path / "b" / "config.json").read_text())["text_config"]
     assert text["rope_parameters"]["rope_type"] == "default"
+
+
+def test_yi_34b_is_told_apart_by_its_vocabulary(tmp_path: Path) -> None:
+    """LLaVA-NeXT-Video-34B: ``llava_llama`` like the 7B, but Yi's 64000-entry vocabulary: the added
+    tokens get Yi's ids, the template is mistral_direct, and no Vicuna RoPE factor is applied."""
+    orig = originals.build_original_llava_next_video(tmp_path / "o", variant="yi-34b")
+    manifest = convert_checkpoint("lmms-lab/LLaVA-NeXT-Video-34B", options(orig, tmp_path / "out"), progress=quiet)
+    assert (manifest.settings["variant"], manifest.settings["template"]) == ("yi-34b", "mistral_direct")
+    assert (manifest.added_tokens["<video>"], manifest.added_tokens["<image>"]) == (64000, 64001)
+    assert manifest.settings["rope_scaling"] is None
+    text = json.loads((tmp_path / "out" / "config.json").read_text())["text_config"]
+    assert text["vocab_size"] % 64 == 0 and text["vocab_size"] > max(manifest.added_tokens.values())
+    assert "factor" not in (text.get("rope_parameters") or {})
 
 
 def test_qwen2_pool_and_newline_come_from_the_original_config(tmp_path: Path) -> None:

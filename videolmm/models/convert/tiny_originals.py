@@ -41,6 +41,8 @@ __all__ = [
 _IMAGE, _PATCH = 32, 8
 _VISION_HIDDEN = 32
 _TEXT_HIDDEN = 64
+#: Yi-34B's vocabulary size (LLaVA-NeXT-Video-34B); the converter tells the 34B apart by it.
+YI_VOCAB = 64000
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,14 @@ class OriginalCheckpoint:
     tensors: dict[str, Any] = field(default_factory=dict)
 
 
-def original_tokenizer(style: str) -> Any:
+def original_tokenizer(style: str, vocab_size: int | None = None) -> Any:
     """A tokenizer like the originals': no ``<image>`` / ``<video>`` / pad tokens.
 
     Args:
         style: ``llama`` (``<unk> <s> </s>``, ``<s>`` prepended) or ``qwen``
             (``<|endoftext|> <|im_start|> <|im_end|>``, no BOS, pad ``<|endoftext|>``).
+        vocab_size: pad the BPE vocabulary with unused entries to this length (Yi-34B's 64000, so
+            that added tokens get Yi's ids); None keeps the trained 384.
 
     Returns:
         A ``PreTrainedTokenizerFast``.
@@ -85,6 +89,8 @@ def original_tokenizer(style: str) -> Any:
     )
     corpus = tiny.tokenizer_training_corpus()
     backend.train_from_iterator(corpus, trainer=trainer, length=len(corpus))
+    if vocab_size is not None:
+        backend = _padded_vocab(backend, vocab_size)
     if style == "llama":
         backend.post_processor = processors.TemplateProcessing(single="<s>:0 $A:0", special_tokens=[("<s>", 1)])
         return PreTrainedTokenizerFast(
@@ -93,6 +99,19 @@ def original_tokenizer(style: str) -> Any:
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=32768
     )
+
+
+def _padded_vocab(backend: Any, size: int) -> Any:
+    """``backend`` with its BPE vocabulary filled to ``size`` entries no merge produces (ids kept)."""
+    from tokenizers import Tokenizer
+
+    data = json.loads(backend.to_str())
+    vocab = data["model"]["vocab"]
+    if size < len(vocab):
+        raise ValueError(f"vocab_size={size} is below the trained vocabulary ({len(vocab)})")
+    for i in range(len(vocab), size):
+        vocab[f"<unused_{i}>"] = i
+    return Tokenizer.from_str(json.dumps(data))
 
 
 def _init(seed: int) -> None:
@@ -185,8 +204,9 @@ def build_original_llava_next_video(
     Args:
         out_dir: directory to create; the checkpoint goes to ``out_dir/checkpoint``, the CLIP
             tower's config to ``out_dir/clip-vit-tiny``.
-        variant: ``vicuna-7b`` (Llama, ``llava_llama``) or ``mistral-7b`` (the 7B-32K,
-            ``llava_mistral``).
+        variant: ``vicuna-7b`` (Llama, ``llava_llama``), ``mistral-7b`` (the 7B-32K,
+            ``llava_mistral``) or ``yi-34b`` (the 34B / 34B-DPO: ``llava_llama`` with Yi's 64000-entry
+            vocabulary, so the added tokens get ids 64000 / 64001).
         fmt: ``safetensors`` (as lmms-lab publishes) or ``bin``.
         seed: weight seed.
 
@@ -206,7 +226,9 @@ def build_original_llava_next_video(
     out = Path(out_dir)
     ckpt, tower = out / "checkpoint", out / "clip-vit-tiny"
     ckpt.mkdir(parents=True, exist_ok=True)
-    tokenizer = original_tokenizer("llama")
+    if variant not in ("vicuna-7b", "mistral-7b", "yi-34b"):
+        raise ValueError(f"unknown variant {variant!r}: vicuna-7b, mistral-7b or yi-34b")
+    tokenizer = original_tokenizer("llama", vocab_size=YI_VOCAB if variant == "yi-34b" else None)
     mistral = variant == "mistral-7b"
     text_cls, model_cls = (MistralConfig, MistralForCausalLM) if mistral else (LlamaConfig, LlamaForCausalLM)
     text = text_cls(
