@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -50,8 +51,11 @@ def answers(samples: list[dict], kind: str) -> list[tuple[str, str]]:
 def test_shipped_manifests_record_the_recipe_and_accuracy(family: str) -> None:
     from videolmm.models.trained import manifest
 
+    from videolmm.train.recipe import recipe_for
+
     m = manifest(family)
     assert m["family"] == family and m["recipe"]["family"] == family
+    assert m["recipe"] == dataclasses.asdict(recipe_for(family))  # `videolmm train` runs the shipped recipe
     assert m["heldout_accuracy"]["colour_acc"] >= 0.95 and m["heldout_accuracy"]["direction_acc"] >= 0.95
 
 

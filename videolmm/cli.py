@@ -93,7 +93,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from videolmm.train.loop import train
     from videolmm.train.recipe import recipe_for
 
-    recipe = replace(recipe_for(args.family), seed=args.seed)
+    recipe = recipe_for(args.family)
+    if args.seed is not None:
+        recipe = replace(recipe, seed=args.seed)
     if args.steps is not None:
         recipe = replace(recipe, steps=args.steps)
     if args.clips is not None:
@@ -238,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a tiny checkpoint on synthetic clips (CPU, minutes)")
     p.add_argument("--family", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="weights and batch seed (default: the recipe's)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the shipped recipe's)")
     p.add_argument("--clips", type=int, default=None, help="training clips (default: the shipped recipe's)")
     p.set_defaults(func=cmd_train)
