@@ -424,6 +424,7 @@ def markdown(data: dict[str, Any]) -> str:
         by[(v, n, "decord get_batch")].ms / by[(v, n, "keyframe")].ms for v in short for n in FRAME_COUNTS
     )
     one_worker_long = by[("long", 32, "decord get_batch")].ms / by[("long", 32, "keyframe (1 worker)")].ms
+    cores = meta["cpu"].split(" CPU")[0]
     long_ratios = ", ".join(
         f"`{v}` {by[(v, 32, 'decord get_batch')].ms / by[(v, 32, 'keyframe')].ms:.1f}× wall / "
         f"{by[(v, 32, 'decord get_batch')].cpu_ms / by[(v, 32, 'keyframe')].cpu_ms:.1f}× CPU"
@@ -442,7 +443,7 @@ def markdown(data: dict[str, Any]) -> str:
         f"(decord ÷ `keyframe (1 worker)`, 32 frames of `long`: {one_worker_long:.2f}×); dropping unwanted "
         "B-frames and decoding GOPs on several cores add the rest. GOP-parallel decoding needs idle cores: "
         "compare `keyframe` with `keyframe (1 worker)`. So on a stream without B-frames the ratio is bounded by "
-        f"the cores: about {one_worker_long:.2f}× per core, times the cores the workers get ({meta['cpu'].split(' CPU')[0]} "
+        f"the cores: about {one_worker_long:.2f}× per core, times the cores the workers get ({cores} "
         "here, up to 4 by default); ≥ 3× there needs 3 idle cores or more.",
     ]
     pyav_counts = ", ".join(f"{v} {by[(v, 32, 'pyav sequential')].decoded}" for v in videos)
@@ -530,9 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-json", type=Path, help="re-render docs and plot from a results file; no measuring")
     parser.add_argument(
         "--note",
-        default=(
-            "Absolute numbers depend on what else the machine runs; every ratio comes from one interleaved run."
-        ),
+        default=("Absolute numbers depend on what else the machine runs; every ratio comes from one interleaved run."),
         help="a sentence about the conditions, printed in the docs",
     )
     opts = parser.parse_args(argv)

@@ -50,7 +50,6 @@ def answers(samples: list[dict], kind: str) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("family", ["llava_next_video", "video_llava"])
 def test_shipped_manifests_record_the_recipe_and_accuracy(family: str) -> None:
     from videolmm.models.trained import manifest
-
     from videolmm.train.recipe import recipe_for
 
     m = manifest(family)
