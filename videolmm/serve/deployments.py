@@ -33,12 +33,14 @@ from videolmm.serve.metrics import MediaMetrics, ModelMetrics
 logger = logging.getLogger("ray.serve.videolmm")
 
 
-@serve.deployment(name="MediaDecoder")
-class MediaDecoder:
-    """Fetch → limits → decode + sample, on CPU.
+class MediaStage:
+    """Fetch → limits → decode + sample one job, recording the media metrics.
+
+    What the MediaDecoder deployment runs, and the model replica itself with
+    ``decode_in: model_replica``.
 
     Args:
-        args: the app's configuration.
+        args: the app's configuration (its default frame counts are checked against the limits).
     """
 
     def __init__(self, args: ServeArgs) -> None:
@@ -57,9 +59,25 @@ class MediaDecoder:
         self.metrics.record(job.model_id, time.perf_counter() - start, sum(v.num_frames for v in decoded.videos))
         return decoded
 
+
+@serve.deployment(name="MediaDecoder")
+class MediaDecoder:
+    """Fetch → limits → decode + sample, on CPU.
+
+    Args:
+        args: the app's configuration.
+    """
+
+    def __init__(self, args: ServeArgs) -> None:
+        self.stage = MediaStage(args)
+
+    async def decode(self, job: ChatJob) -> DecodedRequest | ApiError:
+        """Decode a job's media; a refused or broken input comes back as an :class:`ApiError`."""
+        return await self.stage.decode(job)
+
     async def media_settings(self, model_id: str) -> MediaSettings:
         """The model's default media settings as this deployment applies them."""
-        return self.pipeline.default_media(model_id)
+        return self.stage.pipeline.default_media(model_id)
 
 
 @dataclass(frozen=True)
@@ -101,23 +119,16 @@ class ModelServer:
 
         # Built here so the LRU size comes from the config (Ray LLM's pattern).
         self.engine = serve.multiplexed(max_num_models_per_replica=args.max_models_per_replica)(load_engine)
-        self.pipeline: MediaPipeline | None = None
-        if args.decode_in == "model_replica":  # no MediaDecoder deployment: decode here, before batching
-            self.pipeline = MediaPipeline(args)
-            self.pipeline.check_defaults()
-            self.media_metrics = MediaMetrics()
+        # no MediaDecoder deployment with decode_in: model_replica: decode here, before batching
+        self.media = MediaStage(args) if args.decode_in == "model_replica" else None
 
     async def generate_job(self, job: ChatJob) -> Generated | ApiError:
         """Decode a job's media in this replica, then generate (``decode_in: model_replica``)."""
-        if self.pipeline is None:
+        if self.media is None:
             raise RuntimeError("generate_job needs decode_in: model_replica; this app decodes in MediaDecoder")
-        start = time.perf_counter()
-        try:
-            decoded = await self.pipeline.run(job)
-        except ServeError as exc:
-            logger.info("rid=%s media refused (%d): %s", job.request_id, exc.error.status, exc.error.message)
-            return exc.error
-        self.media_metrics.record(job.model_id, time.perf_counter() - start, sum(v.num_frames for v in decoded.videos))
+        decoded = await self.media.decode(job)
+        if isinstance(decoded, ApiError):
+            return decoded
         return await self.generate(decoded)
 
     async def generate(self, item: DecodedRequest) -> Generated:
