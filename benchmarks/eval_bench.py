@@ -546,7 +546,11 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.date.today().isoformat(),
         "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}, "
         f"torch {version('torch')}, transformers {version('transformers')}",
-        "note": "the machine was shared with other jobs; every ratio comes from runs interleaved in one session",
+        "note": os.environ.get(
+            "VIDEOLMM_BENCH_NOTE",
+            "absolute numbers depend on what else the machine runs; every ratio comes from runs interleaved in one "
+            "session",
+        ),
         "lmms_eval": version("lmms_eval"),
         "cpus": os.cpu_count(),
         "batch_size": opts.batch_size,
