@@ -120,3 +120,21 @@ def test_torch_threads_share_the_cores_with_decoding(
     assert model(trained_llava_next_video).stats.torch_threads == 0  # the user's setting wins
     with pytest.raises(ConfigError, match="torch_threads='many'"):
         model(trained_llava_next_video, torch_threads="many")
+
+
+def test_auto_threads_take_every_core_only_when_decoding_is_cheap() -> None:
+    from videolmm.eval.model import CHEAP_DECODE_SHARE, _threads_for
+
+    assert _threads_for(None, 4, 1) == 3  # the first batch: nothing measured yet
+    assert _threads_for((0.01, 1.0), 4, 1) == 4  # decoding a small share of generating: every core
+    assert _threads_for((CHEAP_DECODE_SHARE * 1.0, 1.0), 4, 1) == 3  # at the bar: share with decoding
+    assert _threads_for((2.0, 1.0), 4, 1) == 3
+    assert _threads_for((2.0, 1.0), 2, 4) == 1  # never below one
+
+
+def test_a_fixed_thread_count_is_kept_across_batches(
+    trained_llava_next_video: Path, docs: list[dict[str, str]]
+) -> None:
+    lm = model(trained_llava_next_video, torch_threads=1, batch_size=2)
+    lm.generate_until(instances(docs))
+    assert torch.get_num_threads() == 1 and lm.stats.torch_threads == 1
