@@ -28,6 +28,13 @@ import numpy as np
 
 #: Container boxes whose payload is a list of boxes (the ones on the way to ``stsd``/``stts``).
 _CONTAINERS = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"})
+#: Every case :func:`build_corpus` writes, in its order (the core, lmms-eval and API tests share it).
+CASES = [
+    "zero_byte", "truncated_mid_moov", "truncated_mid_mdat", "truncated_mid_mdat_indexed", "random_bytes",
+    "png_named_mp4", "audio_only", "one_frame", "absurd_resolution", "huge_resolution", "variable_frame_rate",
+    "rotated", "hours_claimed", "zero_fps", "corrupt_packets", "frames_dir_non_image", "frames_dir_fake_png",
+    "symlink_outside",
+]  # fmt: skip
 #: Declared size of the ``absurd_resolution`` case: 4.2 gigapixels a frame, beyond FFmpeg's own limit.
 ABSURD_SIDE = 65000
 #: Declared size of the ``huge_resolution`` case: FFmpeg accepts it (768 MB per RGB frame); the core must not.
@@ -421,4 +428,14 @@ def build_corpus(root: Path, outside: Path | None = None) -> dict[str, HostileCa
     return {c.name: c for c in cases}
 
 
-__all__ = ["ABSURD_SIDE", "HUGE_SIDE", "Box", "HostileCase", "build_corpus", "find_boxes", "iter_boxes", "write_clip"]
+__all__ = [
+    "ABSURD_SIDE",
+    "CASES",
+    "HUGE_SIDE",
+    "Box",
+    "HostileCase",
+    "build_corpus",
+    "find_boxes",
+    "iter_boxes",
+    "write_clip",
+]

@@ -14,27 +14,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile_media import HostileCase, build_corpus
+from hostile_media import CASES, HostileCase, build_corpus
 from test_lmms_eval import response, run_cli
 
 from videolmm.models.errors import MediaError
 from videolmm.models.media import load_frames, resolve_decoder_name
 from videolmm.models.samplers import uniform_sampler
-from videolmm.models.types import Frames, SamplingSpec
+from videolmm.models.types import SEQUENCE_DECODERS, Frames, SamplingSpec
 from videolmm.plugin.manager import get_registry
 
 SECTION = "Hostile media"
 NUM_FRAMES = 8
-_NON_CONTAINER = frozenset({"frames", "images"})
 #: Every registered container decoder that is importable here (decord, pyav, keyframe, torchcodec...).
 DECODERS = get_registry().decoders
-CONTAINER_DECODERS = sorted(n for n, d in DECODERS.items() if n not in _NON_CONTAINER and d.available())
-CASES = [
-    "zero_byte", "truncated_mid_moov", "truncated_mid_mdat", "truncated_mid_mdat_indexed", "random_bytes",
-    "png_named_mp4", "audio_only", "one_frame", "absurd_resolution", "huge_resolution", "variable_frame_rate",
-    "rotated", "hours_claimed", "zero_fps", "corrupt_packets", "frames_dir_non_image", "frames_dir_fake_png",
-    "symlink_outside",
-]  # fmt: skip
+CONTAINER_DECODERS = sorted(n for n, d in DECODERS.items() if n not in SEQUENCE_DECODERS and d.available())
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,6 @@ PyAV is imported lazily, inside the functions that need it.
 from __future__ import annotations
 
 import bisect
-import importlib
 import os
 import threading
 from collections.abc import Sequence
@@ -55,6 +54,7 @@ from .media import (
     _video_stream,
     describe_source,
     frame_to_rgb,
+    module_importable,
 )
 from .types import VideoInfo, VideoSource
 
@@ -525,11 +525,7 @@ class KeyframeDecoder:
 
     def available(self) -> bool:
         """Whether ``av`` imports."""
-        try:
-            importlib.import_module("av")
-        except ImportError:
-            return False
-        return True
+        return module_importable("av")
 
     def open(self, source: VideoSource) -> OpenedVideo:
         """Probe a path or bytes with PyAV and read its packet index (one demux pass, no decoding).

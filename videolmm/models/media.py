@@ -119,6 +119,21 @@ def _is_bytes(source: object) -> bool:
     return isinstance(source, (bytes, bytearray, memoryview))
 
 
+def module_importable(name: str, errors: tuple[type[BaseException], ...] = (ImportError,)) -> bool:
+    """Whether ``name`` imports here (what each decoder's ``available()`` answers).
+
+    Args:
+        name: the module to import.
+        errors: the exceptions that mean "not available" (torchcodec also raises OSError or
+            RuntimeError when FFmpeg's shared libraries are missing).
+    """
+    try:
+        importlib.import_module(name)
+    except errors:
+        return False
+    return True
+
+
 def is_image_sequence(source: object) -> bool:
     """True for an in-memory frame list: a list/tuple of images or a ``(T, H, W, C)`` array."""
     if isinstance(source, np.ndarray):
@@ -455,11 +470,7 @@ class DecordDecoder:
 
     def available(self) -> bool:
         """Whether ``decord`` imports."""
-        try:
-            importlib.import_module("decord")
-        except ImportError:
-            return False
-        return True
+        return module_importable("decord")
 
     def open(self, source: VideoSource) -> OpenedVideo:
         """Open a path or bytes with decord, after a PyAV header probe.
@@ -564,11 +575,7 @@ class PyAVDecoder:
 
     def available(self) -> bool:
         """Whether ``av`` imports."""
-        try:
-            importlib.import_module("av")
-        except ImportError:
-            return False
-        return True
+        return module_importable("av")
 
     def open(self, source: VideoSource) -> OpenedVideo:
         """Probe a path or bytes with PyAV.
@@ -643,11 +650,7 @@ class TorchCodecDecoder:
 
     def available(self) -> bool:
         """Whether ``torchcodec.decoders`` imports (it needs FFmpeg's shared libraries)."""
-        try:
-            importlib.import_module("torchcodec.decoders")
-        except (ImportError, OSError, RuntimeError):
-            return False
-        return True
+        return module_importable("torchcodec.decoders", (ImportError, OSError, RuntimeError))
 
     def open(self, source: VideoSource) -> OpenedVideo:
         """Open a path or bytes with torchcodec, after a PyAV header probe.
@@ -765,11 +768,7 @@ class FramesDirDecoder:
 
     def available(self) -> bool:
         """Whether Pillow imports."""
-        try:
-            importlib.import_module("PIL.Image")
-        except ImportError:
-            return False
-        return True
+        return module_importable("PIL.Image")
 
     def open(self, source: VideoSource) -> OpenedVideo:
         """List and check the directory; reads the first frame's header for the size.
@@ -948,6 +947,7 @@ __all__ = [
     "describe_source",
     "frame_to_rgb",
     "is_image_sequence",
+    "module_importable",
     "load_frames",
     "resolve_decoder_name",
 ]
