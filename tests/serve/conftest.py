@@ -118,14 +118,17 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def _wait_healthy(base_url: str, deadline: float) -> None:
+    last = "no answer yet"
     while True:
         try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+            status = httpx.get(f"{base_url}/health", timeout=2).status_code
+            if status == 200:
                 return
-        except httpx.HTTPError:
-            pass
+            last = f"HTTP {status}"
+        except httpx.HTTPError as exc:  # not listening yet: poll again until the deadline
+            last = f"{type(exc).__name__}: {exc}"
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{base_url}/health did not answer 200 in time")
+            raise TimeoutError(f"{base_url}/health did not answer 200 in time (last: {last})")
         time.sleep(0.5)
 
 
