@@ -149,8 +149,8 @@ class Measure:
 
 def _methods() -> dict[str, Callable[[], Any] | str]:
     """Decoder factories by label; a string means unavailable (the reason)."""
-    from videolmm.models.keyframe import KeyframeDecoder
-    from videolmm.models.media import DecordDecoder, PyAVDecoder, TorchCodecDecoder
+    from videolmm.media.decoders import DecordDecoder, PyAVDecoder, TorchCodecDecoder
+    from videolmm.media.keyframe import KeyframeDecoder
 
     methods: dict[str, Callable[[], Any] | str] = {
         "keyframe": KeyframeDecoder,
@@ -182,7 +182,7 @@ def _decode_once(
 
 
 def bench_decode(videos: dict[str, Path], repeats: int) -> list[Measure]:
-    from videolmm.models.keyframe import KeyframeDecoder, decode_bound
+    from videolmm.media.keyframe import KeyframeDecoder, decode_bound
 
     methods = _methods()
     live = {k: v for k, v in methods.items() if not isinstance(v, str)}
@@ -240,8 +240,8 @@ _MEM_CHILD = r"""
 import json, sys, tracemalloc
 import numpy as np
 sys.path.insert(0, {repo!r})
-from videolmm.models.keyframe import KeyframeDecoder
-from videolmm.models.media import DecordDecoder, PyAVDecoder
+from videolmm.media.keyframe import KeyframeDecoder
+from videolmm.media.decoders import DecordDecoder, PyAVDecoder
 
 def status(field):
     for line in open("/proc/self/status"):
@@ -295,10 +295,10 @@ def bench_memory(path: Path, count: int) -> list[dict[str, Any]]:
 
 
 def bench_cache(videos: dict[str, Path], num_frames: int) -> dict[str, Any]:
-    from videolmm.models.frame_cache import FrameCache
-    from videolmm.models.keyframe import KeyframeDecoder
-    from videolmm.models.samplers import uniform_sampler
-    from videolmm.models.types import SamplingSpec
+    from videolmm.media.cache import FrameCache
+    from videolmm.media.keyframe import KeyframeDecoder
+    from videolmm.media.sampling import uniform_sampler
+    from videolmm.types import SamplingSpec
 
     spec = SamplingSpec(num_frames=num_frames)
     runs = []
@@ -497,8 +497,8 @@ def write_docs(section: str) -> Path:
 def _meta(opts: argparse.Namespace, videos: dict[str, Path], specs: tuple[VideoSpec, ...]) -> dict[str, Any]:
     import av
 
-    from videolmm.models.keyframe import KeyframeDecoder
-    from videolmm.models.media import TorchCodecDecoder
+    from videolmm.media.decoders import TorchCodecDecoder
+    from videolmm.media.keyframe import KeyframeDecoder
 
     try:
         import decord

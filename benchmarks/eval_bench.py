@@ -97,8 +97,8 @@ def write_tasks(work: Path, limit: int | None) -> Path:
 
 def materialise(work: Path) -> dict[str, Path]:
     """The trained tiny checkpoints and every clip of the tasks (so no run pays for encoding)."""
-    from videolmm.models.trained import materialize_trained
     from videolmm.tasks.synthetic_clips import clip_path
+    from videolmm.toy.trained import materialize_trained
 
     ckpts = {fam: materialize_trained(fam, work / "ckpt" / fam) for fam in PAIRS}
     for data in (work / "tasks").glob("*.jsonl"):

@@ -87,8 +87,8 @@ def free_port() -> int:
 
 def build_inputs(work: Path) -> tuple[Path, dict[str, Path]]:
     """A tiny LLaVA-NeXT-Video checkpoint, a 64-px clip (16 frames, 8 fps) and a 480-px one (240 frames, 30 fps)."""
-    from videolmm.models.synthetic import write_moving_square_video
-    from videolmm.models.tiny import build_tiny_llava_next_video
+    from videolmm.toy.synthetic import write_moving_square_video
+    from videolmm.toy.tiny import build_tiny_llava_next_video
 
     ckpt = build_tiny_llava_next_video(work / "tiny-llava-next-video", seed=0)
     (work / "media").mkdir(exist_ok=True)
@@ -195,11 +195,11 @@ def load_run(url: str, body: dict[str, Any], workload: str, mode: str, concurren
 
 def make_engine_request(ckpt: Path, clip: Path, max_tokens: int) -> tuple[Any, Any]:
     """The in-process engine and the core request equivalent to :func:`payload`."""
-    from videolmm.models.engine import Engine
+    from videolmm.load import load_engine
     from videolmm.models.families.base import LoadOptions
-    from videolmm.models.types import GenerationSettings, Request
+    from videolmm.types import GenerationSettings, Request
 
-    engine = Engine.from_pretrained(str(ckpt), family="llava_next_video", load=LoadOptions(device="cpu"))
+    engine = load_engine(str(ckpt), family="llava_next_video", load=LoadOptions(device="cpu"))
     request = Request(
         question="What colour is the moving square?",
         videos=(str(clip),),

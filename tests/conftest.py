@@ -32,7 +32,7 @@ def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llava_next_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random llava_next_video checkpoint (4 visual tokens per 32-px frame)."""
-    from videolmm.models.tiny import build_tiny_llava_next_video
+    from videolmm.toy.tiny import build_tiny_llava_next_video
 
     return build_tiny_llava_next_video(tmp_path_factory.mktemp("tiny-lnv") / "ckpt", seed=0)
 
@@ -40,7 +40,7 @@ def tiny_llava_next_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_video_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random video_llava checkpoint (17 visual tokens per 32-px frame)."""
-    from videolmm.models.tiny import build_tiny_video_llava
+    from videolmm.toy.tiny import build_tiny_video_llava
 
     return build_tiny_video_llava(tmp_path_factory.mktemp("tiny-vl") / "ckpt", seed=0)
 
@@ -48,7 +48,7 @@ def tiny_video_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llava_video_qwen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random llava_video_qwen2 checkpoint (SigLIP + Qwen2, pool after projector, grid newlines)."""
-    from videolmm.models.tiny_families import build_tiny_llava_video_qwen2
+    from videolmm.toy.tiny_families import build_tiny_llava_video_qwen2
 
     return build_tiny_llava_video_qwen2(tmp_path_factory.mktemp("tiny-qwen2") / "ckpt", seed=0)
 
@@ -56,7 +56,7 @@ def tiny_llava_video_qwen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llava_hound(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random llava_hound checkpoint (Video-LLaVA layout, video CLS dropped)."""
-    from videolmm.models.tiny_families import build_tiny_llava_hound
+    from videolmm.toy.tiny_families import build_tiny_llava_hound
 
     return build_tiny_llava_hound(tmp_path_factory.mktemp("tiny-hound") / "ckpt", seed=0)
 
@@ -64,7 +64,7 @@ def tiny_llava_hound(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A few moving-square clips: red→right, blue→up (16 frames, 64 px)."""
-    from videolmm.models.synthetic import write_moving_square_video
+    from videolmm.toy.synthetic import write_moving_square_video
 
     root = tmp_path_factory.mktemp("clips")
     return {
@@ -87,7 +87,7 @@ def broken_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_llava_next_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped trained llava_next_video checkpoint (learned colour and direction)."""
-    from videolmm.models.trained import materialize_trained
+    from videolmm.toy.trained import materialize_trained
 
     return materialize_trained("llava_next_video", tmp_path_factory.mktemp("trained-lnv") / "ckpt")
 
@@ -95,7 +95,7 @@ def trained_llava_next_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_video_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped trained video_llava checkpoint."""
-    from videolmm.models.trained import materialize_trained
+    from videolmm.toy.trained import materialize_trained
 
     return materialize_trained("video_llava", tmp_path_factory.mktemp("trained-vl") / "ckpt")
 

@@ -112,7 +112,7 @@ def _one(data: bytes, kind: bytes) -> Box:
 
 
 def _frames(num: int, width: int, height: int, seed: int) -> list[np.ndarray]:
-    from videolmm.models.synthetic import moving_square_frames
+    from videolmm.toy.synthetic import moving_square_frames
 
     size = max(width, height)
     frames = moving_square_frames(colour="red", direction="right", seed=seed, num_frames=num, size=size)
@@ -152,7 +152,7 @@ def write_clip(
 
 def write_audio(path: Path) -> Path:
     """One second of an AAC tone in an MP4 container: no video stream."""
-    from videolmm.models.synthetic import write_audio_only
+    from videolmm.toy.synthetic import write_audio_only
 
     tmp = write_audio_only(path.with_suffix(".m4a"))
     tmp.rename(path)

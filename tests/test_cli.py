@@ -93,7 +93,7 @@ def test_plugins_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_tiny_trained_materialises_the_shipped_checkpoint(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from videolmm.models.trained import available
+    from videolmm.toy.trained import available
 
     if "llava_next_video" not in available():
         pytest.fail("the trained llava_next_video checkpoint is not shipped")

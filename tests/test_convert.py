@@ -16,16 +16,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from videolmm.models.convert import tiny_originals as originals
-from videolmm.models.convert.base import ConvertOptions
-from videolmm.models.convert.manifest import MANIFEST_NAME, read_manifest
-from videolmm.models.convert.plan import ConversionRefused
-from videolmm.models.convert.run import convert_checkpoint
-from videolmm.models.convert.shards import SAFETENSORS_INDEX, ShardWriter, sha256_file
-from videolmm.models.engine import Engine
-from videolmm.models.errors import ConfigError
+from videolmm.convert import tiny_originals as originals
+from videolmm.convert.base import ConvertOptions
+from videolmm.convert.manifest import MANIFEST_NAME, read_manifest
+from videolmm.convert.plan import ConversionRefused
+from videolmm.convert.run import convert_checkpoint
+from videolmm.convert.shards import SAFETENSORS_INDEX, ShardWriter, sha256_file
+from videolmm.errors import ConfigError
+from videolmm.load import load_engine
 from videolmm.models.families.base import LoadOptions
-from videolmm.models.types import GenerationSettings, Request
+from videolmm.types import GenerationSettings, Request
 
 VENV_BIN = Path(sys.executable).parent
 CPU = LoadOptions(device="cpu")
@@ -131,7 +131,7 @@ def test_every_source_tensor_is_consumed_and_every_parameter_filled(converted) -
 def test_converted_checkpoint_generates_through_the_engine(converted, clips: dict[str, Path]) -> None:
     case, _, out, manifest = converted
     *_, family, template, per_frame = CASES[case]
-    engine = Engine.from_pretrained(str(out), num_frames=4, load=CPU)  # family detected from config.json
+    engine = load_engine(str(out), num_frames=4, load=CPU)  # family detected from config.json
     assert (engine.settings.family, engine.settings.template, manifest.family) == (family, template, family)
     loaded = engine.model.state_dict()
     for name, tensor in output_tensors(out).items():  # from_pretrained used every converted tensor
@@ -301,10 +301,10 @@ def test_wrong_layout_existing_output_and_unknown_source(
 
 def test_engine_refuses_an_unconverted_original_with_the_command(vicuna_original, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="convert it first: videolmm convert --source llava_next_video"):
-        Engine.from_pretrained(str(vicuna_original.checkpoint), load=CPU, load_model=False)
+        load_engine(str(vicuna_original.checkpoint), load=CPU, load_model=False)
     qwen = originals.build_original_llava_video_qwen2(tmp_path / "q")
     with pytest.raises(ConfigError, match="videolmm convert --source llava_video_qwen2"):
-        Engine.from_pretrained(str(qwen.checkpoint), family="llava_video_qwen2", load=CPU, load_model=False)
+        load_engine(str(qwen.checkpoint), family="llava_video_qwen2", load=CPU, load_model=False)
 
 
 # ---------------------------------------------------------------- shards, RoPE, chat templates
@@ -325,7 +325,7 @@ def test_flat_rope_keys_are_moved_into_rope_parameters(tiny_llava_next_video: Pa
     """llava-hf/LLaVA-NeXT-Video-7B-hf (revisions 6ae32f6/babe571) wrote the scaling flat."""
     from transformers import AutoConfig, LlamaModel
 
-    from videolmm.models.convert.rope import repair_flat_rope_scaling
+    from videolmm.convert.rope import repair_flat_rope_scaling
 
     ckpt = tmp_path / "flat"
     shutil.copytree(tiny_llava_next_video, ckpt)
@@ -348,7 +348,7 @@ def test_engine_applies_flat_rope_scaling(tiny_llava_next_video: Path, tmp_path:
     data = json.loads((ckpt / "config.json").read_text())
     data["text_config"].update(factor=2.0, type="linear")
     (ckpt / "config.json").write_text(json.dumps(data))
-    engine = Engine.from_pretrained(str(ckpt), load=CPU, load_model=False)
+    engine = load_engine(str(ckpt), load=CPU, load_model=False)
     assert engine.config.text_config.rope_parameters["rope_type"] == "linear"
     assert engine.config.text_config.rope_parameters["factor"] == 2.0
 
@@ -356,7 +356,7 @@ def test_engine_applies_flat_rope_scaling(tiny_llava_next_video: Path, tmp_path:
 def test_explicit_rope_scaling_wins_over_flat_keys() -> None:
     from transformers import LlamaConfig
 
-    from videolmm.models.convert.rope import repair_flat_rope_scaling
+    from videolmm.convert.rope import repair_flat_rope_scaling
 
     config = LlamaConfig(rope_scaling={"type": "linear", "factor": 2.5}, factor=2.0, type="linear")
     assert repair_flat_rope_scaling(config) is None
@@ -365,9 +365,9 @@ def test_explicit_rope_scaling_wins_over_flat_keys() -> None:
 
 @pytest.mark.parametrize("name", ["vicuna_v1", "v1", "llava_v1", "qwen_1_5", "mistral_direct", "mistral_instruct"])
 def test_chat_templates_render_the_seed_prompts_byte_exact(name: str) -> None:
-    from videolmm.models.convert.chat_templates import chat_template
+    from videolmm.convert.chat_templates import chat_template
     from videolmm.models.prompts import BUILTIN_TEMPLATES
-    from videolmm.models.tiny import build_tokenizer
+    from videolmm.toy.tiny import build_tokenizer
 
     template = next(t for t in BUILTIN_TEMPLATES if t.name == name)
     tokenizer = build_tokenizer()

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from videolmm.models.engine import Engine, cut_at_stop, detect_family
-from videolmm.models.errors import ConfigError, RegistryError
+from videolmm.errors import ConfigError, RegistryError
+from videolmm.load import detect_family, load_engine
+from videolmm.models.engine import Engine, cut_at_stop
 from videolmm.models.families.base import LoadOptions
-from videolmm.models.types import GenerationSettings, Request
+from videolmm.types import GenerationSettings, Request
 
 CPU = LoadOptions(device="cpu")
 GREEDY = GenerationSettings(max_new_tokens=6)
@@ -19,12 +20,12 @@ GREEDY = GenerationSettings(max_new_tokens=6)
 
 @pytest.fixture(scope="module")
 def lnv(tiny_llava_next_video: Path) -> Engine:
-    return Engine.from_pretrained(str(tiny_llava_next_video), num_frames=8, load=CPU)
+    return load_engine(str(tiny_llava_next_video), num_frames=8, load=CPU)
 
 
 @pytest.fixture(scope="module")
 def vl(tiny_video_llava: Path) -> Engine:
-    return Engine.from_pretrained(str(tiny_video_llava), load=CPU)
+    return load_engine(str(tiny_video_llava), load=CPU)
 
 
 def q(video: Path | str, question: str = "What colour is the moving square?", **kw) -> Request:
@@ -49,9 +50,9 @@ def test_seed_defaults(lnv: Engine, vl: Engine) -> None:
 
 def test_unknown_names_are_rejected_with_the_known_ones(tiny_llava_next_video: Path) -> None:
     with pytest.raises(RegistryError, match="registered templates: .*vicuna_v1"):
-        Engine.from_pretrained(str(tiny_llava_next_video), template="nope", load=CPU, load_model=False)
+        load_engine(str(tiny_llava_next_video), template="nope", load=CPU, load_model=False)
     with pytest.raises(ConfigError, match="spatial_pool_stride"):
-        Engine.from_pretrained(str(tiny_llava_next_video), family_options={"pool": 3}, load=CPU, load_model=False)
+        load_engine(str(tiny_llava_next_video), family_options={"pool": 3}, load=CPU, load_model=False)
 
 
 # ---------------------------------------------------------------- token counts
@@ -61,7 +62,7 @@ def test_unknown_names_are_rejected_with_the_known_ones(tiny_llava_next_video: P
 def test_llava_next_video_tokens_follow_the_pool_stride(
     tiny_llava_next_video: Path, clips: dict[str, Path], stride: int, per_frame: int
 ) -> None:
-    engine = Engine.from_pretrained(
+    engine = load_engine(
         str(tiny_llava_next_video), num_frames=4, family_options={"spatial_pool_stride": stride}, load=CPU
     )
     result = engine.generate([q(clips["red_right"])])[0]
@@ -81,10 +82,10 @@ def test_video_llava_keeps_cls(vl: Engine, clips: dict[str, Path]) -> None:
     [("build_tiny_llava_next_video", 144), ("build_tiny_video_llava", 257)],
 )
 def test_published_geometry_token_counts(tmp_path: Path, clips: dict[str, Path], builder: str, per_frame: int) -> None:
-    from videolmm.models import tiny
+    from videolmm.toy import tiny
 
     ckpt = getattr(tiny, builder)(tmp_path / "ckpt", geometry="published")
-    engine = Engine.from_pretrained(str(ckpt), num_frames=8, load=CPU, load_model=False)
+    engine = load_engine(str(ckpt), num_frames=8, load=CPU, load_model=False)
     info = engine.describe(q(clips["red_right"]))
     assert info["visual_tokens_per_frame"] == per_frame
     assert info["visual_tokens_total"] == per_frame * 8
@@ -195,6 +196,6 @@ def test_loglikelihood_error_is_per_request(lnv: Engine, broken_video: Path) -> 
 def test_decoders_give_identical_answers(tiny_llava_next_video: Path, clips: dict[str, Path]) -> None:
     answers = {}
     for decoder in ("decord", "pyav", "keyframe"):
-        engine = Engine.from_pretrained(str(tiny_llava_next_video), decoder=decoder, num_frames=8, load=CPU)
+        engine = load_engine(str(tiny_llava_next_video), decoder=decoder, num_frames=8, load=CPU)
         answers[decoder] = [r.text for r in engine.generate([q(c) for c in clips.values()], batch_size=3)]
     assert answers["decord"] == answers["pyav"] == answers["keyframe"]

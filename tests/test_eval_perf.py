@@ -11,10 +11,10 @@ import pytest
 import torch
 from lmms_eval.api.instance import GenerationResult, Instance
 
+from videolmm.errors import ConfigError
 from videolmm.eval.markers import ERROR_PREFIX
 from videolmm.eval.model import STATS_ENV, LlavaNextVideo
-from videolmm.models.errors import ConfigError
-from videolmm.models.synthetic import COLOURS
+from videolmm.toy.synthetic import COLOURS
 
 GEN = {"max_new_tokens": 4, "temperature": 0, "do_sample": False, "until": ["\n", "."]}
 QUESTIONS = ("What colour is the moving square? Answer with one word.", "Which way does the square move?")

@@ -115,7 +115,7 @@ def checkpoint(env: dict[str, str], workdir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def video(workdir: Path) -> Path:
-    from videolmm.models.synthetic import write_moving_square_video
+    from videolmm.toy.synthetic import write_moving_square_video
 
     return write_moving_square_video(
         workdir / "red_right.mp4", colour="red", direction="right", seed=1, num_frames=16, fps=8, size=64

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from videolmm.load import load_engine
+from videolmm.media.sampling import ffmpeg_fps_source_indices, uniform_indices
 from videolmm.models.engine import Engine
 from videolmm.models.families.base import LoadOptions
-from videolmm.models.samplers import ffmpeg_fps_source_indices, uniform_indices
-from videolmm.models.types import GenerationSettings, Request
+from videolmm.types import GenerationSettings, Request
 
 VENV_BIN = Path(sys.executable).parent
 CPU = LoadOptions(device="cpu")
@@ -30,14 +31,14 @@ V1_SYSTEM = (
 
 @pytest.fixture(scope="module")
 def hound_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from videolmm.models.tiny_families import build_tiny_llava_hound
+    from videolmm.toy.tiny_families import build_tiny_llava_hound
 
     return build_tiny_llava_hound(tmp_path_factory.mktemp("hound") / "tiny", seed=0)
 
 
 @pytest.fixture(scope="module")
 def hound(hound_tiny: Path) -> Engine:
-    return Engine.from_pretrained(str(hound_tiny), load=CPU)
+    return load_engine(str(hound_tiny), load=CPU)
 
 
 def ask(video: Path | str, **kw) -> Request:
@@ -115,7 +116,7 @@ def test_directory_of_extracted_frames(hound_tiny: Path, tmp_path: Path) -> None
     folder.mkdir()
     for i in range(13):
         Image.fromarray(np.full((48, 64, 3), 10 * i, dtype=np.uint8)).save(folder / f"c01_{i + 1:04d}.jpeg")
-    engine = Engine.from_pretrained(str(hound_tiny), load=CPU)  # the family's defaults
+    engine = load_engine(str(hound_tiny), load=CPU)  # the family's defaults
     assert (engine.settings.media.sampler, engine.settings.media.frames_sampler) == ("hound", "uniform")
     result = engine.generate([ask(folder)])[0]
     assert result.ok, result.error
@@ -123,10 +124,10 @@ def test_directory_of_extracted_frames(hound_tiny: Path, tmp_path: Path) -> None
     assert result.usage.visual_tokens == 8 * 16
     described = engine.describe(ask(folder))
     assert (described["video"]["source"], described["frames_sampler"]) == (str(folder), "uniform")
-    explicit = Engine.from_pretrained(str(hound_tiny), sampler="uniform", load=CPU).generate([ask(folder)])[0]
+    explicit = load_engine(str(hound_tiny), sampler="uniform", load=CPU).generate([ask(folder)])[0]
     assert (explicit.text, explicit.frames) == (result.text, result.frames)
     # an explicit hound sampler applies to every source; on extracted frames it would apply fps=2 twice
-    refused = Engine.from_pretrained(str(hound_tiny), sampler="hound", load=CPU).generate([ask(folder)])[0]
+    refused = load_engine(str(hound_tiny), sampler="hound", load=CPU).generate([ask(folder)])[0]
     assert not refused.ok and "sampler='uniform'" in refused.error and str(folder) in refused.error
 
 
@@ -141,7 +142,7 @@ def test_published_geometry_gives_256(tmp_path: Path, clips: dict[str, Path]) ->
     from videolmm.plugin.manager import get_registry
 
     ckpt = get_registry().family("llava_hound").build_tiny(tmp_path / "ckpt", geometry="published")
-    engine = Engine.from_pretrained(str(ckpt), load=CPU, load_model=False)
+    engine = load_engine(str(ckpt), load=CPU, load_model=False)
     info = engine.describe(ask(clips["red_right"]))
     assert (info["visual_tokens_per_frame"], info["video_cls_token"]) == (256, "dropped")
     assert info["visual_tokens_total"] == 256 * 8

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from videolmm.errors import ConfigError
+from videolmm.load import load_engine
 from videolmm.models.engine import Engine
-from videolmm.models.errors import ConfigError
 from videolmm.models.families.base import LoadOptions
 from videolmm.models.families.llava_video_qwen2 import (
     LLAVA_VIDEO_QWEN2,
@@ -25,7 +26,7 @@ from videolmm.models.families.llava_video_qwen2 import (
     time_instruction,
     video_token_count,
 )
-from videolmm.models.types import Frames, GenerationSettings, Request
+from videolmm.types import Frames, GenerationSettings, Request
 
 VENV_BIN = Path(sys.executable).parent
 CPU = LoadOptions(device="cpu")
@@ -35,14 +36,14 @@ QUESTION = "What colour is the square?"
 
 @pytest.fixture(scope="module")
 def qwen2_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from videolmm.models.tiny_families import build_tiny_llava_video_qwen2
+    from videolmm.toy.tiny_families import build_tiny_llava_video_qwen2
 
     return build_tiny_llava_video_qwen2(tmp_path_factory.mktemp("qwen2") / "tiny", seed=0)
 
 
 @pytest.fixture(scope="module")
 def qwen2_engine(qwen2_tiny: Path) -> Engine:
-    return Engine.from_pretrained(str(qwen2_tiny), load=CPU)
+    return load_engine(str(qwen2_tiny), load=CPU)
 
 
 def ask(video: Path | str, **kw) -> Request:
@@ -213,7 +214,7 @@ def test_forced_sampling_picks_linspace_64(qwen2_engine: Engine, clips: dict[str
 
 
 def test_prompt_is_byte_exact_with_the_time_instruction(qwen2_tiny: Path, clips: dict[str, Path]) -> None:
-    engine = Engine.from_pretrained(str(qwen2_tiny), num_frames=4, load=CPU, load_model=False)
+    engine = load_engine(str(qwen2_tiny), num_frames=4, load=CPU, load_model=False)
     prompt = engine.describe(ask(clips["red_right"]))["prompt"]  # 16 frames at 8 fps: 2.00 s
     assert prompt == (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<video>\n"
@@ -224,7 +225,7 @@ def test_prompt_is_byte_exact_with_the_time_instruction(qwen2_tiny: Path, clips:
 
 
 def test_unforced_fps_branch_keeps_the_seed_frame_time(qwen2_tiny: Path, clips: dict[str, Path]) -> None:
-    engine = Engine.from_pretrained(str(qwen2_tiny), force_sample=False, load=CPU, load_model=False)
+    engine = load_engine(str(qwen2_tiny), force_sample=False, load=CPU, load_model=False)
     info = engine.describe(ask(clips["red_right"]))
     assert info["video"]["sampled_indices"] == [0, 8]  # step round(8 fps / 1) = 8
     assert "2 frames are uniformly sampled from it. These frames are located at 0.00s,1.00s.Please" in info["prompt"]
@@ -242,7 +243,7 @@ def test_time_instruction_can_be_turned_off(qwen2_engine: Engine) -> None:
     )
     config = qwen2_engine.config
     assert LLAVA_VIDEO_QWEN2.content_extras(frames, config) == text
-    engine = Engine.from_pretrained(
+    engine = load_engine(
         qwen2_engine.settings.pretrained, family_options={"add_time_instruction": "false"}, load=CPU, load_model=False
     )
     assert engine.config.add_time_instruction is False
@@ -250,7 +251,7 @@ def test_time_instruction_can_be_turned_off(qwen2_engine: Engine) -> None:
 
 
 def test_engine_honours_add_time_instruction_off(qwen2_tiny: Path, clips: dict[str, Path]) -> None:
-    engine = Engine.from_pretrained(
+    engine = load_engine(
         str(qwen2_tiny), num_frames=4, family_options={"add_time_instruction": False}, load=CPU, load_model=False
     )
     assert engine.describe(ask(clips["red_right"]))["prompt"] == (
@@ -261,11 +262,11 @@ def test_engine_honours_add_time_instruction_off(qwen2_tiny: Path, clips: dict[s
 
 def test_unknown_option_values_are_refused(qwen2_tiny: Path) -> None:
     with pytest.raises(ConfigError, match="mm_newline_position"):
-        Engine.from_pretrained(str(qwen2_tiny), family_options={"mm_newline_position": "row"}, load_model=False)
+        load_engine(str(qwen2_tiny), family_options={"mm_newline_position": "row"}, load_model=False)
     with pytest.raises(ConfigError, match="spatial_pool_mode"):
-        Engine.from_pretrained(str(qwen2_tiny), family_options={"spatial_pool_mode": "conv"}, load_model=False)
+        load_engine(str(qwen2_tiny), family_options={"spatial_pool_mode": "conv"}, load_model=False)
     with pytest.raises(ConfigError, match="known options"):
-        Engine.from_pretrained(str(qwen2_tiny), family_options={"pool": 2}, load_model=False)
+        load_engine(str(qwen2_tiny), family_options={"pool": 2}, load_model=False)
 
 
 # ---------------------------------------------------------------- generation
@@ -275,9 +276,7 @@ def test_unknown_option_values_are_refused(qwen2_tiny: Path) -> None:
 def test_tiny_generates_with_every_newline_position(
     qwen2_tiny: Path, clips: dict[str, Path], position: str, tokens: int
 ) -> None:
-    engine = Engine.from_pretrained(
-        str(qwen2_tiny), num_frames=3, family_options={"mm_newline_position": position}, load=CPU
-    )
+    engine = load_engine(str(qwen2_tiny), num_frames=3, family_options={"mm_newline_position": position}, load=CPU)
     result = engine.generate([ask(clips["blue_up"])])[0]
     assert result.ok, result.error
     assert result.usage.visual_tokens == 3 * tokens + (position == "one_token")
@@ -357,10 +356,10 @@ def test_cli_inspect_reports_the_published_tokens_per_frame(inspected: dict, fam
 
 
 def test_published_average_pooling_inspects_182(tmp_path: Path, clips: dict[str, Path]) -> None:
-    from videolmm.models.tiny_families import build_tiny_llava_video_qwen2
+    from videolmm.toy.tiny_families import build_tiny_llava_video_qwen2
 
     ckpt = build_tiny_llava_video_qwen2(tmp_path / "ckpt", geometry="published")
-    engine = Engine.from_pretrained(
+    engine = load_engine(
         str(ckpt), num_frames=2, family_options={"spatial_pool_mode": "average"}, load=CPU, load_model=False
     )
     info = engine.describe(ask(clips["red_right"]))

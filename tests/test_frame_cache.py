@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from videolmm.models.frame_cache import ENV_VAR, FrameCache, cache_key, source_identity
-from videolmm.models.keyframe import KeyframeDecoder
-from videolmm.models.media import PyAVDecoder, load_frames
-from videolmm.models.samplers import fps_sampler, uniform_sampler
-from videolmm.models.synthetic import read_index, write_index_video
-from videolmm.models.types import SamplingSpec
+from videolmm.media.cache import ENV_VAR, FrameCache, cache_key, source_identity
+from videolmm.media.decoders import PyAVDecoder, load_frames
+from videolmm.media.keyframe import KeyframeDecoder
+from videolmm.media.sampling import fps_sampler, uniform_sampler
+from videolmm.toy.synthetic import read_index, write_index_video
+from videolmm.types import SamplingSpec
 
 SPEC = SamplingSpec(num_frames=4)
 
@@ -109,7 +109,7 @@ def test_bytes_are_keyed_by_content_and_images_bypass(tmp_path: Path, videos: di
 
 
 def _images():
-    from videolmm.models.media import ImagesDecoder
+    from videolmm.media.decoders import ImagesDecoder
 
     return ImagesDecoder()
 
@@ -184,29 +184,29 @@ def test_concurrent_writers_leave_a_valid_cache(tmp_path: Path, videos: dict[str
 def test_engine_second_run_decodes_nothing(
     tmp_path: Path, videos: dict[str, Path], tiny_llava_next_video: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from videolmm.models.engine import Engine
+    from videolmm.load import load_engine
 
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "engine-cache"))
-    engine = Engine.from_pretrained(str(tiny_llava_next_video), load_model=False, num_frames=4, decoder="keyframe")
+    engine = load_engine(str(tiny_llava_next_video), load_model=False, num_frames=4, decoder="keyframe")
     assert engine.frame_cache is not None
     assert engine.describe()["frame_cache"] == str(tmp_path / "engine-cache")  # what `videolmm inspect` prints
     first = [engine.load_video(v) for v in videos.values()]
     assert (engine.frame_cache.stats.misses, engine.frame_cache.stats.hits) == (2, 0)
-    again = Engine.from_pretrained(str(tiny_llava_next_video), load_model=False, num_frames=4, decoder="keyframe")
+    again = load_engine(str(tiny_llava_next_video), load_model=False, num_frames=4, decoder="keyframe")
     second = [again.load_video(v) for v in videos.values()]
     assert again.frame_cache is not None
     assert (again.frame_cache.stats.misses, again.frame_cache.stats.hits) == (0, 2)
     for a, b in zip(first, second, strict=True):
         assert np.array_equal(a.array, b.array) and a.indices == b.indices
     monkeypatch.delenv(ENV_VAR)
-    assert Engine.from_pretrained(str(tiny_llava_next_video), load_model=False).frame_cache is None
+    assert load_engine(str(tiny_llava_next_video), load_model=False).frame_cache is None
 
 
 def test_lmms_eval_model_arg_enables_the_cache(
     tmp_path: Path, videos: dict[str, Path], tiny_llava_next_video: Path
 ) -> None:
     from videolmm.eval.model import LlavaNextVideo
-    from videolmm.models.types import Request
+    from videolmm.types import Request
 
     root = tmp_path / "eval-cache"
     runs = []
@@ -225,8 +225,8 @@ def test_lmms_eval_model_arg_enables_the_cache(
 def test_frames_directory_identity_follows_its_files(tmp_path: Path) -> None:
     from PIL import Image
 
-    from videolmm.models.media import FramesDirDecoder
-    from videolmm.models.synthetic import index_frame
+    from videolmm.media.decoders import FramesDirDecoder
+    from videolmm.toy.synthetic import index_frame
 
     folder = tmp_path / "frames"
     folder.mkdir()

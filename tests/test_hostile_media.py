@@ -17,11 +17,11 @@ import pytest
 from hostile_media import CASES, HostileCase, build_corpus
 from test_lmms_eval import response, run_cli
 
-from videolmm.models.errors import MediaError
-from videolmm.models.media import load_frames, resolve_decoder_name
-from videolmm.models.samplers import uniform_sampler
-from videolmm.models.types import SEQUENCE_DECODERS, Frames, SamplingSpec
+from videolmm.errors import MediaError
+from videolmm.media.decoders import load_frames, resolve_decoder_name
+from videolmm.media.sampling import uniform_sampler
 from videolmm.plugin.manager import get_registry
+from videolmm.types import SEQUENCE_DECODERS, Frames, SamplingSpec
 
 SECTION = "Hostile media"
 NUM_FRAMES = 8
@@ -136,7 +136,7 @@ SAMPLER_CASES = {
 @pytest.mark.parametrize(("name", "sampler"), list(SAMPLER_CASES), ids=[f"{c}-{s}" for c, s in SAMPLER_CASES])
 def test_core_samplers(corpus: dict[str, HostileCase], name: str, sampler: str, reliability) -> None:
     """The seeds' three samplers on the partial cases: a selection, or a typed error."""
-    from videolmm.models.samplers import BUILTIN_SAMPLERS
+    from videolmm.media.sampling import BUILTIN_SAMPLERS
 
     case, want = corpus[name], SAMPLER_CASES[(name, sampler)]
     decoder = DECODERS["pyav"]
@@ -154,8 +154,8 @@ def test_core_samplers(corpus: dict[str, HostileCase], name: str, sampler: str, 
 @pytest.mark.parametrize("fps", [1 / 1350, 1e-9])
 def test_hound_sampler_is_bounded_by_the_frames_it_keeps(fps: float) -> None:
     """A header claiming hours (or centuries) costs O(F): only the kept slots are computed."""
-    from videolmm.models.samplers import ffmpeg_fps_output_count, hound_sampler
-    from videolmm.models.types import VideoInfo
+    from videolmm.media.sampling import ffmpeg_fps_output_count, hound_sampler
+    from videolmm.types import VideoInfo
 
     info = VideoInfo(source="claims.mp4", num_frames=8, fps=fps, width=64, height=64)
     assert ffmpeg_fps_output_count(8, fps, 2) >= 21600  # what a materialised extraction would hold

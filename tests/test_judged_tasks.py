@@ -17,8 +17,8 @@ import pytest
 from test_judge import FakeJudge
 from test_lmms_eval import response, run_cli
 
+from videolmm.errors import MediaNotFound
 from videolmm.eval.markers import ERROR_PREFIX
-from videolmm.models.errors import MediaNotFound
 from videolmm.tasks.openqa.sources import SourceError, data_root, read_source, resolve_video
 
 pytestmark = pytest.mark.timeout(900)
@@ -50,7 +50,7 @@ HOUND_CAPTION = [("good", "a red square"), ("bad", "a blue square"), ("majority"
 def _write_frames(folder: Path, colour: str, seed: int) -> None:
     from PIL import Image
 
-    from videolmm.models.synthetic import moving_square_frames
+    from videolmm.toy.synthetic import moving_square_frames
 
     folder.mkdir(parents=True)
     for i, frame in enumerate(moving_square_frames(colour=colour, direction="right", seed=seed, num_frames=8)):

@@ -9,12 +9,12 @@ import av
 import numpy as np
 import pytest
 
-from videolmm.models.errors import MediaError, MediaNotFound, MediaUnreadable, NoFrames, NoVideoStream
-from videolmm.models.keyframe import KeyframeDecoder, decode_bound
-from videolmm.models.media import DecordDecoder, PyAVDecoder, load_frames
-from videolmm.models.samplers import uniform_sampler
-from videolmm.models.synthetic import index_frame, read_index, write_audio_only, write_index_video
-from videolmm.models.types import SamplingSpec
+from videolmm.errors import MediaError, MediaNotFound, MediaUnreadable, NoFrames, NoVideoStream
+from videolmm.media.decoders import DecordDecoder, PyAVDecoder, load_frames
+from videolmm.media.keyframe import KeyframeDecoder, decode_bound
+from videolmm.media.sampling import uniform_sampler
+from videolmm.toy.synthetic import index_frame, read_index, write_audio_only, write_index_video
+from videolmm.types import SamplingSpec
 
 UNSORTED = [5, 0, 161, 5, 142, 3, 239, 239, 60, 59]
 
@@ -229,7 +229,7 @@ def test_hostile_corpus_behaves_like_pyav(tmp_path: Path) -> None:
     """Each hostile input (tests/hostile_media.py) gets pyav's outcome: the same error type or the same pixels."""
     from hostile_media import build_corpus
 
-    from videolmm.models.media import resolve_decoder_name
+    from videolmm.media.decoders import resolve_decoder_name
 
     cases = build_corpus(tmp_path / "media", outside=tmp_path / "outside")
     spec = SamplingSpec(num_frames=8)
@@ -258,7 +258,7 @@ def test_hostile_corpus_behaves_like_pyav(tmp_path: Path) -> None:
 _PEAK_CHILD = """
 import json, sys
 import numpy as np
-from videolmm.models.keyframe import KeyframeDecoder
+from videolmm.media.keyframe import KeyframeDecoder
 
 def status(field):
     for line in open("/proc/self/status"):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from videolmm.models.errors import (
+from videolmm.errors import (
     DecoderUnavailable,
     MediaError,
     MediaNotFound,
@@ -19,7 +19,7 @@ from videolmm.models.errors import (
     NoVideoStream,
     UnsupportedCodec,
 )
-from videolmm.models.media import (
+from videolmm.media.decoders import (
     DecordDecoder,
     FramesDirDecoder,
     ImagesDecoder,
@@ -32,9 +32,9 @@ from videolmm.models.media import (
     load_frames,
     resolve_decoder_name,
 )
-from videolmm.models.samplers import fps_sampler, hound_sampler, uniform_sampler
-from videolmm.models.synthetic import index_frame, read_index, write_audio_only, write_index_video
-from videolmm.models.types import FrameSelection, SamplingSpec, VideoInfo
+from videolmm.media.sampling import fps_sampler, hound_sampler, uniform_sampler
+from videolmm.toy.synthetic import index_frame, read_index, write_audio_only, write_index_video
+from videolmm.types import FrameSelection, SamplingSpec, VideoInfo
 
 CONTAINER_DECODERS = [name for name in ("decord", "pyav", "torchcodec") if builtin_decoders()[name].available()]
 # the two the seeds use, required here (decord ships x86-64 wheels only)
@@ -400,7 +400,7 @@ def test_no_decoder_module_is_imported_at_import_time() -> None:
     import sys
 
     code = (
-        "import sys, videolmm.models.media, videolmm.models.samplers, videolmm.models.synthetic; "
+        "import sys, videolmm.media.decoders, videolmm.media.sampling, videolmm.toy.synthetic; "
         "print(sorted(m for m in ('av', 'decord', 'torchcodec') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)

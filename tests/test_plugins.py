@@ -26,11 +26,10 @@ from typing import Any
 import pluggy
 import pytest
 
-from videolmm.models import builtin
-from videolmm.models.errors import ConfigError, RegistryError
+from videolmm.errors import ConfigError, RegistryError
 from videolmm.models.families.base import Family
 from videolmm.models.prompts import PromptTemplate
-from videolmm.plugin import hookimpl
+from videolmm.plugin import builtin, hookimpl
 from videolmm.plugin.manager import (
     ALLOW_ENV,
     BUILTIN_PLUGIN_NAME,
@@ -65,7 +64,7 @@ RegisterPlugin = Callable[[pluggy.PluginManager, object, str], object]
 # ---------------------------------------------------------------------------------------------
 
 _ALPHA = """
-from videolmm.models.types import FrameSelection
+from videolmm.types import FrameSelection
 from videolmm.plugin import hookimpl
 
 
@@ -459,7 +458,7 @@ class _Claims:
 def test_resolve_family_first_result_wins(
     pm: pluggy.PluginManager, register_plugin: RegisterPlugin, tmp_path: Path
 ) -> None:
-    from videolmm.models.engine import detect_family
+    from videolmm.load import detect_family
 
     def resolve(model_type: str) -> str | None:
         return pm.hook.resolve_family(config={"model_type": model_type}, pretrained="some/checkpoint")
@@ -496,7 +495,7 @@ def test_resolve_family_first_result_wins(
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from videolmm.models.tiny import build_tiny_llava_next_video
+    from videolmm.toy.tiny import build_tiny_llava_next_video
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
@@ -505,7 +504,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def square_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from videolmm.models.synthetic import write_moving_square_video
+    from videolmm.toy.synthetic import write_moving_square_video
 
     path = tmp_path_factory.mktemp("videos") / "red_right.mp4"
     return write_moving_square_video(path, colour="red", direction="right", seed=1, num_frames=16, fps=8, size=64)
@@ -514,20 +513,20 @@ def square_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def make_engine(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[pluggy.PluginManager], Any]:
     """``make_engine(pm)``: the tiny checkpoint on CPU, 4 uniform frames, through that manager."""
-    from videolmm.models.engine import Engine
+    from videolmm.load import load_engine
     from videolmm.models.families.base import LoadOptions
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
     def make(manager: pluggy.PluginManager) -> Any:
-        return Engine.from_pretrained(str(tiny_checkpoint), pm=manager, num_frames=4, load=LoadOptions(device="cpu"))
+        return load_engine(str(tiny_checkpoint), pm=manager, num_frames=4, load=LoadOptions(device="cpu"))
 
     return make
 
 
 def _requests(video: Path, n: int) -> list[Any]:
-    from videolmm.models.types import GenerationSettings, Request
+    from videolmm.types import GenerationSettings, Request
 
     gen = GenerationSettings(max_new_tokens=3)
     return [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from videolmm.models.errors import PromptError
+from videolmm.errors import PromptError
 from videolmm.models.prompts import BUILTIN_TEMPLATES, build_content
 
 TEMPLATES = {t.name: t for t in BUILTIN_TEMPLATES}
@@ -71,7 +71,7 @@ def test_hf_chat_needs_a_tokenizer() -> None:
 
 
 def test_hf_chat_renders_the_checkpoints_template() -> None:
-    from videolmm.models.tiny import build_tokenizer
+    from videolmm.toy.tiny import build_tokenizer
 
     tok = build_tokenizer()
     out = TEMPLATES["hf_chat"].render("<video>\nWhat colour?", tokenizer=tok)
@@ -81,7 +81,7 @@ def test_hf_chat_renders_the_checkpoints_template() -> None:
 def test_hf_chat_with_a_typed_parts_template() -> None:
     """llava-hf templates render typed parts and drop plain strings; both forms must work."""
     from videolmm.models.prompts import render_chat_template
-    from videolmm.models.tiny import build_tokenizer
+    from videolmm.toy.tiny import build_tokenizer
 
     tok = build_tokenizer()
     tok.chat_template = (

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from videolmm.models.engine import Engine
+from videolmm.load import load_engine
 from videolmm.models.families.base import LoadOptions
-from videolmm.models.types import GenerationSettings, Request
+from videolmm.types import GenerationSettings, Request
 
 torch = pytest.importorskip("torch")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -33,8 +33,8 @@ def _requests(clips: dict[str, Path]) -> list[Request]:
 def test_tiny_checkpoint_on_cuda_answers_as_on_cpu(trained_llava_next_video: Path, clips: dict[str, Path]) -> None:
     """The GPU path (placement, batched left-padded generate) gives the CPU path's greedy answers."""
     requests = _requests(clips)
-    cpu = Engine.from_pretrained(str(trained_llava_next_video), load=LoadOptions(device="cpu", dtype="float32"))
-    gpu = Engine.from_pretrained(str(trained_llava_next_video), load=LoadOptions(device="cuda", dtype="float32"))
+    cpu = load_engine(str(trained_llava_next_video), load=LoadOptions(device="cpu", dtype="float32"))
+    gpu = load_engine(str(trained_llava_next_video), load=LoadOptions(device="cuda", dtype="float32"))
     assert str(gpu.model.device).startswith("cuda")
     on_cpu = [r.text for r in cpu.generate(requests, batch_size=len(requests))]
     on_gpu = [r.text for r in gpu.generate(requests, batch_size=len(requests))]
@@ -44,7 +44,7 @@ def test_tiny_checkpoint_on_cuda_answers_as_on_cpu(trained_llava_next_video: Pat
 @pytest.mark.gpu
 @needs_cuda
 def test_bfloat16_batched_generation_on_cuda(trained_llava_next_video: Path, clips: dict[str, Path]) -> None:
-    engine = Engine.from_pretrained(str(trained_llava_next_video), load=LoadOptions(device="cuda", dtype="bfloat16"))
+    engine = load_engine(str(trained_llava_next_video), load=LoadOptions(device="cuda", dtype="bfloat16"))
     assert engine.model.dtype == torch.bfloat16
     results = engine.generate(_requests(clips), batch_size=4)
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
@@ -62,7 +62,7 @@ def test_published_checkpoint_generates_with_the_seeds_token_count(
     repo: str, frames: int, per_frame: int, clips: dict[str, Path]
 ) -> None:
     """The real 7B checkpoints: the visual token count per frame the seed uses, and a real answer."""
-    engine = Engine.from_pretrained(repo, num_frames=frames, load=LoadOptions(device="cuda", dtype="float16"))
+    engine = load_engine(repo, num_frames=frames, load=LoadOptions(device="cuda", dtype="float16"))
     (result,) = engine.generate([Request(question=QUESTIONS[0], videos=(str(clips["red_right"]),), generation=GREEDY)])
     assert result.ok, result.error
     assert result.usage.visual_tokens == frames * per_frame

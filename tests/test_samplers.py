@@ -14,9 +14,9 @@ import av
 import numpy as np
 import pytest
 
-from videolmm.models.errors import NoFrames
-from videolmm.models.media import builtin_decoders, load_frames
-from videolmm.models.samplers import (
+from videolmm.errors import NoFrames
+from videolmm.media.decoders import builtin_decoders, load_frames
+from videolmm.media.sampling import (
     BUILTIN_SAMPLERS,
     ffmpeg_fps_output_count,
     ffmpeg_fps_source_indices,
@@ -25,8 +25,8 @@ from videolmm.models.samplers import (
     uniform_indices,
     uniform_sampler,
 )
-from videolmm.models.synthetic import read_index, write_index_video
-from videolmm.models.types import SamplingSpec, VideoInfo
+from videolmm.toy.synthetic import read_index, write_index_video
+from videolmm.types import SamplingSpec, VideoInfo
 
 CONTAINER_DECODERS = [name for name in ("decord", "pyav", "torchcodec") if builtin_decoders()[name].available()]
 

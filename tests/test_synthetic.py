@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from videolmm.models.synthetic import (
+from videolmm.toy.synthetic import (
     COLOURS,
     DIRECTIONS,
     MAX_INDEX,

@@ -1,4 +1,4 @@
-"""Tests for the offline tiny checkpoints (videolmm.models.tiny)."""
+"""Tests for the offline tiny checkpoints (videolmm.toy.tiny)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from videolmm.models import tiny
+from videolmm.toy import tiny
 
 FAMILIES = ("llava_next_video", "video_llava")
 BUILDERS = {

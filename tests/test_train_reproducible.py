@@ -2,7 +2,7 @@
 (what "retraining reproduces the shipped checkpoints" rests on), and a different seed does not.
 
 A scaled-down recipe (a few clips and steps) keeps this to seconds; the shipped recipes differ only
-in their counts (``videolmm.train.recipe.recipe_for``)."""
+in their counts (``videolmm.toy.train.recipe.recipe_for``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from videolmm.train.loop import train
-from videolmm.train.recipe import recipe_for
+from videolmm.toy.train.loop import train
+from videolmm.toy.train.recipe import recipe_for
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -49,8 +49,8 @@ def answers(samples: list[dict], kind: str) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("family", ["llava_next_video", "video_llava"])
 def test_shipped_manifests_record_the_recipe_and_accuracy(family: str) -> None:
-    from videolmm.models.trained import manifest
-    from videolmm.train.recipe import recipe_for
+    from videolmm.toy.train.recipe import recipe_for
+    from videolmm.toy.trained import manifest
 
     m = manifest(family)
     assert m["family"] == family and m["recipe"]["family"] == family
@@ -104,8 +104,8 @@ import zlib
 
 import numpy as np
 
-from videolmm.models.samplers import uniform_sampler
-from videolmm.models.types import FrameSelection
+from videolmm.media.sampling import uniform_sampler
+from videolmm.types import FrameSelection
 from videolmm.plugin import hookimpl
 
 

@@ -46,7 +46,7 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
 
 
 def _engine(args: argparse.Namespace, *, load_model: bool) -> Any:
-    from videolmm.models.engine import Engine
+    from videolmm.load import load_engine
     from videolmm.models.families.base import LoadOptions
 
     options = {
@@ -55,7 +55,7 @@ def _engine(args: argparse.Namespace, *, load_model: bool) -> Any:
         if v is not None
     }
     quant = "4bit" if args.load_4bit else "8bit" if args.load_8bit else None
-    return Engine.from_pretrained(
+    return load_engine(
         args.pretrained,
         family=args.family,
         template=args.template,
@@ -79,7 +79,7 @@ def cmd_tiny(args: argparse.Namespace) -> int:
 
     family = get_registry().family(args.family)
     if args.trained:
-        from videolmm.models.trained import materialize_trained
+        from videolmm.toy.trained import materialize_trained
 
         print(materialize_trained(family.name, args.out))
     else:
@@ -90,8 +90,8 @@ def cmd_tiny(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from videolmm.train.loop import train
-    from videolmm.train.recipe import recipe_for
+    from videolmm.toy.train.loop import train
+    from videolmm.toy.train.recipe import recipe_for
 
     recipe = recipe_for(args.family)
     if args.seed is not None:
@@ -106,7 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from videolmm.models.types import Request
+    from videolmm.types import Request
 
     engine = _engine(args, load_model=False)
     request = Request(question=args.question, videos=(args.video,)) if args.video else None
@@ -115,7 +115,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from videolmm.models.types import GenerationSettings, Request
+    from videolmm.types import GenerationSettings, Request
 
     engine = _engine(args, load_model=True)
     gen = GenerationSettings(
@@ -159,8 +159,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from videolmm.models.convert.base import ConvertOptions
-    from videolmm.models.convert.run import convert_checkpoint
+    from videolmm.convert.base import ConvertOptions
+    from videolmm.convert.run import convert_checkpoint
 
     def path(value: str | None) -> Path | None:
         return Path(value) if value else None
@@ -274,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``videolmm`` command."""
+    from videolmm.errors import VideoLMMError
     from videolmm.log import configure_from_env
-    from videolmm.models.errors import VideoLMMError
 
     configure_from_env()
     args = build_parser().parse_args(argv)

@@ -51,7 +51,7 @@ def serve_media(tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path]
     """The app's media root: clips, an image, and files that cross each limit or escape the root."""
     from PIL import Image
 
-    from videolmm.models.synthetic import moving_square_frames, write_moving_square_video
+    from videolmm.toy.synthetic import moving_square_frames, write_moving_square_video
 
     root = tmp_path_factory.mktemp("serve-media")
     shutil.copy(clips["red_right"], root / "red_right.mp4")

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 from serve_helpers import REPO
 
-from videolmm.models.engine import Engine
+from videolmm.load import load_engine
 from videolmm.models.families.base import LoadOptions
 from videolmm.plugin.manager import get_plugin_manager, get_registry
 from videolmm.serve.config import ModelConfig, ServeArgs, build_app, load_serve_config
@@ -118,7 +118,7 @@ def test_media_deployment_defaults_equal_the_engines(tiny_llava_next_video: Path
     model = ModelConfig(model_id="m", pretrained=str(tiny_llava_next_video), device="cpu", **overrides)
     pm = get_plugin_manager()
     ours = model_media_settings(model, registry=get_registry(pm), pm=pm)
-    engine = Engine.from_pretrained(model.pretrained, load_model=False, **model.engine_kwargs())
+    engine = load_engine(model.pretrained, load_model=False, **model.engine_kwargs())
     assert ours == engine.settings.media
 
 

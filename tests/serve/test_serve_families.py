@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from serve_helpers import HOUND, QWEN2, QWEN2_FRAMES, ServeApp, video_message
 
-from videolmm.models.engine import Engine
+from videolmm.load import load_engine
 from videolmm.models.families.base import LoadOptions
-from videolmm.models.types import GenerationSettings, Request
+from videolmm.types import GenerationSettings, Request
 
 QUESTION = "Which way does the square move?"
 
@@ -30,7 +30,7 @@ def test_served_family_matches_the_core_in_process(
 ) -> None:
     clip = serve_app.media_root / "red_right.mp4"
     frames = {"num_frames": QWEN2_FRAMES} if model == QWEN2 else {}  # as the serve config sets it
-    engine = Engine.from_pretrained(str(checkpoints[model]), family=family, load=LoadOptions(device="cpu"), **frames)
+    engine = load_engine(str(checkpoints[model]), family=family, load=LoadOptions(device="cpu"), **frames)
     (expected,) = engine.generate(
         [Request(question=QUESTION, videos=(str(clip),), generation=GenerationSettings(max_new_tokens=8))]
     )

@@ -16,10 +16,10 @@ import pytest
 from serve_helpers import TRAINED, ServeApp, video_message
 
 from videolmm.eval.markers import ERROR_PREFIX
-from videolmm.models.engine import Engine
+from videolmm.load import load_engine
 from videolmm.models.families.base import LoadOptions
-from videolmm.models.types import GenerationSettings, Request
 from videolmm.tasks.synthetic_clips import clip_path
+from videolmm.types import GenerationSettings, Request
 
 FRAMES = 4  # the trained checkpoint's own frame count (its videolmm.json)
 
@@ -97,7 +97,7 @@ def test_lmms_eval_openai_model_scores_the_same_against_the_server(
     # Per doc, each path is the core engine: lmms-eval's openai model sends no stop strings (it does not
     # forward the task's `until`), so the server's text is the engine's uncut greedy text; the in-process
     # model passes `until`, so its text is the engine's text cut at "\n" / ".".
-    engine = Engine.from_pretrained(
+    engine = load_engine(
         str(trained_llava_next_video), family="llava_next_video", num_frames=FRAMES, load=LoadOptions(device="cpu")
     )
     docs = _docs(in_process)

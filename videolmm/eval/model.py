@@ -12,7 +12,7 @@ What it adds over lmms-eval's built-in wrappers:
   many questions ask about it; on CPU, torch's threads are sized per batch: every core while decoding
   is cheap, else the cores the decode threads leave (``torch_threads``);
 - ``frame_cache=DIR`` (or ``VIDEOLMM_FRAME_CACHE=DIR``) keeps decoded frames on disk, so a second
-  run over the same videos and settings skips decoding (:mod:`videolmm.models.frame_cache`);
+  run over the same videos and settings skips decoding (:mod:`videolmm.media.cache`);
 - a broken video fails only its own sample: its response is ``"[videolmm error] <reason>"``,
   which the logged samples keep; the run completes and scores the rest;
 - ``loglikelihood`` is implemented; sharding under ``accelerate launch`` follows the rank.
@@ -35,15 +35,16 @@ from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
+from videolmm.errors import ConfigError
 from videolmm.eval.checkpoint import ResponseCheckpoint
 from videolmm.eval.compat import loglikelihood_output
 from videolmm.eval.markers import ERROR_PREFIX
+from videolmm.load import load_engine
 from videolmm.log import configure_from_env
-from videolmm.models.engine import DecodedRequest, Engine, error_text
-from videolmm.models.errors import ConfigError
+from videolmm.media.cache import FrameCache
+from videolmm.models.engine import DecodedRequest, error_text
 from videolmm.models.families.base import LoadOptions
-from videolmm.models.frame_cache import FrameCache
-from videolmm.models.types import GenerationSettings, Request
+from videolmm.types import GenerationSettings, Request
 
 logger = logging.getLogger(__name__)
 
@@ -303,7 +304,7 @@ class VideoLMM(lmms):
         self._wait_s = 0.0
         self._decodes = 0
         quant = "4bit" if _as_bool(load_in_4bit) else "8bit" if _as_bool(load_in_8bit) else None
-        self.engine = Engine.from_pretrained(
+        self.engine = load_engine(
             pretrained,
             family=self.fixed_family or family,
             template=template,

@@ -21,13 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from videolmm.models import media as media_mod
-from videolmm.models.errors import ConfigError, ContextLengthExceeded, PromptError, TokenCountMismatch
+from videolmm.errors import ConfigError, ContextLengthExceeded, PromptError, TokenCountMismatch
+from videolmm.media import decoders as media_mod
+from videolmm.media.cache import FrameCache
+from videolmm.media.images import load_image
 from videolmm.models.families.base import Family, LoadOptions, read_config_dict
-from videolmm.models.frame_cache import FrameCache
-from videolmm.models.images import load_image
 from videolmm.models.prompts import build_content
-from videolmm.models.types import (
+from videolmm.registry import Registry
+from videolmm.types import (
     Frames,
     GenerationSettings,
     MediaSettings,
@@ -128,15 +129,16 @@ class Engine:
         config: Any,
         processor: Any,
         model: Any,
-        pm: Any,
-        registry: Any,
+        registry: Registry,
+        hooks: Any = None,
     ) -> None:
         self.settings = settings
         self.family = family
         self.config = config
         self.processor = processor
         self.model = model
-        self.pm = pm
+        #: The plugin host's hook caller (``pm.hook``); None runs :meth:`run_batch` directly.
+        self.hooks = hooks
         self.registry = registry
         self.template = registry.template(settings.template)
         registry.decoder(settings.media.decoder)  # fail early on unknown names
@@ -153,6 +155,8 @@ class Engine:
         cls,
         pretrained: str,
         *,
+        registry: Registry,
+        hooks: Any = None,
         family: str | None = None,
         template: str | None = None,
         system_prompt: str | None = None,
@@ -165,12 +169,13 @@ class Engine:
         family_options: Mapping[str, Any] | None = None,
         load: LoadOptions | None = None,
         load_model: bool = True,
-        pm: Any = None,
     ) -> Engine:
         """Load a checkpoint with the seed's defaults, each overridable.
 
         Args:
             pretrained: local directory or hub id.
+            registry: the component registry (built by the plugin host, :mod:`videolmm.load`).
+            hooks: the host's hook caller (``pm.hook``): ``resolve_family`` and ``generate_batch``.
             family: family name; None detects it from ``config.json`` (``resolve_family`` hook).
             template: conversation template; None takes the family's choice for this checkpoint.
             system_prompt: replaces the template's system message.
@@ -178,19 +183,14 @@ class Engine:
             family_options: family-specific options (e.g. ``spatial_pool_stride``).
             load: device, dtype, attention and quantisation options.
             load_model: False loads config and processor only (for ``videolmm inspect``).
-            pm: plugin manager; None uses the shared one.
 
         Raises:
             ConfigError / RegistryError: a name or option is unknown (the message lists the
                 known ones).
         """
-        from videolmm.plugin.manager import get_plugin_manager, get_registry
-
-        pm = pm or get_plugin_manager()
-        registry = get_registry(pm)
         load = load or LoadOptions()
         if family is None:
-            family = detect_family(pretrained, pm=pm, revision=load.revision)
+            family = detect_family(pretrained, hooks=hooks, revision=load.revision)
         fam: Family = registry.family(family)
         options = fam.check_options(family_options or {})
 
@@ -220,7 +220,13 @@ class Engine:
         )
         model = fam.load_model(pretrained, config, load) if load_model else None
         return cls(
-            settings=settings, family=fam, config=config, processor=processor, model=model, pm=pm, registry=registry
+            settings=settings,
+            family=fam,
+            config=config,
+            processor=processor,
+            model=model,
+            registry=registry,
+            hooks=hooks,
         )
 
     # ------------------------------------------------------------------ media
@@ -400,7 +406,7 @@ class Engine:
         try:
             batch = self.prepare(items, items[0].request.generation)
             self.check_context(batch)
-            out = self.pm.hook.generate_batch(engine=self, batch=batch)
+            out = self.run_batch(batch) if self.hooks is None else self.hooks.generate_batch(engine=self, batch=batch)
             if out is None or len(out) != len(items):
                 raise RuntimeError("generate_batch returned no result for some requests")
             return list(out)
@@ -562,17 +568,19 @@ class Engine:
 # ---------------------------------------------------------------------- helpers
 
 
-def detect_family(pretrained: str, *, pm: Any = None, revision: str | None = None) -> str:
+def detect_family(pretrained: str, *, hooks: Any, revision: str | None = None) -> str:
     """Ask the ``resolve_family`` hook which family loads ``pretrained``.
+
+    Args:
+        pretrained: checkpoint directory or hub id.
+        hooks: the plugin host's hook caller (``pm.hook``), or None (then ``family=`` is required).
+        revision: hub revision.
 
     Raises:
         ConfigError: no plugin claims the checkpoint (the message names its model_type).
     """
-    from videolmm.plugin.manager import get_plugin_manager
-
-    pm = pm or get_plugin_manager()
     config = read_config_dict(pretrained, revision=revision)
-    name = pm.hook.resolve_family(config=config, pretrained=str(pretrained))
+    name = hooks.resolve_family(config=config, pretrained=str(pretrained)) if hooks is not None else None
     if name is None:
         raise ConfigError(
             f"{pretrained}: no family handles model_type={config.get('model_type')!r} "

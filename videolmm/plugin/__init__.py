@@ -5,12 +5,7 @@ Import-light on purpose: nothing here imports torch, transformers, lmms-eval or 
 
 from __future__ import annotations
 
-import pluggy
-
-from videolmm.plugin.hookspecs import PROJECT_NAME, hookspec
-
-#: Marker for hook implementations: ``@hookimpl`` or ``@hookimpl(wrapper=True)``.
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+from videolmm.plugin.hookspecs import PROJECT_NAME, hookimpl, hookspec
 
 
 def get_plugin_manager():  # noqa: ANN201 - re-exported lazily to keep this module tiny

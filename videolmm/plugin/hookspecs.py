@@ -1,7 +1,8 @@
 """Hook specifications for videolmm plugins (pluggy project name ``videolmm``).
 
 Every hook videolmm calls is declared here, with a docstring-only body, in the style of
-pytest's ``hookspec.py``. Plugins implement them with :data:`videolmm.plugin.hookimpl`::
+pytest's ``hookspec.py``. Plugins implement them with :data:`videolmm.plugin.hookimpl` (defined here, re-exported
+there)::
 
     from videolmm.plugin import hookimpl
 
@@ -11,12 +12,12 @@ pytest's ``hookspec.py``. Plugins implement them with :data:`videolmm.plugin.hoo
 
 Collections use *register callbacks* (like ``llm``'s ``register_models(register)``): a hook
 receives a ``register`` function and calls it once per object. Registering a name that
-another plugin already registered raises :class:`videolmm.models.errors.RegistryError`
+another plugin already registered raises :class:`videolmm.errors.RegistryError`
 naming both plugins. An implementation may accept fewer arguments than the spec.
 
 Plugins are found through the ``videolmm`` entry-point group; see
 :func:`videolmm.plugin.manager.get_plugin_manager`. Built-in families, decoders, samplers and
-templates are registered by an ordinary plugin, :mod:`videolmm.models.builtin`.
+templates are registered by an ordinary plugin, :mod:`videolmm.plugin.builtin`.
 """
 
 from __future__ import annotations
@@ -27,16 +28,19 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from videolmm.media.decoders import VideoDecoder
+    from videolmm.media.sampling import Sampler
     from videolmm.models.engine import Engine, PreparedBatch
     from videolmm.models.families.base import Family
-    from videolmm.models.media import VideoDecoder
     from videolmm.models.prompts import PromptTemplate
-    from videolmm.models.samplers import Sampler
-    from videolmm.models.types import Result
+    from videolmm.types import Result
 
 PROJECT_NAME = "videolmm"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+#: Marker for hook implementations: ``@hookimpl`` or ``@hookimpl(wrapper=True)``.
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 # -------------------------------------------------------------------------
@@ -65,7 +69,7 @@ def register_decoders(register: Callable[[str, VideoDecoder], None]) -> None:
     """Register video decoders by name.
 
     :param register: call ``register(name, decoder)`` once per decoder; ``decoder``
-        implements :class:`~videolmm.models.media.VideoDecoder` (``open(source)`` returning
+        implements :class:`~videolmm.media.decoders.VideoDecoder` (``open(source)`` returning
         an opened video with ``info`` and ``read(indices)``). Names are what users pass as
         ``decoder=``.
     :return: ignored.
@@ -78,7 +82,7 @@ def register_samplers(register: Callable[[str, Sampler], None]) -> None:
 
     :param register: call ``register(name, sampler)`` once per sampler; ``sampler`` is a
         callable ``(info: VideoInfo, spec: SamplingSpec) -> FrameSelection`` (see
-        :mod:`videolmm.models.samplers`). Names are what users pass as ``sampler=``.
+        :mod:`videolmm.media.sampling`). Names are what users pass as ``sampler=``.
     :return: ignored.
     """
 
@@ -124,7 +128,7 @@ def resolve_family(config: Mapping[str, Any], pretrained: str) -> str | None:
 def generate_batch(engine: Engine, batch: PreparedBatch) -> Sequence[Result] | None:
     """Run the language model on one prepared batch and return one result per request.
 
-    The built-in implementation (:mod:`videolmm.models.builtin`) calls
+    The built-in implementation (:mod:`videolmm.plugin.builtin`) calls
     ``engine.run_batch(batch)``. Use ``@hookimpl(wrapper=True)`` to time, trace or log
     around it; a wrapper receives the same arguments and must ``return (yield)`` (or a
     replacement list of the same length). Stops at first non-None result.
@@ -133,5 +137,5 @@ def generate_batch(engine: Engine, batch: PreparedBatch) -> Sequence[Result] | N
         processor, family, settings).
     :param batch: a :class:`~videolmm.models.engine.PreparedBatch`: the requests, their
         processor inputs (left-padded tensors), rendered prompts and visual token counts.
-    :return: a sequence of :class:`~videolmm.models.types.Result`, one per request, in order.
+    :return: a sequence of :class:`~videolmm.types.Result`, one per request, in order.
     """

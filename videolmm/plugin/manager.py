@@ -18,16 +18,16 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import pluggy
 
-from videolmm.models.errors import RegistryError
+from videolmm.errors import RegistryError
 from videolmm.plugin import hookspecs
 from videolmm.plugin.hookspecs import PROJECT_NAME
+from videolmm.registry import PLURAL, Registry
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def new_plugin_manager(
     """Build a fresh plugin manager (tests use this; everything else uses the shared one).
 
     Args:
-        builtins: register :mod:`videolmm.models.builtin` as a plugin.
+        builtins: register :mod:`videolmm.plugin.builtin` as a plugin.
         load_entrypoints: load the ``videolmm`` entry-point group.
         allow: entry-point names to load; None reads ``VIDEOLMM_PLUGINS`` (unset = all).
 
@@ -61,7 +61,7 @@ def new_plugin_manager(
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     if builtins:
-        from videolmm.models import builtin
+        from videolmm.plugin import builtin
 
         pm.register(builtin, name=BUILTIN_PLUGIN_NAME)
     if load_entrypoints:
@@ -143,51 +143,6 @@ def _loaded_module(ep: EntryPoint) -> Any:
     return obj
 
 
-_PLURAL = {"family": "families", "decoder": "decoders", "sampler": "samplers", "template": "templates"}
-
-
-@dataclass
-class Registry:
-    """Named components collected from every plugin's register hooks.
-
-    Attributes:
-        families: family name → :class:`~videolmm.models.families.base.Family`.
-        decoders: decoder name → decoder.
-        samplers: sampler name → sampler callable.
-        templates: template name → :class:`~videolmm.models.prompts.PromptTemplate`.
-        owners: ``"kind:name"`` → name of the plugin that registered it.
-    """
-
-    families: dict[str, Any] = field(default_factory=dict)
-    decoders: dict[str, Any] = field(default_factory=dict)
-    samplers: dict[str, Any] = field(default_factory=dict)
-    templates: dict[str, Any] = field(default_factory=dict)
-    owners: dict[str, str] = field(default_factory=dict)
-
-    def _get(self, kind: str, table: Mapping[str, Any], name: str) -> Any:
-        try:
-            return table[name]
-        except KeyError:
-            known = ", ".join(sorted(table)) or "none"
-            raise RegistryError(f"unknown {kind} {name!r}; registered {_PLURAL[kind]}: {known}") from None
-
-    def family(self, name: str) -> Any:
-        """Return the family registered as ``name`` or raise ``RegistryError`` listing names."""
-        return self._get("family", self.families, name)
-
-    def decoder(self, name: str) -> Any:
-        """Return the decoder registered as ``name``."""
-        return self._get("decoder", self.decoders, name)
-
-    def sampler(self, name: str) -> Any:
-        """Return the sampler registered as ``name``."""
-        return self._get("sampler", self.samplers, name)
-
-    def template(self, name: str) -> Any:
-        """Return the prompt template registered as ``name``."""
-        return self._get("template", self.templates, name)
-
-
 def _collect(
     pm: pluggy.PluginManager, hook_name: str, kind: str, table: dict[str, Any], owners: dict[str, str]
 ) -> None:
@@ -220,7 +175,7 @@ def _collect(
                 raise  # videolmm's own components must register
             # a third-party plugin's register hook that raises is logged by name and skipped whole
             logger.exception(
-                "videolmm plugin %r: %s raised; its %s are skipped", impl.plugin_name, hook_name, _PLURAL[kind]
+                "videolmm plugin %r: %s raised; its %s are skipped", impl.plugin_name, hook_name, PLURAL[kind]
             )
             for name in set(table) - before:
                 del table[name]

@@ -17,7 +17,7 @@ Ray validates ``args`` into :class:`ServeArgs` because :func:`build_app` is anno
 (Ray's typed app builders); in Python, ``build_app(ServeArgs(...))`` or ``build_app({...})``.
 
 Every model default is the core's (the family's sampler, frame count, template), so a request
-served here becomes the same core :class:`~videolmm.models.types.Request` that lmms-eval builds.
+served here becomes the same core :class:`~videolmm.types.Request` that lmms-eval builds.
 
 This module imports only pydantic and the core's light types; Ray is imported by
 :func:`build_app`.

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from videolmm.models.types import GenerationSettings, Result
 from videolmm.serve.config import LimitsConfig, ModelConfig
 from videolmm.serve.errors import bad_request, unprocessable
 from videolmm.serve.jobs import ChatJob, MediaRef
@@ -34,6 +33,7 @@ from videolmm.serve.protocol import (
     UsageInfo,
     VideoLMMInfo,
 )
+from videolmm.types import GenerationSettings, Result
 
 #: Roles whose messages set the system prompt (OpenAI's newer name for it is ``developer``).
 SYSTEM_ROLES = frozenset({"system", "developer"})

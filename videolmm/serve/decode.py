@@ -25,15 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from videolmm.models import media as media_mod
-from videolmm.models.engine import DecodedRequest, detect_family, error_text, media_settings
-from videolmm.models.errors import MediaError
-from videolmm.models.images import load_image
-from videolmm.models.types import Frames, MediaSettings, Request, VideoSource
+from videolmm.errors import MediaError
+from videolmm.load import detect_family
+from videolmm.media import decoders as media_mod
+from videolmm.media.images import load_image
+from videolmm.models.engine import DecodedRequest, error_text, media_settings
 from videolmm.serve.config import ModelConfig, ServeArgs
 from videolmm.serve.errors import bad_request, too_large, unprocessable
 from videolmm.serve.jobs import ChatJob, MediaRef
 from videolmm.serve.security import FetchPolicy, MediaRoots, RemoteFetcher, parse_data_url
+from videolmm.types import Frames, MediaSettings, Request, VideoSource
 
 # Serve attaches the request id and replica to records of "ray.serve" and its children.
 logger = logging.getLogger("ray.serve.videolmm.decode")

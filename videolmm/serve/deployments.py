@@ -22,13 +22,13 @@ from dataclasses import dataclass, replace
 from ray import serve
 
 from videolmm.models.engine import DecodedRequest, Engine, error_text
-from videolmm.models.types import MediaSettings, Result
 from videolmm.serve.config import ServeArgs
 from videolmm.serve.context import batch_request_ids, set_batch_request_ids
 from videolmm.serve.decode import MediaPipeline
 from videolmm.serve.errors import ApiError, ServeError
 from videolmm.serve.jobs import ChatJob, Generated
 from videolmm.serve.metrics import MediaMetrics, ModelMetrics
+from videolmm.types import MediaSettings, Result
 
 logger = logging.getLogger("ray.serve.videolmm")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from videolmm.models.errors import MediaError, PromptError
+from videolmm.errors import MediaError, PromptError
 
 
 @dataclass(frozen=True)

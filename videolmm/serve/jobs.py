@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from videolmm.models.types import GenerationSettings, Result
+from videolmm.types import GenerationSettings, Result
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ def clip_name(doc: Mapping[str, Any]) -> str:
 
 def clip_path(doc: Mapping[str, Any]) -> str:
     """Path of the doc's clip, writing it first if it is not cached yet."""
-    from videolmm.models.synthetic import write_moving_square_video
+    from videolmm.toy.synthetic import write_moving_square_video
 
     path = cache_dir() / clip_name(doc)
     if not path.exists():

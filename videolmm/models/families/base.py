@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videolmm.models.errors import ConfigError
-from videolmm.models.types import MediaSettings
+from videolmm.errors import ConfigError
+from videolmm.types import MediaSettings
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from videolmm.models.errors import ConfigError
+from videolmm.errors import ConfigError
 from videolmm.models.families.base import LoadOptions, import_string, read_config_dict
 from videolmm.models.families.video_llava import VideoLlavaFamily
-from videolmm.models.types import MediaSettings, SamplingSpec
+from videolmm.types import MediaSettings, SamplingSpec
 
 _MODELING = "videolmm.models.families.modeling_llava_hound"
 _PROCESSING = "videolmm.models.families.processing_llava_hound"
@@ -77,7 +77,7 @@ class LlavaHoundFamily(VideoLlavaFamily):
         return processor
 
     def build_tiny(self, out_dir: Any, *, seed: int = 0, geometry: str = "tiny") -> Path:
-        from videolmm.models.tiny_families import build_tiny_llava_hound
+        from videolmm.toy.tiny_families import build_tiny_llava_hound
 
         return build_tiny_llava_hound(out_dir, seed=seed, geometry=geometry)
 

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from videolmm.models.errors import ConfigError
+from videolmm.errors import ConfigError
 from videolmm.models.families.base import Family, left_padded, vision_summary
-from videolmm.models.types import MediaSettings, SamplingSpec
+from videolmm.types import MediaSettings, SamplingSpec
 
 POOL_MODES = ("average", "max", "conv")
 
@@ -97,7 +97,7 @@ class LlavaNextVideoFamily(Family):
     def load_config(self, pretrained: str, load: Any) -> Any:
         """The config, with RoPE scaling that sits flat in ``text_config`` moved into place
         (``llava-hf/LLaVA-NeXT-Video-7B-hf`` revisions 6ae32f6/babe571; seed-facts §1a)."""
-        from videolmm.models.convert.rope import repair_flat_rope_scaling
+        from videolmm.convert.rope import repair_flat_rope_scaling
 
         config = super().load_config(pretrained, load)
         repair_flat_rope_scaling(config.text_config)
@@ -110,7 +110,7 @@ class LlavaNextVideoFamily(Family):
         return left_padded(processor)
 
     def build_tiny(self, out_dir: Any, *, seed: int = 0, geometry: str = "tiny") -> Path:
-        from videolmm.models.tiny import build_tiny_llava_next_video
+        from videolmm.toy.tiny import build_tiny_llava_next_video
 
         return build_tiny_llava_next_video(out_dir, seed=seed, geometry=geometry)
 

@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from videolmm.models.errors import ConfigError
+from videolmm.errors import ConfigError
 from videolmm.models.families.base import Family, LoadOptions, import_string, left_padded
-from videolmm.models.types import Frames, MediaSettings, SamplingSpec
+from videolmm.types import Frames, MediaSettings, SamplingSpec
 
 #: ``mm_spatial_pool_mode`` values LLaVA-NeXT's ``get_2dPool`` implements.
 POOL_MODES = ("bilinear", "average", "max")
@@ -188,7 +188,7 @@ class LlavaVideoQwen2Family(Family):
         return left_padded(processor)
 
     def build_tiny(self, out_dir: Any, *, seed: int = 0, geometry: str = "tiny") -> Path:
-        from videolmm.models.tiny_families import build_tiny_llava_video_qwen2
+        from videolmm.toy.tiny_families import build_tiny_llava_video_qwen2
 
         return build_tiny_llava_video_qwen2(out_dir, seed=seed, geometry=geometry)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from videolmm.models.families.base import Family, vision_summary
-from videolmm.models.types import MediaSettings, SamplingSpec
+from videolmm.types import MediaSettings, SamplingSpec
 
 
 class VideoLlavaFamily(Family):
@@ -31,7 +31,7 @@ class VideoLlavaFamily(Family):
         return (height // patch) * (width // patch) + (1 if self.keep_video_cls else 0)
 
     def build_tiny(self, out_dir: Any, *, seed: int = 0, geometry: str = "tiny") -> Path:
-        from videolmm.models.tiny import build_tiny_video_llava
+        from videolmm.toy.tiny import build_tiny_video_llava
 
         return build_tiny_video_llava(out_dir, seed=seed, geometry=geometry)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from videolmm.models.errors import MediaNotFound
+from videolmm.errors import MediaNotFound
 
 logger = logging.getLogger(__name__)
 

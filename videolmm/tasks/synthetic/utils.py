@@ -41,6 +41,6 @@ def aggregate_kind(items: list[dict[str, Any]]) -> float:
 
 def doc_to_choice(doc: dict[str, Any]) -> list[str]:
     """The answer set of the doc's kind (colour names or directions)."""
-    from videolmm.models.synthetic import COLOURS, DIRECTIONS
+    from videolmm.toy.synthetic import COLOURS, DIRECTIONS
 
     return sorted(COLOURS) if doc["kind"] == "colour" else list(DIRECTIONS)

@@ -23,10 +23,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from videolmm.models.errors import ConfigError
+from videolmm.errors import ConfigError
 from videolmm.models.families.base import Family, LoadOptions
 from videolmm.models.prompts import PromptTemplate
-from videolmm.models.types import MediaSettings, SamplingSpec
+from videolmm.types import MediaSettings, SamplingSpec
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ videolmm's media layer, so it is ignored here.
 
 from __future__ import annotations
 
-from videolmm.models.errors import NoFrames
-from videolmm.models.types import FrameSelection, SamplingSpec, VideoInfo
+from videolmm.errors import NoFrames
+from videolmm.types import FrameSelection, SamplingSpec, VideoInfo
 
 #: Registry name of the sampler.
 NAME = "segment_middle"

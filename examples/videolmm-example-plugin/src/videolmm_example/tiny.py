@@ -72,7 +72,7 @@ def build_tiny_llava_onevision(out_dir: str | Path, *, seed: int = 0, geometry: 
         SiglipVisionConfig,
     )
     from transformers.utils import logging as hf_logging
-    from videolmm.models.tiny import build_tokenizer
+    from videolmm.toy.tiny import build_tokenizer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Trained tiny checkpoints shipped as package data (``videolmm/models/assets/trained/<family>``).
+"""Trained tiny checkpoints shipped as package data (``videolmm/toy/assets/trained/<family>``).
 
 They were trained on synthetic clips by ``videolmm train`` (recipe and measured accuracy in
 each folder's ``videolmm_trained.json``); CI never retrains. Retrain with
@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from videolmm.models.errors import ConfigError
+from videolmm.errors import ConfigError
 
 ASSETS = Path(__file__).parent / "assets" / "trained"
 MANIFEST_NAME = "videolmm_trained.json"

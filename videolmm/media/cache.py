@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from . import media as media_mod
-from .types import Frames, FrameSelection, SamplingSpec, VideoInfo, VideoSource
+from videolmm.media import decoders as media_mod
+from videolmm.types import Frames, FrameSelection, SamplingSpec, VideoInfo, VideoSource
 
 logger = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ class FrameCache:
         spec: SamplingSpec,
         sampler_name: str,
     ) -> Frames:
-        """:func:`~videolmm.models.media.load_frames` through the cache.
+        """:func:`~videolmm.media.decoders.load_frames` through the cache.
 
         Args:
             source: any video source (image sequences bypass the cache).

@@ -1,6 +1,6 @@
 """Video sources and decoders: open anything the core accepts as a video and read frames by index.
 
-Sources (:data:`~videolmm.models.types.VideoSource`):
+Sources (:data:`~videolmm.types.VideoSource`):
 
 * a local file path (``str`` / ``Path``);
 * ``bytes`` holding a whole container;
@@ -13,7 +13,7 @@ returns an :class:`OpenedVideo` that owns the file handles. For the same file an
 PyAV and torchcodec return bit-identical RGB frames (h264, mpeg4), and PyAV counts frames exactly as
 decord does.
 
-Every failure raises a :class:`~videolmm.models.errors.MediaError` subclass naming the source and
+Every failure raises a :class:`~videolmm.errors.MediaError` subclass naming the source and
 the reason. Containers are probed with PyAV before decord or torchcodec see them, so garbage, audio
 files and images are rejected with a typed error instead of reaching an older bundled FFmpeg.
 
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import (
+from videolmm.errors import (
     DecoderUnavailable,
     MediaError,
     MediaNotFound,
@@ -45,7 +45,7 @@ from .errors import (
     NoVideoStream,
     UnsupportedCodec,
 )
-from .types import Frames, FrameSelection, SamplingSpec, VideoInfo, VideoSource
+from videolmm.types import Frames, FrameSelection, SamplingSpec, VideoInfo, VideoSource
 
 if TYPE_CHECKING:
     from av.container import InputContainer

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videolmm.models import tiny
+from videolmm.toy import tiny
 
 __all__ = [
     "OriginalCheckpoint",

@@ -411,8 +411,8 @@ def build_tiny_video_llava(out_dir: str | Path, *, seed: int = 0, geometry: str 
 
 
 # ---------------------------------------------------------------------------------------------
-# Building blocks for the other tiny builders (videolmm.models.tiny_families and the original-
-# layout builders in videolmm.models.convert.tiny_originals). Thin public names over the helpers
+# Building blocks for the other tiny builders (videolmm.toy.tiny_families and the original-
+# layout builders in videolmm.toy.tiny_originals). Thin public names over the helpers
 # above, so those modules reuse them without reaching into private names.
 
 CLIP_MEAN: tuple[float, ...] = tuple(_CLIP_MEAN)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from videolmm.models.errors import ConfigError
+from videolmm.errors import ConfigError
 
 #: Called with one line of progress text.
 Progress = Callable[[str], None]

@@ -12,7 +12,7 @@ choices follow transformers' ``convert_llava_next_video_weights_to_hf.py``:
   of 64 with the mean embedding in the new rows;
 - Vicuna (7B, 7B-DPO) gets linear RoPE scaling, factor 2.0, under ``rope_scaling`` (the
   transformers script wrote it flat into ``text_config``, where it is ignored; see
-  :mod:`videolmm.models.convert.rope`);
+  :mod:`videolmm.convert.rope`);
 - the pool mode and stride are read from the original config.
 
 The output is a stock ``LlavaNextVideoForConditionalGeneration`` checkpoint (videolmm's
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from videolmm.models.convert.base import (
+from videolmm.convert.base import (
     ConvertOptions,
     Prepared,
     Source,
@@ -32,8 +32,8 @@ from videolmm.models.convert.base import (
     llava_next_rules,
     require,
 )
-from videolmm.models.convert.chat_templates import chat_template
-from videolmm.models.convert.common import (
+from videolmm.convert.chat_templates import chat_template
+from videolmm.convert.common import (
     add_tokens,
     generation_config,
     grown_vocab,
@@ -41,8 +41,8 @@ from videolmm.models.convert.common import (
     text_config,
     vision_config,
 )
-from videolmm.models.convert.shards import Progress, weight_files
-from videolmm.models.errors import ConfigError
+from videolmm.convert.shards import Progress, weight_files
+from videolmm.errors import ConfigError
 from videolmm.models.families.llava_next_video import LLAVA_NEXT_VIDEO, pooled_side
 
 #: Vicuna's linear RoPE factor in transformers' converter (and the seed demo's value at 32 frames).
@@ -87,7 +87,7 @@ class LlavaNextVideoLayout(SourceLayout):
             LlavaNextVideoVideoProcessor,
         )
 
-        from videolmm.models.tiny import CLIP_MEAN, CLIP_STD
+        from videolmm.toy.tiny import CLIP_MEAN, CLIP_STD
 
         require(original, "mm_projector_type", ["mlp2x_gelu"])
         require(original, "mm_vision_select_feature", ["patch"], "patch")

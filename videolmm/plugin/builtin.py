@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from videolmm.plugin import hookimpl
+from videolmm.plugin.hookspecs import hookimpl
 
 
 def _families() -> list[Any]:
@@ -30,8 +30,8 @@ def register_families(register: Callable[[Any], None]) -> None:
 @hookimpl
 def register_decoders(register: Callable[[str, Any], None]) -> None:
     """Register decord, pyav, torchcodec, frames (a directory), images (a list) and keyframe."""
-    from videolmm.models.keyframe import KeyframeDecoder
-    from videolmm.models.media import builtin_decoders
+    from videolmm.media.decoders import builtin_decoders
+    from videolmm.media.keyframe import KeyframeDecoder
 
     for name, decoder in builtin_decoders().items():
         register(name, decoder)
@@ -41,7 +41,7 @@ def register_decoders(register: Callable[[str, Any], None]) -> None:
 @hookimpl
 def register_samplers(register: Callable[[str, Any], None]) -> None:
     """Register uniform, fps (LLaVA-Video) and hound (LLaVA-Hound)."""
-    from videolmm.models.samplers import BUILTIN_SAMPLERS
+    from videolmm.media.sampling import BUILTIN_SAMPLERS
 
     for name, sampler in BUILTIN_SAMPLERS.items():
         register(name, sampler)
@@ -68,11 +68,11 @@ def resolve_family(config: Mapping[str, Any], pretrained: str) -> str | None:
     for family in _families():
         if model_type in family.model_types:
             return family.name
-    from videolmm.models.convert.run import detect_layout
+    from videolmm.convert.run import detect_layout
 
     layout = detect_layout(config)
     if layout is not None:
-        from videolmm.models.errors import ConfigError
+        from videolmm.errors import ConfigError
 
         raise ConfigError(
             f"{pretrained}: an original {layout} checkpoint (model_type={model_type!r}); convert it first: "

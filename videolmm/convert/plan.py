@@ -14,8 +14,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from videolmm.models.convert.shards import TensorRef
-from videolmm.models.errors import ConfigError
+from videolmm.convert.shards import TensorRef
+from videolmm.errors import ConfigError
 
 _LIST_LIMIT = 40
 

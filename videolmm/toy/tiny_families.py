@@ -1,6 +1,6 @@
 """Deterministic tiny checkpoints of the llava_video_qwen2 and llava_hound families, offline.
 
-Same recipe as :mod:`videolmm.models.tiny` (a BPE tokenizer trained here, weights from the
+Same recipe as :mod:`videolmm.toy.tiny` (a BPE tokenizer trained here, weights from the
 models' own initialisers under a fixed seed) for videolmm's own classes:
 
 * :func:`build_tiny_llava_video_qwen2`: SigLIP (no head) + Qwen2, LLaVA-Video's video path.
@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from videolmm.models import tiny
+from videolmm.toy import tiny
 
 __all__ = [
     "SIGLIP_MEAN",
@@ -88,7 +88,7 @@ def build_tiny_llava_video_qwen2(out_dir: str | Path, *, seed: int = 0, geometry
         ValueError: unknown ``geometry``.
     """
     tiny.check_geometry(geometry)
-    from videolmm.models.convert.chat_templates import chat_template
+    from videolmm.convert.chat_templates import chat_template
     from videolmm.models.families.modeling_llava_video_qwen2 import (
         LlavaVideoQwen2Config,
         LlavaVideoQwen2ForConditionalGeneration,
@@ -145,7 +145,7 @@ def build_tiny_llava_hound(out_dir: str | Path, *, seed: int = 0, geometry: str 
         ValueError: unknown ``geometry``.
     """
     tiny.check_geometry(geometry)
-    from videolmm.models.convert.chat_templates import chat_template
+    from videolmm.convert.chat_templates import chat_template
     from videolmm.models.families.modeling_llava_hound import LlavaHoundConfig, LlavaHoundForConditionalGeneration
 
     out = Path(out_dir)

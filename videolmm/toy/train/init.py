@@ -1,7 +1,7 @@
 """Initial (random) checkpoints at the trained model's widths.
 
 Starts from the family's tiny checkpoint (same classes, tokenizer, processor, chat template)
-and rescales its vision geometry and widths to :class:`~videolmm.train.recipe.ModelSize`.
+and rescales its vision geometry and widths to :class:`~videolmm.toy.train.recipe.ModelSize`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from videolmm.train.recipe import ModelSize, Recipe
+from videolmm.toy.train.recipe import ModelSize, Recipe
 
 
 def _resize_processor_config(path: Path, old: int, new: int, patch_size: int) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from videolmm.models.convert.base import (
+from videolmm.convert.base import (
     ConvertOptions,
     Prepared,
     Source,
@@ -32,8 +32,8 @@ from videolmm.models.convert.base import (
     projector_rules,
     require,
 )
-from videolmm.models.convert.chat_templates import chat_template
-from videolmm.models.convert.common import (
+from videolmm.convert.chat_templates import chat_template
+from videolmm.convert.common import (
     add_tokens,
     generation_config,
     grown_vocab,
@@ -41,9 +41,9 @@ from videolmm.models.convert.common import (
     text_config,
     vision_config,
 )
-from videolmm.models.convert.plan import ConversionRefused, Rule
-from videolmm.models.convert.shards import Progress, TensorRef, weight_files
-from videolmm.models.errors import ConfigError
+from videolmm.convert.plan import ConversionRefused, Rule
+from videolmm.convert.shards import Progress, TensorRef, weight_files
+from videolmm.errors import ConfigError
 
 _TOWER_FIELDS = (
     "hidden_size",
@@ -69,7 +69,7 @@ class LlavaHoundLayout(SourceLayout):
 
     def prepare(self, original: Mapping[str, Any], options: ConvertOptions, progress: Progress) -> Prepared:
         from videolmm.models.families.modeling_llava_hound import LlavaHoundConfig, LlavaHoundForConditionalGeneration
-        from videolmm.models.tiny_families import hound_processor
+        from videolmm.toy.tiny_families import hound_processor
 
         require(original, "mm_projector_type", ["mlp2x_gelu"])
         select = require(original, "mm_vision_select_feature", ["patch", "cls_patch"], "patch")

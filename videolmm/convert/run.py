@@ -1,7 +1,7 @@
 """The conversion driver, the same for every layout.
 
 1. read the original ``config.json`` and check that it is the named layout;
-2. let the layout decide the target (:class:`~videolmm.models.convert.base.Prepared`);
+2. let the layout decide the target (:class:`~videolmm.convert.base.Prepared`);
 3. list every source tensor (headers only) and plan the keys against the target model built on
    the meta device; any unknown, missing or mis-shaped tensor refuses the conversion, listing
    them all, before anything is written;
@@ -23,11 +23,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from videolmm.models.convert.base import ConvertOptions, Prepared, SourceLayout
-from videolmm.models.convert.common import meta_shapes, read_original_config, tied_targets
-from videolmm.models.convert.manifest import ConversionManifest, FileRecord
-from videolmm.models.convert.plan import Plan, make_plan
-from videolmm.models.convert.shards import (
+from videolmm.convert.base import ConvertOptions, Prepared, SourceLayout
+from videolmm.convert.common import meta_shapes, read_original_config, tied_targets
+from videolmm.convert.manifest import ConversionManifest, FileRecord
+from videolmm.convert.plan import Plan, make_plan
+from videolmm.convert.shards import (
     Progress,
     ShardWriter,
     TensorRef,
@@ -36,16 +36,16 @@ from videolmm.models.convert.shards import (
     parse_size,
     sha256_file,
 )
-from videolmm.models.errors import ConfigError
+from videolmm.errors import ConfigError
 
 _REPORT_EVERY = 200
 
 
 def layouts() -> dict[str, SourceLayout]:
     """The built-in layouts by name."""
-    from videolmm.models.convert.llava_hound import LlavaHoundLayout
-    from videolmm.models.convert.llava_next_video import LlavaNextVideoLayout
-    from videolmm.models.convert.llava_video_qwen2 import LlavaVideoQwen2Layout
+    from videolmm.convert.llava_hound import LlavaHoundLayout
+    from videolmm.convert.llava_next_video import LlavaNextVideoLayout
+    from videolmm.convert.llava_video_qwen2 import LlavaVideoQwen2Layout
 
     found: list[SourceLayout] = [LlavaNextVideoLayout(), LlavaVideoQwen2Layout(), LlavaHoundLayout()]
     return {layout.name: layout for layout in found}

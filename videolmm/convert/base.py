@@ -2,7 +2,7 @@
 
 A layout (one module per original code base) reads the original ``config.json`` and decides
 the target configuration, model class, processor (tokenizer included), weight sources and key
-rules (:class:`Prepared`). The driver (:mod:`videolmm.models.convert.run`) does the rest the
+rules (:class:`Prepared`). The driver (:mod:`videolmm.convert.run`) does the rest the
 same way for every layout: plan, refuse or stream the weights, save, write the manifest.
 """
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videolmm.models.convert.plan import Rule
-from videolmm.models.convert.shards import Progress, TensorRef
-from videolmm.models.errors import ConfigError
+from videolmm.convert.plan import Rule
+from videolmm.convert.shards import Progress, TensorRef
+from videolmm.errors import ConfigError
 
 #: Dtypes ``--dtype`` accepts; ``auto`` keeps every tensor's own dtype.
 DTYPES = ("auto", "bfloat16", "float16", "float32")

@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from videolmm.models.convert.base import (
+from videolmm.convert.base import (
     ConvertOptions,
     Prepared,
     Source,
@@ -30,8 +30,8 @@ from videolmm.models.convert.base import (
     llava_next_rules,
     require,
 )
-from videolmm.models.convert.chat_templates import chat_template
-from videolmm.models.convert.common import (
+from videolmm.convert.chat_templates import chat_template
+from videolmm.convert.common import (
     add_tokens,
     generation_config,
     grown_vocab,
@@ -39,8 +39,8 @@ from videolmm.models.convert.common import (
     text_config,
     vision_config,
 )
-from videolmm.models.convert.shards import Progress, weight_files
-from videolmm.models.errors import ConfigError
+from videolmm.convert.shards import Progress, weight_files
+from videolmm.errors import ConfigError
 from videolmm.models.families.llava_video_qwen2 import NEWLINE_POSITIONS, POOL_MODES, pooled_side
 
 
@@ -65,7 +65,7 @@ class LlavaVideoQwen2Layout(SourceLayout):
             LlavaVideoQwen2Config,
             LlavaVideoQwen2ForConditionalGeneration,
         )
-        from videolmm.models.tiny_families import qwen2_processor
+        from videolmm.toy.tiny_families import qwen2_processor
 
         require(original, "mm_projector_type", ["mlp2x_gelu"])
         if original.get("add_faster_video"):

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from videolmm.models.errors import ConfigError
+from videolmm.errors import ConfigError
 
 #: Keys of an original LLaVA config that describe the run, not the text model.
 _META_KEYS = frozenset(

@@ -12,7 +12,7 @@ Content may be a string or a list of typed parts (``{"type": "video"}``, ``{"typ
 
 from __future__ import annotations
 
-from videolmm.models.errors import ConfigError
+from videolmm.errors import ConfigError
 from videolmm.models.prompts import BUILTIN_TEMPLATES
 
 _CONTENT = (

@@ -1,6 +1,6 @@
 """The data and model recipe of videolmm's trained tiny checkpoints.
 
-A clip is a coloured square moving over a textured background (``videolmm.models.synthetic``);
+A clip is a coloured square moving over a textured background (``videolmm.toy.synthetic``);
 each clip yields two questions, one answerable from any single frame (colour) and one that
 needs the frames in order (direction). Training clips use seeds ``0..num_clips-1``; the
 ``videolmm_synthetic`` task's held-out split uses seeds from :data:`HELDOUT_SEED_BASE` on,
@@ -93,7 +93,7 @@ class Recipe:
 
 def clip_recipe(seed: int, recipe: Recipe) -> dict[str, Any]:
     """The clip drawn for ``seed``: colour and direction chosen by the seed."""
-    from videolmm.models.synthetic import COLOURS, DIRECTIONS
+    from videolmm.toy.synthetic import COLOURS, DIRECTIONS
 
     rng = np.random.default_rng([seed, 7])
     return {
@@ -109,7 +109,7 @@ def clip_recipe(seed: int, recipe: Recipe) -> dict[str, Any]:
 
 def heldout_docs(recipe: Recipe, count: int | None = None) -> list[dict[str, Any]]:
     """Held-out docs (both question kinds per clip), balanced over colours × directions."""
-    from videolmm.models.synthetic import COLOURS, DIRECTIONS
+    from videolmm.toy.synthetic import COLOURS, DIRECTIONS
 
     combos = [(c, d) for c in sorted(COLOURS) for d in DIRECTIONS]
     docs = []
@@ -122,7 +122,7 @@ def heldout_docs(recipe: Recipe, count: int | None = None) -> list[dict[str, Any
     return docs
 
 
-#: The recipes of the shipped trained checkpoints (``videolmm/models/assets/trained``). Seed 1: on
+#: The recipes of the shipped trained checkpoints (``videolmm/toy/assets/trained``). Seed 1: on
 #: the deterministic clips (x264 without mbtree) seed 0 stalled below the 95% bar for both families
 #: (llava_next_video direction 0.62, video_llava 0.83 / 0.83); seed 1 reached 1.00 / 1.00 for both.
 RECIPES: dict[str, Recipe] = {

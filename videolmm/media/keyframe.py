@@ -13,7 +13,7 @@ indices then walks the wanted frames, and for each one decides:
 Decoded frames are matched to wanted frames by pts, never by counting, so a seek that lands early
 only costs time; a stream whose timestamps do not fit the index (missing or duplicate pts, fewer
 packets than the header's frame count, a frame past the one wanted) falls back to one sequential pass
-from the start, PyAV's path. Pixels come from :func:`~videolmm.models.media.frame_to_rgb`, the
+from the start, PyAV's path. Pixels come from :func:`~videolmm.media.decoders.frame_to_rgb`, the
 ``pyav`` decoder's conversion, so frames are bit-identical to decord's and PyAV's (tests check this).
 
 While decoding forward, packets go to the decoder one at a time, and for h264 and MPEG-4 part 2
@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import MediaError, MediaUnreadable, NoFrames
-from .media import (
+from videolmm.errors import MediaError, MediaUnreadable, NoFrames
+from videolmm.media.decoders import (
     OpenedVideo,
     _container_source,
     _import_av,
@@ -56,7 +56,7 @@ from .media import (
     frame_to_rgb,
     module_importable,
 )
-from .types import VideoInfo, VideoSource
+from videolmm.types import VideoInfo, VideoSource
 
 if TYPE_CHECKING:
     from av.container import InputContainer

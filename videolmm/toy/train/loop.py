@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from videolmm.train.recipe import QUESTIONS, Recipe, clip_recipe, heldout_docs
+from videolmm.toy.train.recipe import QUESTIONS, Recipe, clip_recipe, heldout_docs
 
 MANIFEST_NAME = "videolmm_trained.json"
 
@@ -36,8 +36,8 @@ class Example:
 
 
 def _write_clips(docs: list[dict[str, Any]], folder: Path) -> list[str]:
-    from videolmm.models.synthetic import write_moving_square_video
     from videolmm.tasks.synthetic_clips import clip_name
+    from videolmm.toy.synthetic import write_moving_square_video
 
     paths = []
     for doc in docs:
@@ -76,7 +76,7 @@ def build_examples(engine: Any, docs: list[dict[str, Any]], folder: Path, *, rev
     """
     from dataclasses import replace
 
-    from videolmm.models.types import Request
+    from videolmm.types import Request
 
     media = engine.settings.media
     backwards = replace(media, sampling=replace(media.sampling, reverse=True))
@@ -125,8 +125,8 @@ def _lr_at(step: int, recipe: Recipe) -> float:
 
 def evaluate(engine: Any, docs: list[dict[str, Any]], folder: Path, batch_size: int = 16) -> dict[str, float]:
     """Greedy accuracy per question kind on ``docs`` through ``engine.generate``."""
-    from videolmm.models.types import GenerationSettings, Request
     from videolmm.tasks.synthetic.utils import normalise
+    from videolmm.types import GenerationSettings, Request
 
     paths = _write_clips(docs, folder)
     gen = GenerationSettings(max_new_tokens=8, stop=("\n", "."))
@@ -154,9 +154,9 @@ def train(
     """
     import torch
 
-    from videolmm.models.engine import Engine
+    from videolmm.load import load_engine
     from videolmm.models.families.base import LoadOptions
-    from videolmm.train.init import build_initial_checkpoint
+    from videolmm.toy.train.init import build_initial_checkpoint
 
     out = Path(out_dir)
     start = time.perf_counter()
@@ -166,7 +166,7 @@ def train(
         clips = Path(tmp) / "clips"
         clips.mkdir()
         build_initial_checkpoint(recipe, out)
-        engine = Engine.from_pretrained(str(out), num_frames=recipe.frames, load=LoadOptions(device="cpu"))
+        engine = load_engine(str(out), num_frames=recipe.frames, load=LoadOptions(device="cpu"))
         docs = [clip_recipe(s, recipe) for s in range(recipe.num_clips)]
         examples = build_examples(engine, docs, clips, reversed_copies=recipe.reversed_copies)
         log(f"{recipe.family}: {len(examples)} examples ready in {time.perf_counter() - start:.0f}s")

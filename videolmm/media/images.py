@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from videolmm.models.errors import MediaNotFound, MediaUnreadable
+from videolmm.errors import MediaNotFound, MediaUnreadable
 
 
 def load_image(source: Any) -> np.ndarray:
