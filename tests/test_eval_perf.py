@@ -107,7 +107,7 @@ def test_torch_threads_share_the_cores_with_decoding(
     trained_llava_next_video: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr("videolmm.eval.model._usable_cores", lambda: 6)
+    monkeypatch.setattr("videolmm.eval.threads.usable_cores", lambda: 6)
     lm = model(trained_llava_next_video, decode_workers=2)
     assert lm.stats.torch_threads == 4 == torch.get_num_threads()
     model(trained_llava_next_video, decode_workers=8)
@@ -123,13 +123,13 @@ def test_torch_threads_share_the_cores_with_decoding(
 
 
 def test_auto_threads_take_every_core_only_when_decoding_is_cheap() -> None:
-    from videolmm.eval.model import CHEAP_DECODE_SHARE, _threads_for
+    from videolmm.eval.threads import CHEAP_DECODE_SHARE, threads_for
 
-    assert _threads_for(None, 4, 1) == 3  # the first batch: nothing measured yet
-    assert _threads_for((0.01, 1.0), 4, 1) == 4  # decoding a small share of generating: every core
-    assert _threads_for((CHEAP_DECODE_SHARE * 1.0, 1.0), 4, 1) == 3  # at the bar: share with decoding
-    assert _threads_for((2.0, 1.0), 4, 1) == 3
-    assert _threads_for((2.0, 1.0), 2, 4) == 1  # never below one
+    assert threads_for(None, 4, 1) == 3  # the first batch: nothing measured yet
+    assert threads_for((0.01, 1.0), 4, 1) == 4  # decoding a small share of generating: every core
+    assert threads_for((CHEAP_DECODE_SHARE * 1.0, 1.0), 4, 1) == 3  # at the bar: share with decoding
+    assert threads_for((2.0, 1.0), 4, 1) == 3
+    assert threads_for((2.0, 1.0), 2, 4) == 1  # never below one
 
 
 def test_a_fixed_thread_count_is_kept_across_batches(

@@ -20,58 +20,73 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+#: Flags kept from earlier releases and the seeds' demo scripts for two family options.
+_FAMILY_OPTION_FLAGS = {
+    "spatial_pool_stride": ("--spatial-pool-stride", "--mm_spatial_pool_stride", int),
+    "spatial_pool_mode": ("--spatial-pool-mode", "--mm_spatial_pool_mode", str),
+}
+
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pretrained", help="checkpoint directory or hub id")
-    p.add_argument("--family", help="model family (default: detected from config.json)")
-    p.add_argument("--template", "--conv-mode", dest="template", help="conversation template name")
-    p.add_argument("--system-prompt", help="replace the template's system message")
-    p.add_argument("--decoder", "--video-decode-backend", dest="decoder", help="video decoder name")
-    p.add_argument("--sampler", help="frame sampler name")
-    p.add_argument(
-        "--frames", "--num-frames", "--for_get_frames_num", dest="frames", type=int, help="frames to sample"
+    """One flag per :class:`~videolmm.models.spec.EngineSpec` field, plus ``--option KEY=VALUE``."""
+    from dataclasses import MISSING
+
+    from videolmm.models.spec import spec_fields
+
+    g = p.add_argument_group("engine options (every EngineSpec field; defaults are the seed's)")
+    for name, kind, default, meta in spec_fields():
+        if name == "pretrained":
+            p.add_argument("pretrained", help=meta["help"])
+            continue
+        if name == "family_options":
+            continue  # --option KEY=VALUE and the two shortcuts below
+        flags = (f"--{name.replace('_', '-')}", *meta["flags"])
+        shown = "" if default in (None, MISSING) else f" (default: {default})"
+        if "bool" in str(kind):
+            g.add_argument(*flags, dest=name, action="store_true", default=None, help=meta["help"] + shown)
+            continue
+        convert = int if "int" in str(kind) else float if "float" in str(kind) else str
+        g.add_argument(
+            *flags, dest=name, type=convert, default=None, choices=meta["choices"] or None, help=meta["help"] + shown
+        )
+    for name, (flag, seed_flag, convert) in _FAMILY_OPTION_FLAGS.items():
+        g.add_argument(flag, seed_flag, dest=name, type=convert, default=None, help=f"family option {name}")
+    g.add_argument("--load-4bit", "--load_4bit", dest="load_in_4bit", action="store_true", help="quantization=4bit")
+    g.add_argument("--load-8bit", "--load_8bit", dest="load_in_8bit", action="store_true", help="quantization=8bit")
+    g.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any engine field or family option by name, as in lmms-eval's --model_args (repeatable)",
     )
-    p.add_argument("--fps", type=float, help="sampling rate for rate-based samplers")
-    p.add_argument("--force-sample", dest="force_sample", action="store_true", default=None)
-    p.add_argument("--reverse-frames", dest="reverse_frames", action="store_true", default=None)
-    p.add_argument(
-        "--spatial-pool-stride", "--mm_spatial_pool_stride", dest="spatial_pool_stride", type=int, default=None
-    )
-    p.add_argument("--spatial-pool-mode", "--mm_spatial_pool_mode", dest="spatial_pool_mode", default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--attn-implementation", default=None)
-    p.add_argument("--load-4bit", "--load_4bit", dest="load_4bit", action="store_true")
-    p.add_argument("--load-8bit", "--load_8bit", dest="load_8bit", action="store_true")
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`EngineSpec` the parsed engine flags describe (``--option`` values last)."""
+    from videolmm.errors import ConfigError
+    from videolmm.models.spec import EngineSpec, parse_scalar, spec_fields
+
+    options: dict[str, Any] = {}
+    for name, *_ in spec_fields():
+        value = getattr(args, name, None)
+        if value is not None and name != "family_options":
+            options[name] = value
+    for name in (*_FAMILY_OPTION_FLAGS, "load_in_4bit", "load_in_8bit"):
+        if getattr(args, name, None):
+            options[name] = getattr(args, name)
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option {item!r}: expected KEY=VALUE")
+        options[key.strip()] = parse_scalar(value)
+    return EngineSpec.from_options(options)
 
 
 def _engine(args: argparse.Namespace, *, load_model: bool) -> Any:
     from videolmm.load import load_engine
-    from videolmm.models.families.base import LoadOptions
 
-    options = {
-        k: v
-        for k, v in (("spatial_pool_stride", args.spatial_pool_stride), ("spatial_pool_mode", args.spatial_pool_mode))
-        if v is not None
-    }
-    quant = "4bit" if args.load_4bit else "8bit" if args.load_8bit else None
-    return load_engine(
-        args.pretrained,
-        family=args.family,
-        template=args.template,
-        system_prompt=args.system_prompt,
-        decoder=args.decoder,
-        sampler=args.sampler,
-        num_frames=args.frames,
-        fps=args.fps,
-        force_sample=args.force_sample,
-        reverse_frames=args.reverse_frames,
-        family_options=options,
-        load=LoadOptions(
-            device=args.device, dtype=args.dtype, attn_implementation=args.attn_implementation, quantization=quant
-        ),
-        load_model=load_model,
-    )
+    return load_engine(spec_from_args(args), load_model=load_model)
 
 
 def cmd_tiny(args: argparse.Namespace) -> int:

@@ -39,29 +39,17 @@ from videolmm.errors import ConfigError
 from videolmm.eval.checkpoint import ResponseCheckpoint
 from videolmm.eval.compat import loglikelihood_output
 from videolmm.eval.markers import ERROR_PREFIX
+from videolmm.eval.threads import set_threads, size_torch_threads, threads_for, usable_cores
 from videolmm.load import load_engine
 from videolmm.log import configure_from_env
-from videolmm.media.cache import FrameCache
 from videolmm.models.engine import DecodedRequest, error_text
-from videolmm.models.families.base import LoadOptions
+from videolmm.models.spec import EngineSpec
 from videolmm.types import GenerationSettings, Request
 
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".gif", ".ts")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
-#: Seed / lmms-eval spellings accepted for our arguments.
-ALIASES = {
-    "conv_template": "template",
-    "video_decode_backend": "decoder",
-    "num_frames": "max_frames_num",
-    "for_get_frames_num": "max_frames_num",
-    "torch_dtype": "dtype",
-    "mm_spatial_pool_stride": "spatial_pool_stride",
-    "mm_spatial_pool_mode": "spatial_pool_mode",
-}
-
 
 #: Set to a file path to have every ``generate_until`` call write its :class:`EvalStats` there (JSON).
 STATS_ENV = "VIDEOLMM_EVAL_STATS"
@@ -103,88 +91,6 @@ class EvalStats:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields plus ``wait_share``."""
         return {**asdict(self), "wait_share": self.wait_share}
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-#: ``torch_threads=auto`` gives torch every core when the previous batch's decoding took less than
-#: this share of its generation time (the prefetched decode then overlaps generation only briefly).
-CHEAP_DECODE_SHARE = 0.25
-
-
-def _threads_for(last: tuple[float, float] | None, cores: int, decode_workers: int) -> int:
-    """``torch_threads=auto`` for one batch.
-
-    Every core when the previous batch decoded in under :data:`CHEAP_DECODE_SHARE` of its generation
-    time; else (and for the first batch) the cores the decode threads leave, at least one. Measured
-    on 2 idle cores (video_llava, 96 questions, cheap decoding): 2 torch threads did 94-101
-    samples/s where 1 did 68-71; while decode threads run, 2 torch threads stall (see
-    :func:`_size_torch_threads`).
-
-    Args:
-        last: ``(decode_s, generate_s)`` of the previous batch, or None before the first.
-        cores: usable cores.
-        decode_workers: decode threads.
-    """
-    if last is not None and last[0] < CHEAP_DECODE_SHARE * last[1]:
-        return cores
-    return max(1, cores - decode_workers)
-
-
-def _set_threads(threads: int) -> None:
-    import torch
-
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-
-
-def _size_torch_threads(setting: int | str, decode_workers: int, device: str) -> int:
-    """Share the cores between decoding and generation on CPU; returns the threads set (0: untouched).
-
-    ``auto`` (the default), when the model runs on CPU and neither ``OMP_NUM_THREADS`` nor
-    ``torch_threads`` says otherwise, starts torch on the cores the decode threads leave (at least
-    one), and :func:`_threads_for` resizes it per batch: torch's intra-op threads synchronise at
-    every parallel region, and one of them losing its core to a decode thread (or another process)
-    stalls them all (measured on a shared 2-core machine: a tiny model's batch of 16 took 1.4-2.2 s
-    with 2 torch threads and 0.12 s with 1). An integer sets the count; ``0`` or ``none`` leaves
-    torch alone. Process-wide, as ``torch.set_num_threads`` is.
-    """
-    import torch
-
-    text = str(setting).strip().lower()
-    if text in ("0", "none", "off"):
-        return 0
-    if text == "auto":
-        if os.environ.get("OMP_NUM_THREADS") or not str(device).startswith(("cpu", "auto")):
-            return 0
-        if str(device).startswith("auto") and torch.cuda.is_available():
-            return 0
-        threads = max(1, _usable_cores() - decode_workers)
-    else:
-        try:
-            threads = int(text)
-        except ValueError:
-            raise ConfigError(f"torch_threads={setting!r}: expected auto, none or a positive integer") from None
-        if threads < 1:
-            raise ConfigError(f"torch_threads={setting!r}: expected auto, none or a positive integer")
-    torch.set_num_threads(threads)
-    return threads
-
-
-def _as_bool(value: Any) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"expected a boolean, got {value!r}")
 
 
 def split_visuals(visuals: Sequence[Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
@@ -234,57 +140,40 @@ class VideoLMM(lmms):
     def __init__(
         self,
         pretrained: str,
-        family: str | None = None,
-        template: str | None = None,
-        system_prompt: str | None = None,
-        decoder: str | None = None,
-        sampler: str | None = None,
-        max_frames_num: int | None = None,
-        fps: float | None = None,
-        force_sample: Any = None,
-        reverse_frames: Any = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        device_map: str | None = None,
-        attn_implementation: str | None = None,
-        load_in_4bit: Any = False,
-        load_in_8bit: Any = False,
         batch_size: int | str = 1,
         max_new_tokens: int = 256,
         prefetch: int = 2,
         decode_workers: int | None = None,
         torch_threads: int | str = "auto",
-        frame_cache: str | None = None,
         max_batch_size: int | None = None,  # lmms-eval passes it; batches are fixed-size here
-        **kwargs: Any,
+        **options: Any,
     ) -> None:
+        """Load the engine from ``--model_args``.
+
+        Args:
+            pretrained: checkpoint directory or hub id.
+            batch_size: requests per engine call (left-padded batches).
+            max_new_tokens: generation budget when a task sets none.
+            prefetch: batches decoded ahead in background threads.
+            decode_workers: decode threads (default ``min(4, cores - 1)``).
+            torch_threads: ``auto``, ``none`` or an integer (see :mod:`videolmm.eval.threads`).
+            max_batch_size: accepted for lmms-eval's CLI; unused.
+            **options: engine options: every :class:`~videolmm.models.spec.EngineSpec` field under
+                its name or a seed alias (``max_frames_num``, ``conv_template``,
+                ``video_decode_backend``, ``load_in_4bit``, ...); other keys are family options.
+        """
         super().__init__()
         import torch
 
         configure_from_env()
         from accelerate import Accelerator
 
-        family_options = {}
-        for key, value in kwargs.items():
-            canonical = ALIASES.get(key, key)
-            if canonical == "template":
-                template = template or value
-            elif canonical == "decoder":
-                decoder = decoder or value
-            elif canonical == "max_frames_num":
-                max_frames_num = max_frames_num or value
-            elif canonical == "dtype":
-                dtype = value
-            else:
-                family_options[canonical] = value
-        if self.fixed_family and family and family != self.fixed_family:
-            raise ConfigError(f"model {type(self).__name__} is family {self.fixed_family!r}; got family={family!r}")
-
+        spec = self.spec_from_model_args(pretrained, **options)
         accelerator = Accelerator()
         self._rank = accelerator.process_index
         self._world_size = accelerator.num_processes
         if self._world_size > 1:
-            device = str(accelerator.device)
+            spec = replace(spec, device=str(accelerator.device))
         if str(batch_size).startswith("auto"):
             raise ConfigError("batch_size=auto is not supported by videolmm models; pass an integer")
         self.batch_size_per_gpu = int(batch_size)
@@ -292,8 +181,8 @@ class VideoLMM(lmms):
         self.prefetch = int(prefetch)
         workers = decode_workers if decode_workers is not None else min(4, max(1, (os.cpu_count() or 2) - 1))
         self.decode_workers = max(1, int(workers))
-        self.torch_threads = _size_torch_threads(torch_threads, self.decode_workers, device)
-        # auto: per batch, every core when decoding is cheap next to generating (see _threads_for)
+        self.torch_threads = size_torch_threads(torch_threads, self.decode_workers, spec.device)
+        # auto: per batch, every core when decoding is cheap next to generating (see threads_for)
         self._adaptive_threads = str(torch_threads).strip().lower() == "auto" and self.torch_threads > 0
         self.stats = EvalStats(
             batch_size=self.batch_size_per_gpu,
@@ -303,33 +192,26 @@ class VideoLMM(lmms):
         )
         self._wait_s = 0.0
         self._decodes = 0
-        quant = "4bit" if _as_bool(load_in_4bit) else "8bit" if _as_bool(load_in_8bit) else None
-        self.engine = load_engine(
-            pretrained,
-            family=self.fixed_family or family,
-            template=template,
-            system_prompt=system_prompt,
-            decoder=decoder,
-            sampler=sampler,
-            num_frames=int(max_frames_num) if max_frames_num is not None else None,
-            fps=float(fps) if fps is not None else None,
-            force_sample=_as_bool(force_sample),
-            reverse_frames=_as_bool(reverse_frames),
-            family_options=family_options,
-            load=LoadOptions(
-                device=device,
-                dtype=dtype,
-                device_map=device_map,
-                attn_implementation=attn_implementation,
-                quantization=quant,
-            ),
-        )
-        if frame_cache:  # on-disk decoded-frame cache; VIDEOLMM_FRAME_CACHE also enables one
-            self.engine.frame_cache = FrameCache(frame_cache)
+        self.engine = load_engine(spec)
         self._device = torch.device(self.engine.model.device)
         self.failures: list[tuple[str, Any, str]] = []
         if self._rank == 0:
             logger.info("videolmm settings: %s", self.engine.describe())
+
+    @classmethod
+    def spec_from_model_args(cls, pretrained: str, **options: Any) -> EngineSpec:
+        """The :class:`EngineSpec` that ``--model_args pretrained=...,KEY=VALUE,...`` describes.
+
+        Raises:
+            ConfigError: a value does not convert, or ``family`` contradicts the model id's family.
+        """
+        options = {k: v for k, v in options.items() if v is not None}
+        if cls.fixed_family:
+            given = options.get("family")
+            if given and given != cls.fixed_family:
+                raise ConfigError(f"model {cls.__name__} is family {cls.fixed_family!r}; got family={given!r}")
+            options["family"] = cls.fixed_family
+        return EngineSpec.from_options({"pretrained": pretrained, **options})
 
     # -- properties lmms-eval reads --------------------------------------------------
 
@@ -454,7 +336,7 @@ class VideoLMM(lmms):
         last: tuple[float, float] | None = None  # (decode, generate) seconds of the previous batch
         for batch in self._decoded_batches(converted):
             if self._adaptive_threads:
-                _set_threads(_threads_for(last, _usable_cores(), self.decode_workers))
+                set_threads(threads_for(last, usable_cores(), self.decode_workers))
             t0 = time.perf_counter()
             results = self.engine.generate(batch, batch_size=len(batch))
             last = (sum(item.decode_seconds for item in batch), time.perf_counter() - t0)

@@ -16,17 +16,17 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
-
-import numpy as np
 
 from videolmm.errors import ConfigError, ContextLengthExceeded, PromptError, TokenCountMismatch
 from videolmm.media import decoders as media_mod
 from videolmm.media.cache import FrameCache
 from videolmm.media.images import load_image
-from videolmm.models.families.base import Family, LoadOptions, read_config_dict
+from videolmm.models.batch import DecodedRequest, EngineSettings, PreparedBatch, error_text
+from videolmm.models.families.base import Family
+from videolmm.models.inspect import describe
 from videolmm.models.prompts import build_content
+from videolmm.models.spec import EngineSpec, resolve
 from videolmm.registry import Registry
 from videolmm.types import (
     Frames,
@@ -34,7 +34,6 @@ from videolmm.types import (
     MediaSettings,
     Request,
     Result,
-    SamplingSpec,
     Usage,
 )
 
@@ -42,76 +41,6 @@ logger = logging.getLogger(__name__)
 
 CANONICAL_VIDEO = "<video>"
 CANONICAL_IMAGE = "<image>"
-
-
-def error_text(exc: BaseException) -> str:
-    """``"ErrorType: message"`` — the form every per-sample error takes."""
-    return f"{type(exc).__name__}: {exc}"
-
-
-@dataclass(frozen=True)
-class DecodedRequest:
-    """A request with its media decoded (or the reason it could not be).
-
-    Attributes:
-        request: the original request.
-        videos: one :class:`Frames` per video source, in order.
-        images: RGB images as ``(H, W, 3)`` uint8 arrays, in order.
-        error: ``"ErrorType: message"`` when decoding failed, else None.
-        decode_seconds: wall time spent decoding this request's media.
-    """
-
-    request: Request
-    videos: tuple[Frames, ...] = ()
-    images: tuple[np.ndarray, ...] = ()
-    error: str | None = None
-    decode_seconds: float = 0.0
-
-
-@dataclass
-class PreparedBatch:
-    """Requests that share visual shapes and generation settings, ready for the model.
-
-    Attributes:
-        items: the decoded requests, in batch order.
-        prompts: the rendered prompt of each item.
-        inputs: processor output (``input_ids`` ``(B, L)`` left-padded, ``attention_mask``,
-            ``pixel_values_videos`` ``(B, T, 3, H, W)`` and/or image tensors) on the model's
-            device.
-        visual_tokens: visual placeholder tokens per item (checked against the config).
-        generation: the batch's shared generation settings.
-        timings: seconds spent per stage for the whole batch.
-    """
-
-    items: list[DecodedRequest]
-    prompts: list[str]
-    inputs: Any
-    visual_tokens: list[int]
-    generation: GenerationSettings
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """The effective settings of an engine: everything that decides the model's input.
-
-    Attributes:
-        pretrained: checkpoint path or hub id.
-        family: family name.
-        template: conversation template name.
-        system_prompt: replacement system message, or None for the template's own.
-        media: decoder, sampler and sampling numbers.
-        family_options: family-specific options as applied to the config.
-        load: device, dtype and quantisation.
-    """
-
-    pretrained: str
-    family: str
-    template: str
-    system_prompt: str | None
-    media: MediaSettings
-    family_options: Mapping[str, Any]
-    load: LoadOptions
 
 
 class Engine:
@@ -131,6 +60,7 @@ class Engine:
         model: Any,
         registry: Registry,
         hooks: Any = None,
+        frame_cache: FrameCache | None = None,
     ) -> None:
         self.settings = settings
         self.family = family
@@ -141,84 +71,41 @@ class Engine:
         self.hooks = hooks
         self.registry = registry
         self.template = registry.template(settings.template)
-        registry.decoder(settings.media.decoder)  # fail early on unknown names
-        registry.sampler(settings.media.sampler)
-        if settings.media.frames_sampler:
-            registry.sampler(settings.media.frames_sampler)
-        #: Optional on-disk cache of decoded frames (``VIDEOLMM_FRAME_CACHE``); None decodes every time.
-        self.frame_cache: FrameCache | None = FrameCache.from_env()
+        #: Optional on-disk cache of decoded frames (``frame_cache=`` or ``VIDEOLMM_FRAME_CACHE``); None decodes.
+        self.frame_cache = frame_cache
 
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_pretrained(
-        cls,
-        pretrained: str,
-        *,
-        registry: Registry,
-        hooks: Any = None,
-        family: str | None = None,
-        template: str | None = None,
-        system_prompt: str | None = None,
-        decoder: str | None = None,
-        sampler: str | None = None,
-        num_frames: int | None = None,
-        fps: float | None = None,
-        force_sample: bool | None = None,
-        reverse_frames: bool | None = None,
-        family_options: Mapping[str, Any] | None = None,
-        load: LoadOptions | None = None,
-        load_model: bool = True,
-    ) -> Engine:
-        """Load a checkpoint with the seed's defaults, each overridable.
+    def from_spec(cls, spec: EngineSpec, *, registry: Registry, hooks: Any = None, load_model: bool = True) -> Engine:
+        """Load a checkpoint as ``spec`` says, with the seed's defaults for everything it leaves unset.
 
         Args:
-            pretrained: local directory or hub id.
+            spec: the engine options (see :class:`~videolmm.models.spec.EngineSpec`).
             registry: the component registry (built by the plugin host, :mod:`videolmm.load`).
             hooks: the host's hook caller (``pm.hook``): ``resolve_family`` and ``generate_batch``.
-            family: family name; None detects it from ``config.json`` (``resolve_family`` hook).
-            template: conversation template; None takes the family's choice for this checkpoint.
-            system_prompt: replaces the template's system message.
-            decoder, sampler, num_frames, fps, force_sample, reverse_frames: media overrides.
-            family_options: family-specific options (e.g. ``spatial_pool_stride``).
-            load: device, dtype, attention and quantisation options.
             load_model: False loads config and processor only (for ``videolmm inspect``).
 
         Raises:
             ConfigError / RegistryError: a name or option is unknown (the message lists the
                 known ones).
         """
-        load = load or LoadOptions()
-        if family is None:
-            family = detect_family(pretrained, hooks=hooks, revision=load.revision)
-        fam: Family = registry.family(family)
-        options = fam.check_options(family_options or {})
-
-        config = fam.load_config(pretrained, load)
-        fam.apply_options(config, {k: v for k, v in options.items() if v is not None})
-        processor = fam.load_processor(pretrained, config, load)
-
-        template = template or read_checkpoint_defaults(pretrained).get("template")
-        media = media_settings(
-            fam.media,
-            pretrained,
-            decoder=decoder,
-            sampler=sampler,
-            num_frames=num_frames,
-            fps=fps,
-            force_sample=force_sample,
-            reverse_frames=reverse_frames,
-        )
+        resolved = resolve(spec, registry, hooks)
+        fam, load = resolved.family, spec.load_options()
+        config = fam.load_config(spec.pretrained, load)
+        fam.apply_options(config, {k: v for k, v in resolved.family_options.items() if v is not None})
+        processor = fam.load_processor(spec.pretrained, config, load)
         settings = EngineSettings(
-            pretrained=str(pretrained),
+            pretrained=spec.pretrained,
             family=fam.name,
-            template=template or fam.default_template(config),
-            system_prompt=system_prompt,
-            media=media,
+            template=resolved.template or fam.default_template(config),
+            system_prompt=spec.system_prompt,
+            media=resolved.media,
             family_options=fam.effective_options(config),
             load=load,
         )
-        model = fam.load_model(pretrained, config, load) if load_model else None
+        model = fam.load_model(spec.pretrained, config, load) if load_model else None
+        cache = FrameCache(spec.frame_cache) if spec.frame_cache else FrameCache.from_env()
         return cls(
             settings=settings,
             family=fam,
@@ -227,6 +114,7 @@ class Engine:
             model=model,
             registry=registry,
             hooks=hooks,
+            frame_cache=cache,
         )
 
     # ------------------------------------------------------------------ media
@@ -512,53 +400,8 @@ class Engine:
 
     def describe(self, request: Request | None = None) -> dict[str, Any]:
         """Effective settings as a JSON-ready dict; with a request, also its sampled frames,
-        rendered prompt and visual token counts."""
-        s = self.settings
-        out: dict[str, Any] = {
-            "pretrained": s.pretrained,
-            "family": s.family,
-            "model_class": self.family.model_class,
-            "template": s.template,
-            "system_prompt": s.system_prompt if s.system_prompt is not None else self.template.system,
-            "decoder": s.media.decoder,
-            "frame_cache": str(self.frame_cache.root) if self.frame_cache is not None else None,
-            "sampler": s.media.sampler,
-            "frames_sampler": s.media.frames_sampler,
-            "sampling": {
-                "num_frames": s.media.sampling.num_frames,
-                "fps": s.media.sampling.fps,
-                "force_sample": s.media.sampling.force_sample,
-                "reverse": s.media.sampling.reverse,
-            },
-            "family_options": dict(s.family_options),
-            **self.family.describe(self.config),
-            "processed_frame_size": list(self.family.processed_frame_size(self.processor)),
-        }
-        h, w = self.family.processed_frame_size(self.processor)
-        out["visual_tokens_per_frame"] = self.family.video_tokens_per_frame(self.config, h, w)
-        if request is None:
-            out["prompt"] = self.render_prompt(Request(question="{question}", videos=("video",)))
-            return out
-        item = self.decode(request)
-        if item.error:
-            out["error"] = item.error
-            return out
-        if item.videos:
-            v = item.videos[0]
-            out["video"] = {
-                "source": v.source,
-                "num_source_frames": v.num_source_frames,
-                "fps": v.fps,
-                "duration": v.duration,
-                "sampled_indices": list(v.indices),
-                "timestamps": [round(t, 3) for t in v.timestamps],
-                "frame_time": v.frame_time,
-            }
-        batch = self.prepare([item], request.generation)
-        out["prompt"] = batch.prompts[0]
-        out["visual_tokens_total"] = batch.visual_tokens[0]
-        out["prompt_tokens"] = int(batch.inputs["attention_mask"][0].sum())
-        return out
+        rendered prompt and visual token counts (see :func:`videolmm.models.inspect.describe`)."""
+        return describe(self, request)
 
     def _require_model(self) -> None:
         if self.model is None:
@@ -566,109 +409,6 @@ class Engine:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def detect_family(pretrained: str, *, hooks: Any, revision: str | None = None) -> str:
-    """Ask the ``resolve_family`` hook which family loads ``pretrained``.
-
-    Args:
-        pretrained: checkpoint directory or hub id.
-        hooks: the plugin host's hook caller (``pm.hook``), or None (then ``family=`` is required).
-        revision: hub revision.
-
-    Raises:
-        ConfigError: no plugin claims the checkpoint (the message names its model_type).
-    """
-    config = read_config_dict(pretrained, revision=revision)
-    name = hooks.resolve_family(config=config, pretrained=str(pretrained)) if hooks is not None else None
-    if name is None:
-        raise ConfigError(
-            f"{pretrained}: no family handles model_type={config.get('model_type')!r} "
-            f"(architectures={config.get('architectures')}); pass family=NAME"
-        )
-    return name
-
-
-#: Optional file in a checkpoint directory declaring the settings it was trained or converted
-#: with: ``{"num_frames": 8, "sampler": "uniform", "decoder": "decord", "fps": null,
-#: "force_sample": false, "template": "vicuna_v1"}`` (every key optional). Precedence: an
-#: explicit argument, then this file, then the family's seed defaults.
-CHECKPOINT_DEFAULTS = "videolmm.json"
-_MEDIA_KEYS = {"num_frames", "sampler", "decoder", "fps", "force_sample", "template"}
-
-
-def read_checkpoint_defaults(pretrained: str) -> dict[str, Any]:
-    """The checkpoint's own ``videolmm.json`` defaults (empty when it has none).
-
-    Raises:
-        ConfigError: the file is not a JSON object of known keys.
-    """
-    import json
-    from pathlib import Path
-
-    path = Path(str(pretrained)) / CHECKPOINT_DEFAULTS
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or set(data) - _MEDIA_KEYS:
-        raise ConfigError(f"{path}: expected an object with keys among {sorted(_MEDIA_KEYS)}")
-    return data
-
-
-def checkpoint_media_defaults(pretrained: str, family_media: MediaSettings) -> MediaSettings:
-    """The family's media defaults overlaid with the checkpoint's ``videolmm.json``."""
-    own = read_checkpoint_defaults(pretrained)
-    sampling = family_media.sampling
-    return MediaSettings(
-        decoder=own.get("decoder", family_media.decoder),
-        sampler=own.get("sampler", family_media.sampler),
-        sampling=SamplingSpec(
-            num_frames=int(own.get("num_frames", sampling.num_frames)),
-            fps=own.get("fps", sampling.fps),
-            force_sample=bool(own.get("force_sample", sampling.force_sample)),
-            reverse=sampling.reverse,
-        ),
-        frames_sampler=own.get("frames_sampler", family_media.frames_sampler),
-    )
-
-
-def media_settings(
-    family_media: MediaSettings,
-    pretrained: str,
-    *,
-    decoder: str | None = None,
-    sampler: str | None = None,
-    num_frames: int | None = None,
-    fps: float | None = None,
-    force_sample: bool | None = None,
-    reverse_frames: bool | None = None,
-) -> MediaSettings:
-    """The media settings an engine runs with: explicit values, then the checkpoint's
-    ``videolmm.json``, then the family's seed defaults. Pure (no model or processor load), so
-    a CPU media deployment computes exactly what the model's engine uses. An explicit ``sampler``
-    is used for every source (the family's ``frames_sampler`` no longer applies).
-
-    Raises:
-        ConfigError: ``num_frames`` < 1.
-    """
-    base = checkpoint_media_defaults(pretrained, family_media)
-    spec = SamplingSpec(
-        num_frames=int(num_frames) if num_frames is not None else base.sampling.num_frames,
-        fps=float(fps) if fps is not None else base.sampling.fps,
-        force_sample=bool(force_sample) if force_sample is not None else base.sampling.force_sample,
-        reverse=bool(reverse_frames) if reverse_frames is not None else base.sampling.reverse,
-    )
-    if spec.num_frames < 1:
-        raise ConfigError(f"num_frames={spec.num_frames}: must be >= 1")
-    return MediaSettings(
-        decoder=decoder or base.decoder,
-        sampler=sampler or base.sampler,
-        sampling=spec,
-        frames_sampler=None if sampler else base.frames_sampler,
-    )
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -720,19 +460,11 @@ def _failed(item: DecodedRequest, error: str) -> Result:
     return Result(request_id=item.request.request_id, error=error, timings={"decode": item.decode_seconds})
 
 
-def with_generation(request: Request, **changes: Any) -> Request:
-    """A copy of ``request`` with generation settings changed."""
-    return replace(request, generation=replace(request.generation, **changes))
-
-
 __all__ = [
     "DecodedRequest",
     "Engine",
     "EngineSettings",
     "PreparedBatch",
     "cut_at_stop",
-    "detect_family",
     "error_text",
-    "media_settings",
-    "with_generation",
 ]
