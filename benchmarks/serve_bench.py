@@ -435,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    from videolmm.serve.config import ServeArgs, build_app
+    from videolmm.serve.app import build_app
+    from videolmm.serve.config import ServeArgs
 
     engine, request = make_engine_request(ckpt, clips["generate-heavy"], opts.overhead_tokens)
     runs: list[Run] = []

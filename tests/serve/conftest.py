@@ -158,7 +158,8 @@ def serve_app(
     import yaml
     from ray import serve
 
-    from videolmm.serve.config import ServeArgs, build_app
+    from videolmm.serve.app import build_app
+    from videolmm.serve.config import ServeArgs
 
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     serve_doc = yaml.safe_load(TINY_YAML.read_text())

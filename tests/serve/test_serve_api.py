@@ -213,16 +213,3 @@ def _serve_logs(ray_tmp: Path) -> dict[str, list[str]]:
         deployment = path.name.removeprefix("replica_videolmm_").split("_", 1)[0]
         out.setdefault(deployment, []).append(path.read_text(errors="replace"))
     return out
-
-
-def test_media_and_model_deployments_agree_on_each_models_media_settings(serve_app: ServeApp) -> None:
-    """The media replica computes the sampling without loading the model; the engine must agree."""
-    from ray import serve
-
-    media = serve.get_deployment_handle("MediaDecoder", app_name="videolmm")
-    model = serve.get_deployment_handle("ModelServer", app_name="videolmm")
-    for model_id in (LNV, VL):
-        decoder_side = media.media_settings.remote(model_id).result(timeout_s=60)
-        engine_side = model.options(multiplexed_model_id=model_id).media_settings.remote(model_id).result(timeout_s=60)
-        assert decoder_side == engine_side
-    assert decoder_side.sampling.num_frames == 8  # video_llava's default

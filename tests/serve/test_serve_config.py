@@ -15,10 +15,11 @@ from serve_helpers import REPO
 from videolmm.load import load_engine
 from videolmm.models.families.base import LoadOptions
 from videolmm.plugin.manager import get_plugin_manager, get_registry
-from videolmm.serve.config import ModelConfig, ServeArgs, build_app, load_serve_config
-from videolmm.serve.convert import to_job
+from videolmm.serve.app import build_app
+from videolmm.serve.config import ModelConfig, ServeArgs, load_serve_config
 from videolmm.serve.decode import MediaPipeline, model_media_settings
-from videolmm.serve.errors import ServeError, client_error_types, from_core_error
+from videolmm.serve.errors import ApiError, ServeError, client_error_types, from_core_error
+from videolmm.serve.openai import to_job
 from videolmm.serve.protocol import ChatCompletionRequest
 
 ONE_MODEL = {"models": [{"model_id": "m", "pretrained": "org/name"}]}
@@ -26,8 +27,11 @@ ONE_MODEL = {"models": [{"model_id": "m", "pretrained": "org/name"}]}
 
 def test_build_app_is_a_typed_ray_builder() -> None:
     # Ray validates a YAML `args:` block into the builder's annotated pydantic model.
+    import videolmm.serve
+
     (param,) = inspect.signature(build_app).parameters.values()
     assert param.annotation is ServeArgs
+    assert videolmm.serve.build_app is build_app  # import_path: videolmm.serve:build_app
 
 
 @pytest.mark.parametrize("name", ["tiny.yaml", "video.yaml"])
@@ -233,6 +237,19 @@ def test_unsupported_options_fail_validation(body: dict[str, Any]) -> None:
         ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "x"}], **body})
 
 
+def test_error_body_is_openais_error_envelope() -> None:
+    body = ApiError(404, "no such model", code="model_not_found", param="model").body()
+    error = {"message": "no such model", "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
+    assert body == {"error": error}
+    assert list(body["error"]) == ["message", "type", "param", "code"]
+    assert ApiError(500, "boom", type="server_error").body()["error"] == {
+        "message": "boom",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }
+
+
 def test_core_errors_map_to_client_or_server_status() -> None:
     assert {"MediaError", "MediaNotFound", "MediaUnreadable", "NoVideoStream", "PromptError"} <= client_error_types()
     assert from_core_error("MediaUnreadable: <bytes:3>: unreadable: junk").status == 400
@@ -254,9 +271,53 @@ def test_import_boundaries() -> None:
         "import sys\n"
         "import videolmm.models.engine, videolmm.plugin.manager\n"
         "assert 'ray' not in sys.modules, 'core imported ray'\n"
-        "import videolmm.serve, videolmm.serve.decode, videolmm.serve.convert, videolmm.serve.security\n"
+        "import videolmm.serve, videolmm.serve.app, videolmm.serve.config, videolmm.serve.decode\n"
+        "import videolmm.serve.openai, videolmm.serve.security\n"
         "bad = sorted({'ray', 'torch', 'transformers'} & set(sys.modules))\n"
         "assert not bad, bad\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+# Layers of videolmm.serve, top to bottom: a module may import only modules of a lower layer.
+SERVE_LAYERS = (
+    ("__init__",),
+    ("app",),
+    ("ingress",),
+    ("deployments",),
+    ("decode", "openai"),
+    ("jobs", "config"),
+    ("security",),
+    ("errors", "metrics", "context"),
+    ("protocol",),
+)
+
+
+def test_serve_imports_point_down_the_layers() -> None:
+    """ingress → deployments → (decode, openai, jobs) → config → leaves; lazy imports count too."""
+    import ast
+
+    layer = {name: i for i, names in enumerate(SERVE_LAYERS) for name in names}
+    serve_dir = REPO / "videolmm" / "serve"
+    assert {p.stem for p in serve_dir.glob("*.py")} == set(layer), "a new serve module needs a layer here"
+    upward = []
+    for path in serve_dir.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for target in targets:
+                if target.startswith("videolmm.serve.") and target.split(".")[2] in layer:
+                    dep = target.split(".")[2]
+                    if dep != path.stem and layer[dep] <= layer[path.stem]:
+                        upward.append(f"{path.stem} -> {dep}")
+    assert not upward, upward
+
+
+def test_serve_modules_stay_small() -> None:
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (REPO / "videolmm" / "serve").glob("*.py")}
+    assert max(sizes.values()) <= 500, sizes

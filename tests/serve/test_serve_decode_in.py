@@ -21,7 +21,8 @@ def colocated(serve_app: ServeApp) -> Iterator[str]:
     """Base URL of the same app with ``decode_in: model_replica`` (small CPU shares: 2 shared cores)."""
     from ray import serve
 
-    from videolmm.serve.config import ServeArgs, build_app
+    from videolmm.serve.app import build_app
+    from videolmm.serve.config import ServeArgs
 
     raw = serve_app.args.model_dump(mode="json")
     raw["security"]["api_key"] = serve_app.api_key  # SecretStr dumps masked

@@ -1,4 +1,4 @@
-"""Typed configuration of the Serve app and the app builder (``import_path: videolmm.serve:build_app``).
+"""Typed configuration of the Serve app: the ``args:`` block of ``import_path: videolmm.serve:build_app``.
 
 One YAML states the models, the replicas and the limits::
 
@@ -13,18 +13,18 @@ One YAML states the models, the replicas and the limits::
             ray_actor_options: {num_gpus: 1}
             autoscaling_config: {min_replicas: 1, max_replicas: 4}
 
-Ray validates ``args`` into :class:`ServeArgs` because :func:`build_app` is annotated with it
-(Ray's typed app builders); in Python, ``build_app(ServeArgs(...))`` or ``build_app({...})``.
+Ray validates ``args`` into :class:`ServeArgs` because :func:`videolmm.serve.app.build_app` is
+annotated with it (Ray's typed app builders); in Python, ``ServeArgs(...)`` or
+``ServeArgs.model_validate({...})``.
 
 Every model default is the core's (the family's sampler, frame count, template), so a request
 served here becomes the same core :class:`~videolmm.types.Request` that lmms-eval builds.
 
-This module imports only pydantic and the core's light types; Ray is imported by
-:func:`build_app`.
+Pure configuration: this module imports pydantic, the core's light types and
+:mod:`~videolmm.serve.security`'s address constants, never Ray or another serve layer.
 """
 
-# No ``from __future__ import annotations``: Ray reads build_app's annotation as a class.
-
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from videolmm.models.families.base import LoadOptions
+from videolmm.serve.security import METADATA_ADDRESSES
 
 
 class _Strict(BaseModel):
@@ -164,10 +165,6 @@ class RemoteFetchConfig(_Strict):
     @field_validator("allowed_networks")
     @classmethod
     def _networks(cls, networks: tuple[str, ...]) -> tuple[str, ...]:
-        import ipaddress
-
-        from videolmm.serve.security import METADATA_ADDRESSES
-
         out = []
         for text in networks:
             network = ipaddress.ip_network(text.strip(), strict=True)  # ValueError names the bad CIDR
@@ -444,30 +441,6 @@ def load_serve_config(path: str | os.PathLike[str], app: str | None = None) -> d
     return dict(apps[0].get("args") or {})
 
 
-def build_app(args: ServeArgs) -> Any:
-    """Build the Serve application: OpenAI ingress → media decoder → model server.
-
-    Args:
-        args: the validated ``args`` block (Ray converts the YAML dict because of the annotation);
-            a plain dict is validated here.
-
-    Returns:
-        The bound ``ray.serve.Application`` (pass it to ``serve.run``).
-    """
-    from videolmm.serve.deployments import MediaDecoder, ModelServer
-    from videolmm.serve.ingress import OpenAIIngress
-
-    if not isinstance(args, ServeArgs):
-        args = ServeArgs.model_validate(args)
-    args = args.resolved()
-    api_key = args.api_key_value()
-    media = None
-    if args.decode_in == "media_deployment":
-        media = MediaDecoder.options(**args.media_deployment.ray_options()).bind(args)
-    model = ModelServer.options(**args.model_deployment.ray_options()).bind(args)
-    return OpenAIIngress.options(**args.ingress_deployment.ray_options()).bind(args, media, model, api_key)
-
-
 __all__ = [
     "ActorOptions",
     "AutoscalingOptions",
@@ -478,6 +451,5 @@ __all__ = [
     "RemoteFetchConfig",
     "SecurityConfig",
     "ServeArgs",
-    "build_app",
     "load_serve_config",
 ]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 from ray import serve
 
+from videolmm.load import load_engine as load_core_engine
 from videolmm.models.engine import DecodedRequest, Engine, error_text
 from videolmm.serve.config import ServeArgs
 from videolmm.serve.context import batch_request_ids, set_batch_request_ids
@@ -28,7 +29,7 @@ from videolmm.serve.decode import MediaPipeline
 from videolmm.serve.errors import ApiError, ServeError
 from videolmm.serve.jobs import ChatJob, Generated
 from videolmm.serve.metrics import MediaMetrics, ModelMetrics
-from videolmm.types import MediaSettings, Result
+from videolmm.types import Result
 
 logger = logging.getLogger("ray.serve.videolmm")
 
@@ -75,10 +76,6 @@ class MediaDecoder:
         """Decode a job's media; a refused or broken input comes back as an :class:`ApiError`."""
         return await self.stage.decode(job)
 
-    async def media_settings(self, model_id: str) -> MediaSettings:
-        """The model's default media settings as this deployment applies them."""
-        return self.stage.pipeline.default_media(model_id)
-
 
 @dataclass(frozen=True)
 class _Pending:
@@ -107,7 +104,8 @@ class ModelServer:
         async def load_engine(model_id: str) -> Engine:
             config = models[model_id]
             start = time.perf_counter()
-            engine = await asyncio.to_thread(Engine.from_pretrained, config.pretrained, **config.engine_kwargs())
+            # videolmm.load hands the engine the plugin host's registry and hooks
+            engine = await asyncio.to_thread(load_core_engine, config.pretrained, **config.engine_kwargs())
             logger.info(
                 "rids=%s loaded model %s from %s in %.1f s",
                 list(batch_request_ids()),
@@ -161,11 +159,6 @@ class ModelServer:
             Generated(replace(r, timings={**r.timings, "queue": q}), len(pending))
             for r, q in zip(results, queued, strict=True)
         ]
-
-    async def media_settings(self, model_id: str) -> MediaSettings:
-        """The media settings the engine was built with."""
-        engine = await self.engine(model_id)
-        return engine.settings.media
 
 
 __all__ = ["MediaDecoder", "ModelServer"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from videolmm.errors import MediaError, PromptError
+from videolmm.serve.protocol import ErrorDetail, ErrorResponse
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,9 @@ class ApiError:
     retry_after_s: float | None = None
 
     def body(self) -> dict[str, Any]:
-        """OpenAI's error envelope."""
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        """OpenAI's error envelope, ``{"error": {"message", "type", "param", "code"}}`` (:class:`ErrorResponse`)."""
+        detail = ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code)
+        return ErrorResponse(error=detail).model_dump()
 
 
 class ServeError(Exception):

@@ -8,7 +8,7 @@ status of :mod:`videolmm.serve.errors`; a 503 carries ``Retry-After``. Every res
 log line about the request.
 
 A request flows: read the body (size limit) → validate (:mod:`~videolmm.serve.protocol`) →
-:func:`~videolmm.serve.convert.to_job` → media deployment (``DecodedRequest``) → model
+:func:`~videolmm.serve.openai.to_job` → media deployment (``DecodedRequest``) → model
 deployment, routed by ``multiplexed_model_id`` → response or SSE stream.
 """
 
@@ -32,7 +32,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from videolmm.models.engine import DecodedRequest, error_text
 from videolmm.serve.config import ServeArgs
-from videolmm.serve.convert import completion, stream_events, to_job
 from videolmm.serve.errors import (
     ApiError,
     ServeError,
@@ -48,6 +47,7 @@ from videolmm.serve.errors import (
 )
 from videolmm.serve.jobs import Generated
 from videolmm.serve.metrics import IngressMetrics
+from videolmm.serve.openai import completion, stream_events, to_job
 from videolmm.serve.protocol import ChatCompletionRequest, ModelCard, ModelList
 from videolmm.serve.security import api_key_matches
 

@@ -67,7 +67,7 @@ ContentPart = Annotated[TextPart | ImagePart | VideoPart, Field(discriminator="t
 
 
 class ChatMessage(BaseModel):
-    """One message; videolmm answers a single user turn (see :mod:`videolmm.serve.convert`)."""
+    """One message; videolmm answers a single user turn (see :mod:`videolmm.serve.openai`)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -287,7 +287,7 @@ class ErrorDetail(_Out):
 
 
 class ErrorResponse(_Out):
-    """OpenAI's error envelope: ``{"error": {...}}``."""
+    """OpenAI's error envelope: ``{"error": {...}}`` (what :meth:`videolmm.serve.errors.ApiError.body` renders)."""
 
     error: ErrorDetail
 
