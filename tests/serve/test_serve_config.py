@@ -14,7 +14,7 @@ from serve_helpers import REPO
 
 from videolmm.load import load_engine
 from videolmm.models.families.base import LoadOptions
-from videolmm.plugin.manager import get_plugin_manager, get_registry
+from videolmm.plugin.manager import get_plugin_manager
 from videolmm.serve.app import build_app
 from videolmm.serve.config import ModelConfig, ServeArgs, load_serve_config
 from videolmm.serve.decode import MediaPipeline, model_media_settings
@@ -120,9 +120,8 @@ def test_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_media_deployment_defaults_equal_the_engines(tiny_llava_next_video: Path, overrides: dict[str, Any]) -> None:
     """The media replica computes settings without loading the model; they must match the engine's."""
     model = ModelConfig(model_id="m", pretrained=str(tiny_llava_next_video), device="cpu", **overrides)
-    pm = get_plugin_manager()
-    ours = model_media_settings(model, registry=get_registry(pm), pm=pm)
-    engine = load_engine(model.pretrained, load_model=False, **model.engine_kwargs())
+    ours = model_media_settings(model, pm=get_plugin_manager())
+    engine = load_engine(model.engine, load_model=False)
     assert ours == engine.settings.media
 
 
@@ -259,7 +258,7 @@ def test_core_errors_map_to_client_or_server_status() -> None:
 
 
 def test_default_load_options_are_the_cores() -> None:
-    assert MODEL.load_options() == LoadOptions()
+    assert MODEL.engine.load_options() == LoadOptions()
 
 
 def test_import_boundaries() -> None:

@@ -26,12 +26,13 @@ Pure configuration: this module imports pydantic, the core's light types and
 
 import ipaddress
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from videolmm.models.families.base import LoadOptions
+from videolmm.models.spec import EngineSpec, spec_fields
 from videolmm.serve.security import METADATA_ADDRESSES
 
 
@@ -45,66 +46,43 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    """One served model: a checkpoint plus optional overrides of the core's defaults."""
+    """One served model: an id, and the engine options of the core (one :class:`EngineSpec`).
+
+    The engine options are written flat beside ``model_id`` in the YAML — every
+    :class:`~videolmm.models.spec.EngineSpec` field (``pretrained``, ``family``, ``num_frames``,
+    ``frame_cache``, ``revision``, ...) — and validated by pydantic into :attr:`engine`; unset
+    fields take the checkpoint's and the family's defaults, exactly as lmms-eval and the CLI do.
+    """
 
     model_id: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$",
         description="The name clients put in the request's `model` field and see in /v1/models.",
     )
-    pretrained: str = Field(
-        min_length=1,
-        description="Checkpoint directory or hub id; a relative path is resolved against `base_dir`.",
-    )
-    family: str | None = Field(default=None, description="Model family; None detects it from config.json.")
-    template: str | None = Field(default=None, description="Conversation template; None is the family's choice.")
-    system_prompt: str | None = Field(default=None, description="Replaces the template's system message.")
-    decoder: str | None = Field(default=None, description="Video decoder name; None is the family's (keyframe).")
-    sampler: str | None = Field(default=None, description="Frame sampler name; None is the family's.")
-    num_frames: int | None = Field(default=None, ge=1, description="Frames per video; None is the family's.")
-    fps: float | None = Field(default=None, gt=0, description="Rate for rate-based samplers.")
-    force_sample: bool | None = Field(default=None, description="LLaVA-Video's force_sample.")
-    family_options: dict[str, Any] = Field(
-        default_factory=dict, description="Family-specific options, e.g. spatial_pool_stride."
-    )
-    device: str = Field(default="auto", description="cpu, cuda, cuda:1, or auto (CUDA when present).")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="auto = float32 on CPU, bfloat16 on CUDA."
-    )
-    device_map: str | None = Field(default=None, description="transformers device_map (e.g. auto).")
-    attn_implementation: str | None = Field(default=None, description="sdpa, eager or flash_attention_2.")
-    quantization: Literal["4bit", "8bit"] | None = Field(default=None, description="bitsandbytes (GPU).")
-    revision: str | None = Field(default=None, description="Hub revision of the checkpoint.")
     default_max_tokens: int = Field(
         default=256,
         ge=1,
         description="max_tokens when a request gives none (lmms-eval's default for our models), capped by the limit.",
     )
+    engine: EngineSpec = Field(
+        description="The engine options (EngineSpec fields, written flat beside model_id; a relative `pretrained` "
+        "is resolved against `base_dir`)."
+    )
 
-    def load_options(self) -> LoadOptions:
-        """Placement and quantisation as the core's :class:`LoadOptions`."""
-        return LoadOptions(
-            device=self.device,
-            dtype=self.dtype,
-            device_map=self.device_map,
-            attn_implementation=self.attn_implementation,
-            quantization=self.quantization,
-            revision=self.revision,
-        )
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_fields_are_flat(cls, data: Any) -> Any:
+        """Gather the flat EngineSpec fields of a YAML model entry into ``engine``."""
+        if not isinstance(data, dict) or "engine" in data:
+            return data
+        names = {name for name, *_ in spec_fields()}
+        out = {k: v for k, v in data.items() if k not in names}
+        out["engine"] = {k: v for k, v in data.items() if k in names}
+        return out
 
-    def engine_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :meth:`videolmm.models.engine.Engine.from_pretrained`."""
-        return {
-            "family": self.family,
-            "template": self.template,
-            "system_prompt": self.system_prompt,
-            "decoder": self.decoder,
-            "sampler": self.sampler,
-            "num_frames": self.num_frames,
-            "fps": self.fps,
-            "force_sample": self.force_sample,
-            "family_options": dict(self.family_options),
-            "load": self.load_options(),
-        }
+    @property
+    def pretrained(self) -> str:
+        """The checkpoint directory or hub id."""
+        return self.engine.pretrained
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +353,7 @@ class ServeArgs(_Strict):
                 f"model_deployment.max_ongoing_requests={self.model_deployment.max_ongoing_requests} is below "
                 f"batching.max_batch_size={self.batching.max_batch_size}: batches could never fill"
             )
-        too_many = [m.model_id for m in self.models if (m.num_frames or 0) > self.limits.max_frames]
+        too_many = [m.model_id for m in self.models if (m.engine.num_frames or 0) > self.limits.max_frames]
         if too_many:
             raise ValueError(f"num_frames above limits.max_frames={self.limits.max_frames} for {too_many}")
         return self
@@ -396,7 +374,9 @@ class ServeArgs(_Strict):
             # a relative name that is not a local directory is a hub id ("org/name")
             return str(joined) if joined.exists() or path.startswith((".", "~")) else path
 
-        models = tuple(m.model_copy(update={"pretrained": local(m.pretrained)}) for m in self.models)
+        models = tuple(
+            m.model_copy(update={"engine": replace(m.engine, pretrained=local(m.pretrained))}) for m in self.models
+        )
         roots = tuple(str((base / Path(r).expanduser()).resolve()) for r in self.security.media_roots)
         security = self.security.model_copy(update={"media_roots": roots})
         return self.model_copy(update={"models": models, "security": security, "base_dir": str(base)})

@@ -105,7 +105,7 @@ class ModelServer:
             config = models[model_id]
             start = time.perf_counter()
             # videolmm.load hands the engine the plugin host's registry and hooks
-            engine = await asyncio.to_thread(load_core_engine, config.pretrained, **config.engine_kwargs())
+            engine = await asyncio.to_thread(load_core_engine, config.engine)
             logger.info(
                 "rids=%s loaded model %s from %s in %.1f s",
                 list(batch_request_ids()),
