@@ -149,8 +149,10 @@ class Measure:
 
 def _methods() -> dict[str, Callable[[], Any] | str]:
     """Decoder factories by label; a string means unavailable (the reason)."""
-    from videolmm.media.decoders import DecordDecoder, PyAVDecoder, TorchCodecDecoder
+    from videolmm.media.decord import DecordDecoder
     from videolmm.media.keyframe import KeyframeDecoder
+    from videolmm.media.pyav import PyAVDecoder
+    from videolmm.media.torchcodec import TorchCodecDecoder
 
     methods: dict[str, Callable[[], Any] | str] = {
         "keyframe": KeyframeDecoder,
@@ -182,7 +184,8 @@ def _decode_once(
 
 
 def bench_decode(videos: dict[str, Path], repeats: int) -> list[Measure]:
-    from videolmm.media.keyframe import KeyframeDecoder, decode_bound
+    from videolmm.media.keyframe import KeyframeDecoder
+    from videolmm.media.packets import decode_bound
 
     methods = _methods()
     live = {k: v for k, v in methods.items() if not isinstance(v, str)}
@@ -241,7 +244,8 @@ import json, sys, tracemalloc
 import numpy as np
 sys.path.insert(0, {repo!r})
 from videolmm.media.keyframe import KeyframeDecoder
-from videolmm.media.decoders import DecordDecoder, PyAVDecoder
+from videolmm.media.decord import DecordDecoder
+from videolmm.media.pyav import PyAVDecoder
 
 def status(field):
     for line in open("/proc/self/status"):
@@ -497,8 +501,8 @@ def write_docs(section: str) -> Path:
 def _meta(opts: argparse.Namespace, videos: dict[str, Path], specs: tuple[VideoSpec, ...]) -> dict[str, Any]:
     import av
 
-    from videolmm.media.decoders import TorchCodecDecoder
     from videolmm.media.keyframe import KeyframeDecoder
+    from videolmm.media.torchcodec import TorchCodecDecoder
 
     try:
         import decord

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from videolmm.media.base import load_frames
 from videolmm.media.cache import ENV_VAR, FrameCache, cache_key, source_identity
-from videolmm.media.decoders import PyAVDecoder, load_frames
 from videolmm.media.keyframe import KeyframeDecoder
+from videolmm.media.pyav import PyAVDecoder
 from videolmm.media.sampling import fps_sampler, uniform_sampler
 from videolmm.toy.synthetic import read_index, write_index_video
 from videolmm.types import SamplingSpec
@@ -109,7 +110,7 @@ def test_bytes_are_keyed_by_content_and_images_bypass(tmp_path: Path, videos: di
 
 
 def _images():
-    from videolmm.media.decoders import ImagesDecoder
+    from videolmm.media.frames import ImagesDecoder
 
     return ImagesDecoder()
 
@@ -225,7 +226,7 @@ def test_lmms_eval_model_arg_enables_the_cache(
 def test_frames_directory_identity_follows_its_files(tmp_path: Path) -> None:
     from PIL import Image
 
-    from videolmm.media.decoders import FramesDirDecoder
+    from videolmm.media.frames import FramesDirDecoder
     from videolmm.toy.synthetic import index_frame
 
     folder = tmp_path / "frames"

@@ -18,7 +18,7 @@ from hostile_media import CASES, HostileCase, build_corpus
 from test_lmms_eval import response, run_cli
 
 from videolmm.errors import MediaError
-from videolmm.media.decoders import load_frames, resolve_decoder_name
+from videolmm.media.base import load_frames, resolve_decoder_name
 from videolmm.media.sampling import uniform_sampler
 from videolmm.plugin.manager import get_registry
 from videolmm.types import SEQUENCE_DECODERS, Frames, SamplingSpec

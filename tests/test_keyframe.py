@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from videolmm.errors import MediaError, MediaNotFound, MediaUnreadable, NoFrames, NoVideoStream
-from videolmm.media.decoders import DecordDecoder, PyAVDecoder, load_frames
-from videolmm.media.keyframe import KeyframeDecoder, decode_bound
+from videolmm.media.base import load_frames
+from videolmm.media.decord import DecordDecoder
+from videolmm.media.keyframe import KeyframeDecoder
+from videolmm.media.packets import decode_bound
+from videolmm.media.pyav import PyAVDecoder
 from videolmm.media.sampling import uniform_sampler
 from videolmm.toy.synthetic import index_frame, read_index, write_audio_only, write_index_video
 from videolmm.types import SamplingSpec
@@ -229,7 +232,7 @@ def test_hostile_corpus_behaves_like_pyav(tmp_path: Path) -> None:
     """Each hostile input (tests/hostile_media.py) gets pyav's outcome: the same error type or the same pixels."""
     from hostile_media import build_corpus
 
-    from videolmm.media.decoders import resolve_decoder_name
+    from videolmm.media.base import resolve_decoder_name
 
     cases = build_corpus(tmp_path / "media", outside=tmp_path / "outside")
     spec = SamplingSpec(num_frames=8)

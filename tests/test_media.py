@@ -19,20 +19,14 @@ from videolmm.errors import (
     NoVideoStream,
     UnsupportedCodec,
 )
-from videolmm.media.decoders import (
-    DecordDecoder,
-    FramesDirDecoder,
-    ImagesDecoder,
-    OpenedVideo,
-    PyAVDecoder,
-    TorchCodecDecoder,
-    VideoDecoder,
-    builtin_decoders,
-    describe_source,
-    load_frames,
-    resolve_decoder_name,
-)
+from videolmm.media.base import OpenedVideo, VideoDecoder, describe_source, load_frames, resolve_decoder_name
+from videolmm.media.decord import DecordDecoder
+from videolmm.media.frames import FramesDirDecoder, ImagesDecoder
+from videolmm.media.images import IMAGE_SUFFIXES
+from videolmm.media.loader import builtin_decoders
+from videolmm.media.pyav import PyAVDecoder
 from videolmm.media.sampling import fps_sampler, hound_sampler, uniform_sampler
+from videolmm.media.torchcodec import TorchCodecDecoder
 from videolmm.toy.synthetic import index_frame, read_index, write_audio_only, write_index_video
 from videolmm.types import FrameSelection, SamplingSpec, VideoInfo
 
@@ -222,6 +216,15 @@ def test_frames_dir_with_a_non_image_file_names_it(tmp_path: Path) -> None:
     assert err.value.source == str(tmp_path)
 
 
+def test_one_image_suffix_list_and_a_gif_is_a_video(tmp_path: Path) -> None:
+    assert ".gif" not in IMAGE_SUFFIXES and {".png", ".jpg", ".jpeg"} <= set(IMAGE_SUFFIXES)
+    assert "frame.PNG".lower().endswith(IMAGE_SUFFIXES) and not "clip.gif".endswith(IMAGE_SUFFIXES)
+    Image.fromarray(index_frame(0, 64, 48)).save(tmp_path / "0001.png")
+    Image.fromarray(index_frame(1, 64, 48)).save(tmp_path / "0002.gif")
+    with pytest.raises(MediaUnreadable, match=r"0002\.gif is not an image file"):
+        FramesDirDecoder().open(tmp_path)
+
+
 def test_frames_dir_with_a_corrupt_image_names_it(tmp_path: Path) -> None:
     Image.fromarray(index_frame(0, 64, 48)).save(tmp_path / "0001.png")
     (tmp_path / "0002.png").write_bytes(b"definitely not a png")
@@ -400,7 +403,7 @@ def test_no_decoder_module_is_imported_at_import_time() -> None:
     import sys
 
     code = (
-        "import sys, videolmm.media.decoders, videolmm.media.sampling, videolmm.toy.synthetic; "
+        "import sys, videolmm.media.loader, videolmm.media.keyframe, videolmm.media.cache, videolmm.toy.synthetic; "
         "print(sorted(m for m in ('av', 'decord', 'torchcodec') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from videolmm.errors import NoFrames
-from videolmm.media.decoders import builtin_decoders, load_frames
+from videolmm.media.base import load_frames
+from videolmm.media.loader import builtin_decoders
 from videolmm.media.sampling import (
     BUILTIN_SAMPLERS,
     ffmpeg_fps_output_count,

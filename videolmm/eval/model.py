@@ -42,6 +42,7 @@ from videolmm.eval.markers import ERROR_PREFIX
 from videolmm.eval.threads import set_threads, size_torch_threads, threads_for, usable_cores
 from videolmm.load import load_engine
 from videolmm.log import configure_from_env
+from videolmm.media.images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
 from videolmm.models.engine import DecodedRequest, error_text
 from videolmm.models.spec import EngineSpec
 from videolmm.types import GenerationSettings, Request
@@ -49,7 +50,6 @@ from videolmm.types import GenerationSettings, Request
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".gif", ".ts")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 #: Set to a file path to have every ``generate_until`` call write its :class:`EvalStats` there (JSON).
 STATS_ENV = "VIDEOLMM_EVAL_STATS"

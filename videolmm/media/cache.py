@@ -43,8 +43,9 @@ from typing import Any
 
 import numpy as np
 
-from videolmm.media import decoders as media_mod
-from videolmm.types import Frames, FrameSelection, SamplingSpec, VideoInfo, VideoSource
+from videolmm.media.base import VideoDecoder, load_frames
+from videolmm.media.sampling import Sampler
+from videolmm.types import Frames, SamplingSpec, VideoSource
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,6 @@ FORMAT_VERSION = 1
 _SUFFIX = ".npz"
 _TMP_PREFIX = ".tmp-"
 _STALE_TMP_SECONDS = 3600.0
-
-SamplerFn = Callable[[VideoInfo, SamplingSpec], FrameSelection]
 
 
 @dataclass(frozen=True)
@@ -297,17 +296,58 @@ class FrameCache:
 
     # ------------------------------------------------------------------ load
 
+    def read_through(
+        self,
+        source: VideoSource,
+        *,
+        decoder_name: str,
+        sampler_name: str,
+        spec: SamplingSpec,
+        decode: Callable[[], Frames],
+        check: Callable[[Frames], None] | None = None,
+    ) -> Frames:
+        """The cached frames for these settings, else ``decode()``'s, written to the cache.
+
+        Args:
+            source: any video source (image sequences bypass the cache: ``decode()`` every time).
+            decoder_name: the decoder's registry name (part of the key).
+            sampler_name: the sampler's registry name (part of the key).
+            spec: sampling numbers (part of the key).
+            decode: produces the frames on a miss.
+            check: called on a hit before the frames are returned (e.g. size limits); may raise.
+
+        Returns:
+            The frames, decoded now or read back (bit-identical either way).
+        """
+        identity = source_identity(source)
+        if identity is None:
+            self._count(bypassed=1)
+            return decode()
+        key = cache_key(identity, decoder=decoder_name, sampler=sampler_name, spec=spec)
+        cached = self.get(key)
+        if cached is not None:
+            self._count(hits=1)
+            if check is not None:
+                check(cached)
+            return cached
+        self._count(misses=1)
+        frames = decode()
+        self.put(key, frames)
+        return frames
+
     def load_frames(
         self,
         source: VideoSource,
         *,
         decoder_name: str,
-        decoder: media_mod.VideoDecoder,
-        sampler: SamplerFn,
+        decoder: VideoDecoder,
+        sampler: Sampler,
         spec: SamplingSpec,
         sampler_name: str,
     ) -> Frames:
-        """:func:`~videolmm.media.decoders.load_frames` through the cache.
+        """:func:`~videolmm.media.base.load_frames` through the cache, for one explicit decoder and sampler.
+
+        :class:`~videolmm.media.loader.FrameLoader` does the same by registry name, under size limits.
 
         Args:
             source: any video source (image sequences bypass the cache).
@@ -320,21 +360,13 @@ class FrameCache:
         Returns:
             The frames, decoded now or read back (bit-identical either way).
         """
-        identity = source_identity(source)
-        if identity is None:
-            self._count(bypassed=1)
-            return media_mod.load_frames(
-                source, decoder=decoder, sampler=sampler, spec=spec, sampler_name=sampler_name
-            )
-        key = cache_key(identity, decoder=decoder_name, sampler=sampler_name, spec=spec)
-        cached = self.get(key)
-        if cached is not None:
-            self._count(hits=1)
-            return cached
-        self._count(misses=1)
-        frames = media_mod.load_frames(source, decoder=decoder, sampler=sampler, spec=spec, sampler_name=sampler_name)
-        self.put(key, frames)
-        return frames
+        return self.read_through(
+            source,
+            decoder_name=decoder_name,
+            sampler_name=sampler_name,
+            spec=spec,
+            decode=lambda: load_frames(source, decoder=decoder, sampler=sampler, spec=spec, sampler_name=sampler_name),
+        )
 
 
 def _scandir_quietly(folder: Path) -> list[os.DirEntry[str]]:

@@ -13,7 +13,7 @@ indices then walks the wanted frames, and for each one decides:
 Decoded frames are matched to wanted frames by pts, never by counting, so a seek that lands early
 only costs time; a stream whose timestamps do not fit the index (missing or duplicate pts, fewer
 packets than the header's frame count, a frame past the one wanted) falls back to one sequential pass
-from the start, PyAV's path. Pixels come from :func:`~videolmm.media.decoders.frame_to_rgb`, the
+from the start, PyAV's path. Pixels come from :func:`~videolmm.media.pyav.frame_to_rgb`, the
 ``pyav`` decoder's conversion, so frames are bit-identical to decord's and PyAV's (tests check this).
 
 While decoding forward, packets go to the decoder one at a time, and for h264 and MPEG-4 part 2
@@ -24,16 +24,15 @@ frames, runs are spread over ``workers`` containers decoded in threads (PyAV rel
 decoding), longest first.
 
 Frames go straight into one preallocated ``(T, H, W, 3)`` array: no per-frame list and no
-``np.stack`` copy. :attr:`KeyframeVideo.stats` counts frames decoded and seeks; :func:`decode_bound`
-gives the frames in the keyframe-to-frame runs for a set of indices, what the counts are judged
-against.
+``np.stack`` copy. :attr:`KeyframeVideo.stats` counts frames decoded and seeks;
+:func:`~videolmm.media.packets.decode_bound` gives the frames in the keyframe-to-frame runs for a set
+of indices, what the counts are judged against.
 
 PyAV is imported lazily, inside the functions that need it.
 """
 
 from __future__ import annotations
 
-import bisect
 import os
 import threading
 from collections.abc import Sequence
@@ -44,18 +43,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from videolmm.errors import MediaError, MediaUnreadable, NoFrames
-from videolmm.media.decoders import (
-    OpenedVideo,
-    _container_source,
-    _import_av,
-    _open_container,
-    _OpenedBase,
-    _stream_facts,
-    _video_stream,
-    describe_source,
-    frame_to_rgb,
-    module_importable,
-)
+from videolmm.media.base import OpenedVideo, OpenedVideoBase, describe_source, module_importable
+from videolmm.media.packets import PacketIndex, read_packet_index
+from videolmm.media.probe import container_source, import_av, open_container, stream_facts, video_stream
+from videolmm.media.pyav import frame_to_rgb
 from videolmm.types import VideoInfo, VideoSource
 
 if TYPE_CHECKING:
@@ -67,34 +58,6 @@ THREAD_TYPES = ("NONE", "SLICE", "FRAME", "AUTO")
 #: Codecs whose decoders drop exactly the frames nothing refers to under ``skip_frame=NONREF``
 #: (h264: ``nal_ref_idc == 0``; MPEG-4 part 2: B-frames), so unwanted ones are skipped while seeking.
 SKIP_NONREF_CODECS = frozenset({"h264", "mpeg4"})
-
-
-@dataclass(frozen=True)
-class PacketIndex:
-    """A video stream's frames in presentation order, from demuxing only.
-
-    Attributes:
-        pts: ``(N,)`` int64, presentation timestamp of frame ``n`` (sorted ascending, unique when
-            :attr:`exact`).
-        keyframes: sorted frame positions (into :attr:`pts`) of the keyframes; ``keyframes[0]`` is 0
-            when the stream is decodable from its start.
-        exact: True when every packet had a pts, the pts are unique and ``N`` matches the frame count
-            the decoders report; only then is seeking used.
-    """
-
-    pts: np.ndarray
-    keyframes: tuple[int, ...]
-    exact: bool
-
-    @property
-    def num_frames(self) -> int:
-        """N, the number of frames (packets with a payload)."""
-        return int(self.pts.shape[0])
-
-    def keyframe_before(self, position: int) -> int:
-        """The position of the last keyframe at or before frame ``position`` (0 when there is none)."""
-        k = bisect.bisect_right(self.keyframes, position) - 1
-        return self.keyframes[k] if k >= 0 else 0
 
 
 @dataclass(frozen=True)
@@ -113,65 +76,6 @@ class DecodeStats:
     seeks: int = 0
     sequential_fallbacks: int = 0
     packets_sent: int = 0
-
-
-def decode_bound(keyframes: Sequence[int], indices: Sequence[int]) -> int:
-    """Frames that must be decoded to get ``indices``: the union of the runs keyframe → wanted frame.
-
-    For each wanted frame ``t`` with preceding keyframe ``k``, frames ``k..t`` (presentation order)
-    must be decoded; runs that share a GOP are counted once.
-
-    Args:
-        keyframes: sorted keyframe positions (:attr:`PacketIndex.keyframes`).
-        indices: wanted frame positions, any order, duplicates allowed.
-
-    Returns:
-        The number of distinct frames in the union of the runs.
-    """
-    total, covered_to = 0, -1  # frames < covered_to + 1 are already counted
-    for t in sorted(set(int(i) for i in indices)):
-        k = bisect.bisect_right(keyframes, t) - 1
-        start = keyframes[k] if k >= 0 else 0
-        start = max(start, covered_to + 1)
-        if t >= start:
-            total += t - start + 1
-            covered_to = t
-    return total
-
-
-def read_packet_index(av: Any, container: InputContainer, stream: VideoStream, label: str) -> PacketIndex:
-    """Demux every packet of ``stream`` (no decoding) and build its :class:`PacketIndex`.
-
-    Args:
-        av: the imported ``av`` module.
-        container: an open input container, positioned anywhere (it is left at the end).
-        stream: the video stream to index.
-        label: source name for errors.
-
-    Returns:
-        The index; ``exact`` is False when pts are missing or repeated (the caller decodes
-        sequentially then).
-    """
-    pts_list: list[int] = []
-    key_pts: list[int] = []
-    missing = False
-    try:
-        for packet in container.demux(stream):
-            if packet.size <= 0:
-                continue  # the demuxer's flush packet
-            if packet.pts is None:
-                missing = True
-                pts_list.append(len(pts_list))
-                continue
-            pts_list.append(int(packet.pts))
-            if packet.is_keyframe:
-                key_pts.append(int(packet.pts))
-    except (av.error.FFmpegError, EOFError) as exc:
-        raise MediaUnreadable(label, f"demuxing failed while indexing packets ({exc})") from exc
-    pts = np.sort(np.asarray(pts_list, dtype=np.int64))
-    unique = pts.size == 0 or bool(np.all(np.diff(pts) > 0))
-    keyframes = tuple(sorted({int(np.searchsorted(pts, p)) for p in key_pts})) if unique and not missing else (0,)
-    return PacketIndex(pts=pts, keyframes=keyframes, exact=unique and not missing and bool(keyframes))
 
 
 class _IndexMismatch(Exception):
@@ -214,7 +118,7 @@ class _Output:
         return self._array
 
 
-class KeyframeVideo(_OpenedBase):
+class KeyframeVideo(OpenedVideoBase):
     """An opened container read by keyframe-aware seeking (see the module docstring).
 
     Holds its PyAV containers open until :meth:`close` (one, plus one per extra worker once a read
@@ -257,11 +161,11 @@ class KeyframeVideo(_OpenedBase):
         self._seek_cost = seek_cost_frames
         self._thread_type = thread_type
         self._skip_nonref = skip_nonref
-        self._av = _import_av(info.source)
+        self._av = import_av(info.source)
 
     # ------------------------------------------------------------------ reading
 
-    def _read_sorted(self, indices: list[int]) -> np.ndarray:
+    def read_sorted(self, indices: list[int]) -> np.ndarray:
         if self.index.exact:
             out = _Output(len(indices), self.info.source)
             try:
@@ -406,9 +310,9 @@ class KeyframeVideo(_OpenedBase):
     def _extra_handle(self, k: int) -> tuple[InputContainer, VideoStream]:
         """The ``k``-th extra container (opened on first use, kept until close) for parallel runs."""
         while len(self._extra) < k:
-            container = _open_container(self._av, self._data, self.info.source)
+            container = open_container(self._av, self._data, self.info.source)
             try:
-                stream = _configure(_video_stream(self._av, container, self.info.source), self._thread_type)
+                stream = _configure(video_stream(self._av, container, self.info.source), self._thread_type)
             except BaseException:
                 container.close()
                 raise
@@ -462,12 +366,12 @@ class KeyframeVideo(_OpenedBase):
         if self._container is not None:
             self._container.close()
         self._container = None
-        container = _open_container(self._av, self._data, self.info.source)
-        self._stream = _configure(_video_stream(self._av, container, self.info.source), self._thread_type)
+        container = open_container(self._av, self._data, self.info.source)
+        self._stream = _configure(video_stream(self._av, container, self.info.source), self._thread_type)
         self._container = container
         self._at_start = True
 
-    def _release(self) -> None:
+    def release(self) -> None:
         if self._container is not None:
             self._container.close()
             self._container = None
@@ -537,12 +441,12 @@ class KeyframeDecoder:
             The opened video, holding its container until closed.
         """
         label = describe_source(source)
-        data = _container_source(source, label)
-        av = _import_av(label)
-        container = _open_container(av, data, label)
+        data = container_source(source, label)
+        av = import_av(label)
+        container = open_container(av, data, label)
         try:
-            stream = _video_stream(av, container, label)
-            facts = _stream_facts(container, stream, label)
+            stream = video_stream(av, container, label)
+            facts = stream_facts(container, stream, label)
             index = read_packet_index(av, container, stream, label)
             count = facts.header_frames if facts.header_frames > 0 else index.num_frames
             if count <= 0:
@@ -568,4 +472,4 @@ class KeyframeDecoder:
         )
 
 
-__all__ = ["THREAD_TYPES", "DecodeStats", "KeyframeDecoder", "KeyframeVideo", "PacketIndex", "decode_bound"]
+__all__ = ["SKIP_NONREF_CODECS", "THREAD_TYPES", "DecodeStats", "KeyframeDecoder", "KeyframeVideo"]

@@ -2,7 +2,7 @@
 
 A sampler is a pure function ``(VideoInfo, SamplingSpec) -> FrameSelection``: it sees only the frame
 count and the average frame rate (what decord reports), never pixels. ``spec.reverse`` is applied
-generically by :func:`videolmm.media.decoders.load_frames`, so samplers ignore it.
+generically by :func:`videolmm.media.base.read_sampled`, so samplers ignore it.
 
 * :func:`uniform_sampler`: LLaVA-NeXT-Video demo, Video-LLaVA, lmms-eval ``read_video``:
   ``np.linspace(0, N-1, F, dtype=int)``.

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from videolmm.errors import ConfigError, ContextLengthExceeded, PromptError, TokenCountMismatch
-from videolmm.media import decoders as media_mod
+from videolmm.media import base as media_mod
 from videolmm.media.cache import FrameCache
 from videolmm.media.images import load_image
 from videolmm.models.batch import DecodedRequest, EngineSettings, PreparedBatch, error_text

@@ -30,8 +30,8 @@ def register_families(register: Callable[[Any], None]) -> None:
 @hookimpl
 def register_decoders(register: Callable[[str, Any], None]) -> None:
     """Register decord, pyav, torchcodec, frames (a directory), images (a list) and keyframe."""
-    from videolmm.media.decoders import builtin_decoders
     from videolmm.media.keyframe import KeyframeDecoder
+    from videolmm.media.loader import builtin_decoders
 
     for name, decoder in builtin_decoders().items():
         register(name, decoder)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from videolmm.media.decoders import VideoDecoder
+    from videolmm.media.base import VideoDecoder
     from videolmm.media.sampling import Sampler
     from videolmm.models.engine import Engine, PreparedBatch
     from videolmm.models.families.base import Family

@@ -1,8 +1,10 @@
 """The media deployment's work, without Ray: fetch → check limits → decode and sample with the core.
 
 :class:`MediaPipeline` resolves each URL of a :class:`~videolmm.serve.jobs.ChatJob` under the
-security policy, decodes videos with the core's ``load_frames`` (the registered decoder and
-sampler, the model's defaults) and images with the core's ``load_image``, and returns the core's
+security policy, decodes videos with the core's :class:`~videolmm.media.loader.FrameLoader` (the
+registered decoder and sampler, the model's defaults; the app's ``max_duration_s`` and
+``max_frame_pixels`` as its :class:`~videolmm.media.loader.MediaLimits`, checked on the header before
+any frame is decoded) and images with the core's ``load_image``, and returns the core's
 :class:`~videolmm.models.engine.DecodedRequest`, so the model deployment runs exactly the
 in-process engine path from there.
 
@@ -20,6 +22,7 @@ import ipaddress
 import logging
 import time
 from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +30,14 @@ import numpy as np
 
 from videolmm.errors import MediaError
 from videolmm.load import detect_family
-from videolmm.media import decoders as media_mod
 from videolmm.media.images import load_image
+from videolmm.media.loader import FrameLoader, MediaLimitExceeded, MediaLimits
 from videolmm.models.engine import DecodedRequest, error_text, media_settings
 from videolmm.serve.config import ModelConfig, ServeArgs
 from videolmm.serve.errors import bad_request, too_large, unprocessable
 from videolmm.serve.jobs import ChatJob, MediaRef
 from videolmm.serve.security import FetchPolicy, MediaRoots, RemoteFetcher, parse_data_url
-from videolmm.types import Frames, MediaSettings, Request, VideoSource
+from videolmm.types import Frames, MediaSettings, Request
 
 # Serve attaches the request id and replica to records of "ray.serve" and its children.
 logger = logging.getLogger("ray.serve.videolmm.decode")
@@ -63,53 +66,6 @@ def model_media_settings(model: ModelConfig, *, registry: Any, pm: Any) -> Media
         fps=model.fps,
         force_sample=model.force_sample,
     )
-
-
-class LimitedDecoder:
-    """A decoder that refuses videos over the duration or frame-size limit once their header is read.
-
-    Wraps a registered decoder (same ``name``, same pixels) so that the core's ``load_frames``
-    runs unchanged and a too-long video is refused before any frame is decoded.
-
-    Args:
-        inner: the registered decoder.
-        max_duration_s: longest video accepted (``N / fps`` as the decoder reports it).
-        max_frame_pixels: largest ``width × height`` accepted.
-        param: the request field, for error messages.
-    """
-
-    def __init__(self, inner: Any, *, max_duration_s: float, max_frame_pixels: int, param: str) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.max_duration_s = max_duration_s
-        self.max_frame_pixels = max_frame_pixels
-        self.param = param
-
-    def available(self) -> bool:
-        """Whether the wrapped backend is importable."""
-        return bool(self.inner.available())
-
-    def open(self, source: VideoSource) -> Any:
-        """Open with the wrapped decoder, then check the header against the limits."""
-        video = self.inner.open(source)
-        info = video.info
-        try:
-            if info.duration > self.max_duration_s:
-                raise too_large(
-                    f"{self.param}: {info.source}: video lasts {info.duration:.1f} s; "
-                    f"the limit is {self.max_duration_s:g} s",
-                    param=self.param,
-                )
-            if info.width * info.height > self.max_frame_pixels:
-                raise too_large(
-                    f"{self.param}: {info.source}: frames are {info.width}x{info.height}; "
-                    f"the limit is {self.max_frame_pixels} pixels",
-                    param=self.param,
-                )
-        except BaseException:
-            video.close()
-            raise
-        return video
 
 
 class MediaPipeline:
@@ -214,23 +170,18 @@ class MediaPipeline:
 
     # -------------------------------------------------------------------------- decoding
 
+    @cached_property
+    def frame_loader(self) -> FrameLoader:
+        """The core's loader under the app's duration and frame-size limits (413 when crossed)."""
+        limits = MediaLimits(max_duration_s=self.limits.max_duration_s, max_frame_pixels=self.limits.max_frame_pixels)
+        return FrameLoader(self.registry, limits=limits)
+
     def _video(self, source: Source, media: MediaSettings, ref: MediaRef) -> Frames:
-        name = media_mod.resolve_decoder_name(source, media.decoder)
-        decoder = LimitedDecoder(
-            self.registry.decoder(name),
-            max_duration_s=self.limits.max_duration_s,
-            max_frame_pixels=self.limits.max_frame_pixels,
-            param=ref.param,
-        )
         try:
-            return media_mod.load_frames(
-                source,
-                decoder=decoder,
-                sampler=self.registry.sampler(media.sampler_for(name)),
-                spec=media.sampling,
-                sampler_name=media.sampler_for(name),
-            )
-        except MediaError as exc:
+            return self.frame_loader.load(source, media)
+        except MediaLimitExceeded as exc:
+            raise too_large(f"{ref.param}: {exc}", param=ref.param) from exc
+        except MediaError as exc:  # the core's own MediaTooLarge (over MAX_FRAME_PIXELS) included: 400
             raise bad_request(f"{ref.param}: {error_text(exc)}", param=ref.param, code="invalid_media") from exc
 
     def _image(self, source: Source, ref: MediaRef) -> np.ndarray:
@@ -297,4 +248,4 @@ class MediaPipeline:
         return replace(decoded, decode_seconds=decoded.decode_seconds + fetched)
 
 
-__all__ = ["LimitedDecoder", "MediaPipeline", "model_media_settings"]
+__all__ = ["MediaPipeline", "model_media_settings"]

@@ -1,0 +1,223 @@
+"""PyAV probing, shared by every container decoder: open, pick the video stream, check its header, count.
+
+Containers are probed with PyAV before decord or torchcodec see them, so garbage, audio files and
+images are rejected with a typed :class:`~videolmm.errors.MediaError` naming the source and the
+reason, instead of reaching an older bundled FFmpeg. PyAV is imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from videolmm.errors import (
+    DecoderUnavailable,
+    MediaNotFound,
+    MediaTooLarge,
+    MediaUnreadable,
+    NoFrames,
+    NoVideoStream,
+    UnsupportedCodec,
+)
+from videolmm.media.base import is_bytes
+from videolmm.types import VideoSource
+
+if TYPE_CHECKING:
+    from av.container import InputContainer
+    from av.video.stream import VideoStream
+
+#: Largest frame (width × height) a container decoder accepts: 8192×8192, well above 8K UHD.
+#: Checked on the header before decoding; a larger declared size raises MediaTooLarge.
+MAX_FRAME_PIXELS = 8192 * 8192
+#: FFmpeg demuxers of still images (refused as "not a video").
+IMAGE_DEMUXERS = frozenset({"image2", "image2pipe"})
+
+
+@dataclass(frozen=True)
+class StreamFacts:
+    """What PyAV learns from a container's header about its best video stream.
+
+    Attributes:
+        container: the demuxer's name (``mov,mp4,m4a,3gp,3g2,mj2``, ``matroska,webm``, ...).
+        codec: the codec's canonical name (``h264``, ``mpeg4``, ...).
+        header_frames: the frame count the header declares (0 when it declares none).
+        fps: the average (else guessed) rate; 0.0 when absent or not finite.
+        width: coded frame width.
+        height: coded frame height.
+    """
+
+    container: str
+    codec: str
+    header_frames: int
+    fps: float
+    width: int
+    height: int
+
+
+def import_av(label: str) -> Any:
+    """The ``av`` module, or DecoderUnavailable naming ``label`` with an install hint."""
+    try:
+        return importlib.import_module("av")
+    except ImportError as exc:
+        raise DecoderUnavailable(label, f"PyAV is not importable ({exc}); pip install av") from exc
+
+
+def check_file(source: str | os.PathLike[str], label: str) -> Path:
+    """A local file path that exists, is a file and is not empty."""
+    path = Path(source)
+    if not path.exists():
+        raise MediaNotFound(label, "no such file")
+    if path.is_dir():
+        raise MediaUnreadable(label, "is a directory, not a video file (use the 'frames' decoder)")
+    if path.stat().st_size == 0:
+        raise MediaUnreadable(label, "empty file (0 bytes)")
+    return path
+
+
+def container_source(source: VideoSource, label: str) -> Path | bytes:
+    """Validate a container source (path or bytes) and normalise it to ``Path`` or ``bytes``."""
+    if isinstance(source, (str, os.PathLike)):
+        return check_file(source, label)
+    if is_bytes(source):
+        data = bytes(source)  # type: ignore[arg-type]
+        if not data:
+            raise MediaUnreadable(label, "empty byte string")
+        return data
+    raise MediaUnreadable(label, f"a {type(source).__name__} is not a video container (path or bytes)")
+
+
+def open_container(av: Any, data: Path | bytes, label: str) -> InputContainer:
+    """``av.open`` with its failures turned into MediaErrors."""
+    target: Any = str(data) if isinstance(data, Path) else io.BytesIO(data)
+    try:
+        return av.open(target, mode="r")
+    except FileNotFoundError as exc:
+        raise MediaNotFound(label, "no such file") from exc
+    except (av.error.FFmpegError, EOFError, OSError) as exc:
+        raise MediaUnreadable(label, f"not a readable media container ({exc})") from exc
+
+
+def describe_streams(container: InputContainer) -> str:
+    """The container's streams as ``type/codec`` pairs, for error messages."""
+    parts = [f"{s.type}/{s.codec_context.name if s.codec_context else '?'}" for s in container.streams]
+    return ", ".join(parts) or "none"
+
+
+def video_stream(av: Any, container: InputContainer, label: str) -> VideoStream:
+    """The stream decord would pick (FFmpeg's best video stream), rejecting images and cover art."""
+    fmt = container.format.name
+    if fmt in IMAGE_DEMUXERS or fmt.endswith("_pipe"):
+        raise NoVideoStream(label, f"this is a still image ({fmt}), not a video")
+    candidates = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+    if not candidates:
+        raise NoVideoStream(
+            label, f"the container ({fmt}) holds no video stream (streams: {describe_streams(container)})"
+        )
+    best = container.streams.best("video")
+    stream = best if best in candidates else candidates[0]
+    if stream.codec_context is None:
+        raise UnsupportedCodec(
+            label, f"no decoder in PyAV's FFmpeg for the video stream (codec tag {stream.codec_tag!r})"
+        )
+    return stream
+
+
+def stream_facts(container: InputContainer, stream: VideoStream, label: str = "") -> StreamFacts:
+    """The stream's header facts, refusing headers no decoder should be handed (see :func:`check_header`).
+
+    Args:
+        container: the opened container.
+        stream: its chosen video stream.
+        label: the source's printable name for errors (default: the container's name).
+    """
+    rate = stream.average_rate or stream.guessed_rate
+    ctx = stream.codec_context
+    facts = StreamFacts(
+        container=container.format.name,
+        codec=ctx.codec.canonical_name,
+        header_frames=int(stream.frames or 0),
+        fps=float(rate) if rate and math.isfinite(float(rate)) and float(rate) > 0 else 0.0,
+        width=int(ctx.width),
+        height=int(ctx.height),
+    )
+    check_header(facts, pixel_format_known=ctx.format is not None, label=label or str(container.name))
+    return facts
+
+
+def check_header(facts: StreamFacts, *, pixel_format_known: bool, label: str) -> None:
+    """Refuse, before any decoder allocates a frame, a stream whose size is absent or absurd.
+
+    * no frame size (0x0): FFmpeg could not parse the size, or refused it as beyond its own limit;
+    * over :data:`MAX_FRAME_PIXELS`: one frame would need gigabytes (FFmpeg itself accepts sizes up
+      to ~16k x 16k, i.e. 768 MB per RGB frame);
+    * frames declared but no pixel format: probing could not decode a single frame (a truncated
+      index or corrupt first packets); decord would fail with an opaque filter-graph error.
+    """
+    if facts.width <= 0 or facts.height <= 0:
+        raise MediaUnreadable(
+            label,
+            f"the {facts.codec} video stream declares no frame size ({facts.width}x{facts.height}): its header "
+            "is corrupt or declares a size beyond FFmpeg's limits",
+        )
+    pixels = facts.width * facts.height
+    if pixels > MAX_FRAME_PIXELS:
+        raise MediaTooLarge(
+            label,
+            f"the video stream declares {facts.width}x{facts.height} frames ({pixels} pixels), over the "
+            f"limit of {MAX_FRAME_PIXELS} pixels per frame; refused before decoding",
+        )
+    if facts.header_frames > 0 and not pixel_format_known:
+        raise MediaUnreadable(
+            label,
+            f"no frame of the {facts.codec} video stream could be decoded while probing (pixel format unknown): "
+            "the file is truncated or corrupt",
+        )
+
+
+def probe(data: Path | bytes, label: str) -> StreamFacts:
+    """Open the container with PyAV and check it has a decodable video stream (header only)."""
+    av = import_av(label)
+    with open_container(av, data, label) as container:
+        return stream_facts(container, video_stream(av, container, label), label)
+
+
+def count_packets(data: Path | bytes, label: str) -> int:
+    """Count the video stream's packets by demuxing (decord's frame count when the header has none)."""
+    av = import_av(label)
+    with open_container(av, data, label) as container:
+        stream = video_stream(av, container, label)
+        try:
+            return sum(1 for packet in container.demux(stream) if packet.size > 0)
+        except (av.error.FFmpegError, EOFError) as exc:
+            raise MediaUnreadable(label, f"demuxing failed while counting frames ({exc})") from exc
+
+
+def frame_count(data: Path | bytes, label: str, facts: StreamFacts) -> int:
+    """decord's N: the header's frame count, else the number of video packets; NoFrames when 0."""
+    count = facts.header_frames if facts.header_frames > 0 else count_packets(data, label)
+    if count <= 0:
+        raise NoFrames(label, f"the {facts.codec} video stream has no frames")
+    return count
+
+
+__all__ = [
+    "IMAGE_DEMUXERS",
+    "MAX_FRAME_PIXELS",
+    "StreamFacts",
+    "check_file",
+    "check_header",
+    "container_source",
+    "count_packets",
+    "describe_streams",
+    "frame_count",
+    "import_av",
+    "open_container",
+    "probe",
+    "stream_facts",
+    "video_stream",
+]
