@@ -49,7 +49,7 @@ def test_shipped_serve_configs_validate(name: str) -> None:
     else:
         assert sum(o["ray_actor_options"]["num_cpus"] for o in (model, media)) < 2  # fits 2 cores + ingress
         assert media["autoscaling_config"]["upscale_delay_s"] <= 5
-        assert all(m.device == "cpu" for m in args.models)
+        assert all(m.engine.device == "cpu" for m in args.models)
 
 
 def test_relative_paths_resolve_against_base_dir(tmp_path: Path) -> None:
@@ -320,3 +320,41 @@ def test_serve_imports_point_down_the_layers() -> None:
 def test_serve_modules_stay_small() -> None:
     sizes = {p.name: len(p.read_text().splitlines()) for p in (REPO / "videolmm" / "serve").glob("*.py")}
     assert max(sizes.values()) <= 500, sizes
+
+
+def test_media_stage_reads_through_the_models_frame_cache(
+    tiny_llava_next_video: Path, clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``frame_cache:`` in a model entry: two media replicas (two pipelines) share one directory,
+    so the second decodes nothing and returns the same frames."""
+    import asyncio
+
+    monkeypatch.delenv("VIDEOLMM_FRAME_CACHE", raising=False)
+
+    import numpy as np
+
+    from videolmm.serve.jobs import ChatJob, MediaRef
+
+    clip = next(iter(clips.values()))
+    args = ServeArgs.model_validate(
+        {
+            "models": [
+                {"model_id": "m", "pretrained": str(tiny_llava_next_video), "num_frames": 4},
+                {
+                    "model_id": "c",
+                    "pretrained": str(tiny_llava_next_video),
+                    "num_frames": 4,
+                    "frame_cache": str(tmp_path / "frames"),
+                },
+            ],
+            "security": {"media_roots": [str(clip.parent)]},
+        }
+    )
+    job = ChatJob(request_id="r", model_id="c", question="q", media=(MediaRef("video", clip.as_uri(), "p"),))
+    first, second = MediaPipeline(args), MediaPipeline(args)
+    a = asyncio.run(first.run(job))
+    b = asyncio.run(second.run(job))
+    assert np.array_equal(a.videos[0].array, b.videos[0].array) and a.videos[0].indices == b.videos[0].indices
+    stats = (first.frame_loader("c").cache.stats, second.frame_loader("c").cache.stats)
+    assert (stats[0].misses, stats[0].hits, stats[1].misses, stats[1].hits) == (1, 0, 0, 1)
+    assert first.frame_loader("m").cache is None  # no frame_cache, no VIDEOLMM_FRAME_CACHE: decodes every time

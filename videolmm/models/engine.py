@@ -19,9 +19,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from videolmm.errors import ConfigError, ContextLengthExceeded, PromptError, TokenCountMismatch
-from videolmm.media import base as media_mod
 from videolmm.media.cache import FrameCache
 from videolmm.media.images import load_image
+from videolmm.media.loader import FrameLoader
 from videolmm.models.batch import DecodedRequest, EngineSettings, PreparedBatch, error_text
 from videolmm.models.families.base import Family
 from videolmm.models.inspect import describe
@@ -124,26 +124,9 @@ class Engine:
         return request.media or self.settings.media
 
     def load_video(self, source: Any, media: MediaSettings | None = None) -> Frames:
-        """Decode and sample one video source with the engine's (or the given) settings."""
-        media = media or self.settings.media
-        name = media_mod.resolve_decoder_name(source, media.decoder)
-        sampler = media.sampler_for(name)
-        if self.frame_cache is not None:
-            return self.frame_cache.load_frames(
-                source,
-                decoder_name=name,
-                decoder=self.registry.decoder(name),
-                sampler=self.registry.sampler(sampler),
-                spec=media.sampling,
-                sampler_name=sampler,
-            )
-        return media_mod.load_frames(
-            source,
-            decoder=self.registry.decoder(name),
-            sampler=self.registry.sampler(sampler),
-            spec=media.sampling,
-            sampler_name=sampler,
-        )
+        """Decode and sample one video source with the engine's (or the given) settings, through
+        the engine's frame cache when it has one."""
+        return FrameLoader(self.registry, cache=self.frame_cache).load(source, media or self.settings.media)
 
     def decode(self, request: Request | DecodedRequest) -> DecodedRequest:
         """Decode a request's videos and images; a failure is recorded, never raised."""

@@ -22,17 +22,17 @@ import ipaddress
 import logging
 import time
 from dataclasses import replace
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from videolmm.errors import MediaError
-from videolmm.load import detect_family
+from videolmm.load import resolve_spec
+from videolmm.media.cache import FrameCache
 from videolmm.media.images import load_image
 from videolmm.media.loader import FrameLoader, MediaLimitExceeded, MediaLimits
-from videolmm.models.engine import DecodedRequest, error_text, media_settings
+from videolmm.models.engine import DecodedRequest, error_text
 from videolmm.serve.config import ModelConfig, ServeArgs
 from videolmm.serve.errors import bad_request, too_large, unprocessable
 from videolmm.serve.jobs import ChatJob, MediaRef
@@ -45,27 +45,17 @@ logger = logging.getLogger("ray.serve.videolmm.decode")
 Source = Path | bytes
 
 
-def model_media_settings(model: ModelConfig, *, registry: Any, pm: Any) -> MediaSettings:
-    """A model's default decoder, sampler and sampling numbers: the family's, overridden by the config.
+def model_media_settings(model: ModelConfig, *, pm: Any = None) -> MediaSettings:
+    """A model's default decoder, sampler and sampling numbers, from the one resolver of defaults.
 
     Args:
         model: the served model.
-        registry: the component registry (``videolmm.plugin.manager.get_registry``).
-        pm: the plugin manager (family detection).
+        pm: the plugin manager (registry and family detection); None is the process-wide one.
 
     Returns:
-        What :meth:`Engine.from_pretrained` puts in ``engine.settings.media`` for the same model.
+        What the model's engine puts in ``engine.settings.media`` (:func:`videolmm.models.spec.resolve`).
     """
-    family = model.family or detect_family(model.pretrained, pm=pm, revision=model.revision)
-    return media_settings(
-        registry.family(family).media,
-        model.pretrained,
-        decoder=model.decoder,
-        sampler=model.sampler,
-        num_frames=model.num_frames,
-        fps=model.fps,
-        force_sample=model.force_sample,
-    )
+    return resolve_spec(model.engine, pm=pm).media
 
 
 class MediaPipeline:
@@ -98,13 +88,14 @@ class MediaPipeline:
         self.fetcher = fetcher
         self.models = {m.model_id: m for m in args.models}
         self._media: dict[str, MediaSettings] = {}
+        self._loaders: dict[str, FrameLoader] = {}
 
     # -------------------------------------------------------------------------- settings
 
     def default_media(self, model_id: str) -> MediaSettings:
         """The model's default media settings (computed once per model)."""
         if model_id not in self._media:
-            self._media[model_id] = model_media_settings(self.models[model_id], registry=self.registry, pm=self.pm)
+            self._media[model_id] = model_media_settings(self.models[model_id], pm=self.pm)
         return self._media[model_id]
 
     def check_defaults(self) -> None:
@@ -170,15 +161,22 @@ class MediaPipeline:
 
     # -------------------------------------------------------------------------- decoding
 
-    @cached_property
-    def frame_loader(self) -> FrameLoader:
-        """The core's loader under the app's duration and frame-size limits (413 when crossed)."""
-        limits = MediaLimits(max_duration_s=self.limits.max_duration_s, max_frame_pixels=self.limits.max_frame_pixels)
-        return FrameLoader(self.registry, limits=limits)
+    def frame_loader(self, model_id: str) -> FrameLoader:
+        """The core's loader for a model: its frame cache (``frame_cache:`` in the model entry, or
+        ``VIDEOLMM_FRAME_CACHE``; a directory shared by replicas is shared by their caches) under the
+        app's duration and frame-size limits (413 when crossed)."""
+        if model_id not in self._loaders:
+            limits = MediaLimits(
+                max_duration_s=self.limits.max_duration_s, max_frame_pixels=self.limits.max_frame_pixels
+            )
+            root = self.models[model_id].engine.frame_cache
+            cache = FrameCache(root) if root else FrameCache.from_env()
+            self._loaders[model_id] = FrameLoader(self.registry, cache=cache, limits=limits)
+        return self._loaders[model_id]
 
-    def _video(self, source: Source, media: MediaSettings, ref: MediaRef) -> Frames:
+    def _video(self, source: Source, media: MediaSettings, ref: MediaRef, model_id: str) -> Frames:
         try:
-            return self.frame_loader.load(source, media)
+            return self.frame_loader(model_id).load(source, media)
         except MediaLimitExceeded as exc:
             raise too_large(f"{ref.param}: {exc}", param=ref.param) from exc
         except MediaError as exc:  # the core's own MediaTooLarge (over MAX_FRAME_PIXELS) included: 400
@@ -211,7 +209,7 @@ class MediaPipeline:
         images: list[np.ndarray] = []
         for ref, source in zip(job.media, sources, strict=True):
             if ref.kind == "video":
-                videos.append(self._video(source, media, ref))
+                videos.append(self._video(source, media, ref, job.model_id))
             else:
                 images.append(self._image(source, ref))
         request = Request(
