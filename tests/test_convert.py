@@ -16,7 +16,6 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from videolmm.convert import tiny_originals as originals
 from videolmm.convert.base import ConvertOptions
 from videolmm.convert.manifest import MANIFEST_NAME, read_manifest
 from videolmm.convert.plan import ConversionRefused
@@ -25,6 +24,7 @@ from videolmm.convert.shards import SAFETENSORS_INDEX, ShardWriter, sha256_file
 from videolmm.errors import ConfigError
 from videolmm.load import load_engine
 from videolmm.models.families.base import LoadOptions
+from videolmm.toy import tiny_originals as originals
 from videolmm.types import GenerationSettings, Request
 
 VENV_BIN = Path(sys.executable).parent
@@ -325,7 +325,7 @@ def test_flat_rope_keys_are_moved_into_rope_parameters(tiny_llava_next_video: Pa
     """llava-hf/LLaVA-NeXT-Video-7B-hf (revisions 6ae32f6/babe571) wrote the scaling flat."""
     from transformers import AutoConfig, LlamaModel
 
-    from videolmm.convert.rope import repair_flat_rope_scaling
+    from videolmm.models.families.llava_next_video.configuration import repair_flat_rope_scaling
 
     ckpt = tmp_path / "flat"
     shutil.copytree(tiny_llava_next_video, ckpt)
@@ -356,7 +356,7 @@ def test_engine_applies_flat_rope_scaling(tiny_llava_next_video: Path, tmp_path:
 def test_explicit_rope_scaling_wins_over_flat_keys() -> None:
     from transformers import LlamaConfig
 
-    from videolmm.convert.rope import repair_flat_rope_scaling
+    from videolmm.models.families.llava_next_video.configuration import repair_flat_rope_scaling
 
     config = LlamaConfig(rope_scaling={"type": "linear", "factor": 2.5}, factor=2.0, type="linear")
     assert repair_flat_rope_scaling(config) is None

@@ -19,13 +19,8 @@ from videolmm.errors import ConfigError
 from videolmm.load import load_engine
 from videolmm.models.engine import Engine
 from videolmm.models.families.base import LoadOptions
-from videolmm.models.families.llava_video_qwen2 import (
-    LLAVA_VIDEO_QWEN2,
-    frame_tokens,
-    pooled_side,
-    time_instruction,
-    video_token_count,
-)
+from videolmm.models.families.llava_video_qwen2.configuration import frame_tokens, pooled_side, video_token_count
+from videolmm.models.families.llava_video_qwen2.family import LLAVA_VIDEO_QWEN2, time_instruction
 from videolmm.types import Frames, GenerationSettings, Request
 
 VENV_BIN = Path(sys.executable).parent
@@ -125,10 +120,8 @@ def _seed_video_features(model, pixels: torch.Tensor, grid: int, mode: str, stri
 @pytest.fixture(scope="module")
 def odd_grid_model():
     """An in-memory model with a 5×5 patch grid, where bilinear (3) and average (2) differ."""
-    from videolmm.models.families.modeling_llava_video_qwen2 import (
-        LlavaVideoQwen2Config,
-        LlavaVideoQwen2ForConditionalGeneration,
-    )
+    from videolmm.models.families.llava_video_qwen2.configuration import LlavaVideoQwen2Config
+    from videolmm.models.families.llava_video_qwen2.modeling import LlavaVideoQwen2ForConditionalGeneration
 
     config = LlavaVideoQwen2Config(
         vision_config={"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,

@@ -44,6 +44,7 @@ from videolmm.convert.common import (
 from videolmm.convert.plan import ConversionRefused, Rule
 from videolmm.convert.shards import Progress, TensorRef, weight_files
 from videolmm.errors import ConfigError
+from videolmm.models.families.originals import is_original_llava_hound
 
 _TOWER_FIELDS = (
     "hidden_size",
@@ -65,11 +66,12 @@ class LlavaHoundLayout(SourceLayout):
     description = "ShareGPTVideo LLaVA-Hound Pretrain/SFT/DPO + LanguageBind towers -> videolmm LlavaHound"
 
     def detect(self, original: Mapping[str, Any]) -> bool:
-        return original.get("model_type") == "llava_llama" and "mm_video_tower" in original
+        return is_original_llava_hound(original)
 
     def prepare(self, original: Mapping[str, Any], options: ConvertOptions, progress: Progress) -> Prepared:
-        from videolmm.models.families.modeling_llava_hound import LlavaHoundConfig, LlavaHoundForConditionalGeneration
-        from videolmm.toy.tiny_families import hound_processor
+        from videolmm.models.families.llava_hound.configuration import LlavaHoundConfig
+        from videolmm.models.families.llava_hound.modeling import LlavaHoundForConditionalGeneration
+        from videolmm.models.families.llava_hound.processing import build_llava_hound_processor
 
         require(original, "mm_projector_type", ["mlp2x_gelu"])
         select = require(original, "mm_vision_select_feature", ["patch", "cls_patch"], "patch")
@@ -116,7 +118,7 @@ class LlavaHoundLayout(SourceLayout):
         )
         template = chat_template("v1")
         tokenizer.chat_template = template
-        processor = hound_processor(tokenizer, vision.image_size, vision.patch_size, template)
+        processor = build_llava_hound_processor(tokenizer, vision.image_size, vision.patch_size, template)
         processor.video_drop_cls = drop_cls
         settings = {
             "video_tower": {"name": original["mm_video_tower"], "from": str(video_dir), "config_from": where},

@@ -12,7 +12,7 @@ choices follow transformers' ``convert_llava_next_video_weights_to_hf.py``:
   of 64 with the mean embedding in the new rows;
 - Vicuna (7B, 7B-DPO) gets linear RoPE scaling, factor 2.0, under ``rope_scaling`` (the
   transformers script wrote it flat into ``text_config``, where it is ignored; see
-  :mod:`videolmm.convert.rope`);
+  :mod:`videolmm.models.families.llava_next_video.configuration`);
 - the pool mode and stride are read from the original config.
 
 The output is a stock ``LlavaNextVideoForConditionalGeneration`` checkpoint (videolmm's
@@ -43,7 +43,10 @@ from videolmm.convert.common import (
 )
 from videolmm.convert.shards import Progress, weight_files
 from videolmm.errors import ConfigError
-from videolmm.models.families.llava_next_video import LLAVA_NEXT_VIDEO, pooled_side
+from videolmm.models.families.base import CLIP_MEAN, CLIP_STD
+from videolmm.models.families.llava_next_video.configuration import pooled_side
+from videolmm.models.families.llava_next_video.family import LLAVA_NEXT_VIDEO
+from videolmm.models.families.originals import is_original_llava_next_video
 
 #: Vicuna's linear RoPE factor in transformers' converter (and the seed demo's value at 32 frames).
 VICUNA_ROPE_FACTOR = 2.0
@@ -71,12 +74,7 @@ class LlavaNextVideoLayout(SourceLayout):
     description = "lmms-lab LLaVA-NeXT-Video 7B/7B-DPO/7B-32K/34B/34B-DPO -> transformers LlavaNextVideo"
 
     def detect(self, original: Mapping[str, Any]) -> bool:
-        return (
-            original.get("model_type") in ("llava_llama", "llava_mistral")
-            and "mm_vision_tower" in original
-            and "mm_video_tower" not in original
-            and ("mm_spatial_pool_stride" in original or original.get("mm_resampler_type") == "spatial_pool")
-        )
+        return is_original_llava_next_video(original)
 
     def prepare(self, original: Mapping[str, Any], options: ConvertOptions, progress: Progress) -> Prepared:
         from transformers import (
@@ -86,8 +84,6 @@ class LlavaNextVideoLayout(SourceLayout):
             LlavaNextVideoProcessor,
             LlavaNextVideoVideoProcessor,
         )
-
-        from videolmm.toy.tiny import CLIP_MEAN, CLIP_STD
 
         require(original, "mm_projector_type", ["mlp2x_gelu"])
         require(original, "mm_vision_select_feature", ["patch"], "patch")

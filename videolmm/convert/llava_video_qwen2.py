@@ -41,7 +41,7 @@ from videolmm.convert.common import (
 )
 from videolmm.convert.shards import Progress, weight_files
 from videolmm.errors import ConfigError
-from videolmm.models.families.llava_video_qwen2 import NEWLINE_POSITIONS, POOL_MODES, pooled_side
+from videolmm.models.families.originals import is_original_llava_video_qwen2
 
 
 class LlavaVideoQwen2Layout(SourceLayout):
@@ -58,14 +58,17 @@ class LlavaVideoQwen2Layout(SourceLayout):
     description = "lmms-lab LLaVA-Video-7B/72B-Qwen2 -> videolmm LlavaVideoQwen2 (OneVision subclass)"
 
     def detect(self, original: Mapping[str, Any]) -> bool:
-        return original.get("model_type") == "llava_qwen" and "mm_vision_tower" in original
+        return is_original_llava_video_qwen2(original)
 
     def prepare(self, original: Mapping[str, Any], options: ConvertOptions, progress: Progress) -> Prepared:
-        from videolmm.models.families.modeling_llava_video_qwen2 import (
+        from videolmm.models.families.llava_video_qwen2.configuration import (
+            NEWLINE_POSITIONS,
+            POOL_MODES,
             LlavaVideoQwen2Config,
-            LlavaVideoQwen2ForConditionalGeneration,
+            pooled_side,
         )
-        from videolmm.toy.tiny_families import qwen2_processor
+        from videolmm.models.families.llava_video_qwen2.modeling import LlavaVideoQwen2ForConditionalGeneration
+        from videolmm.models.families.llava_video_qwen2.processing import build_llava_video_qwen2_processor
 
         require(original, "mm_projector_type", ["mlp2x_gelu"])
         if original.get("add_faster_video"):
@@ -137,7 +140,9 @@ class LlavaVideoQwen2Layout(SourceLayout):
         )
         template = chat_template("qwen_1_5")
         tokenizer.chat_template = template
-        processor = qwen2_processor(tokenizer, vision.image_size, grid * grid, pinpoints, template, config)
+        processor = build_llava_video_qwen2_processor(
+            tokenizer, vision.image_size, grid * grid, pinpoints, template, config
+        )
         rules = llava_next_rules()
         return Prepared(
             family=self.family,

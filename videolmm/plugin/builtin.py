@@ -12,10 +12,10 @@ from videolmm.plugin.hookspecs import hookimpl
 
 
 def _families() -> list[Any]:
-    from videolmm.models.families.llava_hound import LLAVA_HOUND
-    from videolmm.models.families.llava_next_video import LLAVA_NEXT_VIDEO
-    from videolmm.models.families.llava_video_qwen2 import LLAVA_VIDEO_QWEN2
-    from videolmm.models.families.video_llava import VIDEO_LLAVA
+    from videolmm.models.families.llava_hound.family import LLAVA_HOUND
+    from videolmm.models.families.llava_next_video.family import LLAVA_NEXT_VIDEO
+    from videolmm.models.families.llava_video_qwen2.family import LLAVA_VIDEO_QWEN2
+    from videolmm.models.families.video_llava.family import VIDEO_LLAVA
 
     return [LLAVA_NEXT_VIDEO, VIDEO_LLAVA, LLAVA_VIDEO_QWEN2, LLAVA_HOUND]
 
@@ -68,9 +68,9 @@ def resolve_family(config: Mapping[str, Any], pretrained: str) -> str | None:
     for family in _families():
         if model_type in family.model_types:
             return family.name
-    from videolmm.convert.run import detect_layout
+    from videolmm.models.families.originals import detect_original_layout
 
-    layout = detect_layout(config)
+    layout = detect_original_layout(config)
     if layout is not None:
         from videolmm.errors import ConfigError
 

@@ -23,6 +23,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from videolmm.models.families.base import CLIP_MEAN, CLIP_STD
+
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerFast
 
@@ -47,10 +49,6 @@ MANIFEST_NAME = "videolmm_tiny.json"
 
 _VOCAB_SIZE = 400
 _INITIALIZER_RANGE = 0.02
-
-# OpenAI CLIP normalisation (as in the llava-hf and LanguageBind processors).
-_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 # Vicuna-v1 style: "<system> USER: <video>\n<text> ASSISTANT: <answer></s>USER: ...".
 # Content may be a string or a list of {"type": "text"|"image"|"video"} parts; images and
@@ -318,8 +316,8 @@ def build_tiny_llava_next_video(out_dir: str | Path, *, seed: int = 0, geometry:
         "do_rescale": True,
         "do_normalize": True,
         "do_convert_rgb": True,
-        "image_mean": _CLIP_MEAN,
-        "image_std": _CLIP_STD,
+        "image_mean": list(CLIP_MEAN),
+        "image_std": list(CLIP_STD),
     }
     processor = LlavaNextVideoProcessor(
         video_processor=LlavaNextVideoVideoProcessor(**common),
@@ -393,8 +391,8 @@ def build_tiny_video_llava(out_dir: str | Path, *, seed: int = 0, geometry: str 
         "do_rescale": True,
         "do_normalize": True,
         "do_convert_rgb": True,
-        "image_mean": _CLIP_MEAN,
-        "image_std": _CLIP_STD,
+        "image_mean": list(CLIP_MEAN),
+        "image_std": list(CLIP_STD),
     }
     processor = VideoLlavaProcessor(
         image_processor=VideoLlavaImageProcessor(**common),
@@ -414,12 +412,6 @@ def build_tiny_video_llava(out_dir: str | Path, *, seed: int = 0, geometry: str 
 # Building blocks for the other tiny builders (videolmm.toy.tiny_families and the original-
 # layout builders in videolmm.toy.tiny_originals). Thin public names over the helpers
 # above, so those modules reuse them without reaching into private names.
-
-CLIP_MEAN: tuple[float, ...] = tuple(_CLIP_MEAN)
-"""OpenAI CLIP normalisation mean."""
-
-CLIP_STD: tuple[float, ...] = tuple(_CLIP_STD)
-"""OpenAI CLIP normalisation std."""
 
 
 def check_geometry(geometry: str) -> None:

@@ -19,20 +19,7 @@ from typing import Any
 
 from videolmm.toy import tiny
 
-__all__ = [
-    "SIGLIP_MEAN",
-    "SIGLIP_STD",
-    "build_tiny_llava_hound",
-    "build_tiny_llava_video_qwen2",
-    "hound_processor",
-    "qwen2_processor",
-]
-
-SIGLIP_MEAN: tuple[float, ...] = (0.5, 0.5, 0.5)
-"""SigLIP normalisation mean (LLaVA-NeXT's ``SigLipImageProcessor``)."""
-
-SIGLIP_STD: tuple[float, ...] = (0.5, 0.5, 0.5)
-"""SigLIP normalisation std."""
+__all__ = ["build_tiny_llava_hound", "build_tiny_llava_video_qwen2"]
 
 
 def _qwen2_text_config(tokenizer: Any) -> Any:
@@ -89,10 +76,9 @@ def build_tiny_llava_video_qwen2(out_dir: str | Path, *, seed: int = 0, geometry
     """
     tiny.check_geometry(geometry)
     from videolmm.convert.chat_templates import chat_template
-    from videolmm.models.families.modeling_llava_video_qwen2 import (
-        LlavaVideoQwen2Config,
-        LlavaVideoQwen2ForConditionalGeneration,
-    )
+    from videolmm.models.families.llava_video_qwen2.configuration import LlavaVideoQwen2Config
+    from videolmm.models.families.llava_video_qwen2.modeling import LlavaVideoQwen2ForConditionalGeneration
+    from videolmm.models.families.llava_video_qwen2.processing import build_llava_video_qwen2_processor
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +106,7 @@ def build_tiny_llava_video_qwen2(out_dir: str | Path, *, seed: int = 0, geometry
     config.initializer_range = 0.02
     tiny.save_tiny_model(LlavaVideoQwen2ForConditionalGeneration, config, tokenizer, out, seed)
 
-    processor = qwen2_processor(tokenizer, image_size, grid * grid, pinpoints, template, config)
+    processor = build_llava_video_qwen2_processor(tokenizer, image_size, grid * grid, pinpoints, template, config)
     processor.save_pretrained(out)
     tiny.write_tiny_manifest(out, "llava_video_qwen2", geometry, seed)
     return out
@@ -146,7 +132,9 @@ def build_tiny_llava_hound(out_dir: str | Path, *, seed: int = 0, geometry: str 
     """
     tiny.check_geometry(geometry)
     from videolmm.convert.chat_templates import chat_template
-    from videolmm.models.families.modeling_llava_hound import LlavaHoundConfig, LlavaHoundForConditionalGeneration
+    from videolmm.models.families.llava_hound.configuration import LlavaHoundConfig
+    from videolmm.models.families.llava_hound.modeling import LlavaHoundForConditionalGeneration
+    from videolmm.models.families.llava_hound.processing import build_llava_hound_processor
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,71 +159,6 @@ def build_tiny_llava_hound(out_dir: str | Path, *, seed: int = 0, geometry: str 
     )
     config.initializer_range = 0.02
     tiny.save_tiny_model(LlavaHoundForConditionalGeneration, config, tokenizer, out, seed)
-    hound_processor(tokenizer, image_size, patch_size, template).save_pretrained(out)
+    build_llava_hound_processor(tokenizer, image_size, patch_size, template).save_pretrained(out)
     tiny.write_tiny_manifest(out, "llava_hound", geometry, seed)
     return out
-
-
-def hound_processor(tokenizer: Any, image_size: int, patch_size: int, chat_template: str | None) -> Any:
-    """LLaVA-Hound's processor at ``image_size``: LanguageBind's transform (OpenAI CLIP mean/std,
-    short side to ``image_size``, centre crop); video frames are resized bilinearly as
-    pytorchvideo's ``ShortSideScale`` does, images bicubically as CLIP's image processor."""
-    from transformers import VideoLlavaImageProcessor, VideoLlavaVideoProcessor
-    from transformers.image_utils import PILImageResampling
-
-    from videolmm.models.families.processing_llava_hound import LlavaHoundProcessor
-
-    common = {
-        "size": {"shortest_edge": image_size},
-        "crop_size": {"height": image_size, "width": image_size},
-        "do_resize": True,
-        "do_center_crop": True,
-        "do_rescale": True,
-        "do_normalize": True,
-        "do_convert_rgb": True,
-        "image_mean": list(tiny.CLIP_MEAN),
-        "image_std": list(tiny.CLIP_STD),
-    }
-    return LlavaHoundProcessor(
-        image_processor=VideoLlavaImageProcessor(**common, resample=PILImageResampling.BICUBIC),
-        video_processor=VideoLlavaVideoProcessor(**common, resample=PILImageResampling.BILINEAR),
-        tokenizer=tokenizer,
-        chat_template=chat_template,
-        patch_size=patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        video_drop_cls=True,
-    )
-
-
-def qwen2_processor(
-    tokenizer: Any, image_size: int, num_image_tokens: int, pinpoints: list, chat_template: str | None, config: Any
-) -> Any:
-    """LLaVA-Video's processor: SigLIP's transform (resize to ``image_size`` square, bicubic, mean and
-    std 0.5), OneVision's anyres images, and the video token count of ``config``'s pooling and
-    newline settings."""
-    from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionVideoProcessor
-
-    from videolmm.models.families.processing_llava_video_qwen2 import LlavaVideoQwen2Processor
-
-    common = {
-        "size": {"height": image_size, "width": image_size},
-        "do_resize": True,
-        "do_rescale": True,
-        "do_normalize": True,
-        "do_convert_rgb": True,
-        "image_mean": list(SIGLIP_MEAN),
-        "image_std": list(SIGLIP_STD),
-    }
-    return LlavaVideoQwen2Processor(
-        image_processor=LlavaOnevisionImageProcessor(**common, image_grid_pinpoints=pinpoints, do_pad=True),
-        video_processor=LlavaOnevisionVideoProcessor(**common),
-        tokenizer=tokenizer,
-        num_image_tokens=num_image_tokens,
-        vision_feature_select_strategy=config.vision_feature_select_strategy,
-        vision_aspect_ratio=config.vision_aspect_ratio,
-        chat_template=chat_template,
-        spatial_pool_mode=config.spatial_pool_mode,
-        spatial_pool_stride=config.spatial_pool_stride,
-        mm_newline_position=config.mm_newline_position,
-    )

@@ -18,17 +18,27 @@ its modules define them, at tiny widths:
   with the ``position_ids`` buffer older transformers saved, in ``pytorch_model.bin``).
 
 The language models also carry the ``rotary_emb.inv_freq`` buffers older transformers saved.
-Weights come from the transformers modules' own initialisers under a fixed seed.
+Weights come from the transformers modules' own initialisers under a fixed seed; the shared
+pieces (tokenizer, state dicts, shard writing) are in :mod:`videolmm.toy.original_weights`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from videolmm.toy import tiny
+from videolmm.toy.original_weights import (
+    legacy_text_config,
+    original_tokenizer,
+    projector_state,
+    rotary_buffers,
+    save_weights,
+    seed_weights,
+    state_dict,
+    write_json,
+)
 
 __all__ = [
     "OriginalCheckpoint",
@@ -59,137 +69,6 @@ class OriginalCheckpoint:
     checkpoint: Path
     towers: dict[str, Path] = field(default_factory=dict)
     tensors: dict[str, Any] = field(default_factory=dict)
-
-
-def original_tokenizer(style: str, vocab_size: int | None = None) -> Any:
-    """A tokenizer like the originals': no ``<image>`` / ``<video>`` / pad tokens.
-
-    Args:
-        style: ``llama`` (``<unk> <s> </s>``, ``<s>`` prepended) or ``qwen``
-            (``<|endoftext|> <|im_start|> <|im_end|>``, no BOS, pad ``<|endoftext|>``).
-        vocab_size: pad the BPE vocabulary with unused entries to this length (Yi-34B's 64000, so
-            that added tokens get Yi's ids); None keeps the trained 384.
-
-    Returns:
-        A ``PreTrainedTokenizerFast``.
-    """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<unk>", "<s>", "</s>"] if style == "llama" else ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=384,
-        min_frequency=1,
-        show_progress=False,
-        special_tokens=[AddedToken(t, normalized=False, special=True) for t in specials],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    corpus = tiny.tokenizer_training_corpus()
-    backend.train_from_iterator(corpus, trainer=trainer, length=len(corpus))
-    if vocab_size is not None:
-        backend = _padded_vocab(backend, vocab_size)
-    if style == "llama":
-        backend.post_processor = processors.TemplateProcessing(single="<s>:0 $A:0", special_tokens=[("<s>", 1)])
-        return PreTrainedTokenizerFast(
-            tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>", model_max_length=4096
-        )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=32768
-    )
-
-
-def _padded_vocab(backend: Any, size: int) -> Any:
-    """``backend`` with its BPE vocabulary filled to ``size`` entries no merge produces (ids kept)."""
-    from tokenizers import Tokenizer
-
-    data = json.loads(backend.to_str())
-    vocab = data["model"]["vocab"]
-    if size < len(vocab):
-        raise ValueError(f"vocab_size={size} is below the trained vocabulary ({len(vocab)})")
-    for i in range(len(vocab), size):
-        vocab[f"<unused_{i}>"] = i
-    return Tokenizer.from_str(json.dumps(data))
-
-
-def _init(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
-
-
-def _state(module: Any, prefix: str = "", dtype: Any = None) -> dict[str, Any]:
-    """A module's state dict with a name prefix, detached and contiguous, optionally cast."""
-    out = {}
-    for key, value in module.state_dict().items():
-        tensor = value.detach().clone().contiguous()
-        if dtype is not None and tensor.is_floating_point():
-            tensor = tensor.to(dtype)
-        out[prefix + key] = tensor
-    return out
-
-
-def _rotary_buffers(num_layers: int, head_dim: int, prefix: str = "model.layers") -> dict[str, Any]:
-    """``rotary_emb.inv_freq`` buffers as transformers < 4.32 saved them."""
-    import torch
-
-    inv = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
-    return {f"{prefix}.{i}.self_attn.rotary_emb.inv_freq": inv.clone() for i in range(num_layers)}
-
-
-def _projector(in_dim: int, out_dim: int, dtype: Any) -> dict[str, Any]:
-    from torch import nn
-
-    mlp = nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
-    return _state(mlp, "model.mm_projector.", dtype)
-
-
-def _legacy_text_config(config: Any, model_type: str, architecture: str) -> dict[str, Any]:
-    """A text config as transformers 4.x wrote it (``rope_theta`` / ``rope_scaling``, not
-    ``rope_parameters``), relabelled as the LLaVA wrapper's."""
-    data = config.to_dict()
-    rope = data.pop("rope_parameters", None) or {}
-    data["rope_theta"] = rope.get("rope_theta", 10000.0)
-    data["rope_scaling"] = None
-    for key in ("dtype", "transformers_version", "output_attentions", "output_hidden_states", "return_dict"):
-        data.pop(key, None)
-    data.update(model_type=model_type, architectures=[architecture], torch_dtype="bfloat16")
-    data["transformers_version"] = "4.40.0.dev0"
-    return data
-
-
-def _save_weights(tensors: dict[str, Any], out: Path, fmt: str, shards: int) -> None:
-    """Write ``tensors`` in ``shards`` files with an index (``safetensors`` or ``bin``)."""
-    import torch
-    from safetensors.torch import save_file
-
-    keys = list(tensors)
-    per = -(-len(keys) // shards)
-    chunks = [keys[i : i + per] for i in range(0, len(keys), per)]
-    stem, ext, index = (
-        ("model", "safetensors", "model.safetensors.index.json")
-        if fmt == "safetensors"
-        else ("pytorch_model", "bin", "pytorch_model.bin.index.json")
-    )
-    weight_map = {}
-    total = 0
-    for i, chunk in enumerate(chunks, start=1):
-        name = f"{stem}-{i:05d}-of-{len(chunks):05d}.{ext}"
-        part = {k: tensors[k] for k in chunk}
-        if fmt == "safetensors":
-            save_file(part, str(out / name), metadata={"format": "pt"})
-        else:
-            torch.save(part, out / name)
-        weight_map.update({k: name for k in chunk})
-        total += sum(t.numel() * t.element_size() for t in part.values())
-    (out / index).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _pinpoints() -> list[list[int]]:
@@ -247,25 +126,25 @@ def build_original_llava_next_video(
         vision_config=tiny.tiny_clip_vision_config(_IMAGE, _PATCH).to_dict(),
         text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4},
     )
-    _write_json(tower / "config.json", clip.to_dict())
-    _init(seed)
+    write_json(tower / "config.json", clip.to_dict())
+    seed_weights(seed)
     dtype = torch.bfloat16
-    tensors = _state(model_cls(text), dtype=dtype)
-    tensors.update(_rotary_buffers(2, _TEXT_HIDDEN // 4))
+    tensors = state_dict(model_cls(text), dtype=dtype)
+    tensors.update(rotary_buffers(2, _TEXT_HIDDEN // 4))
     # transformers 5's CLIPVisionModel drops the 4.x ``vision_model.`` level; the originals have it.
-    vision = _state(CLIPVisionModel(clip.vision_config), "model.vision_tower.vision_tower.vision_model.", dtype)
+    vision = state_dict(CLIPVisionModel(clip.vision_config), "model.vision_tower.vision_tower.vision_model.", dtype)
     grid = _IMAGE // _PATCH
     position_ids = torch.arange(grid * grid + 1)[None]
     vision["model.vision_tower.vision_tower.vision_model.embeddings.position_ids"] = position_ids
     tensors.update(vision)
-    tensors.update(_projector(_VISION_HIDDEN, _TEXT_HIDDEN, dtype))
+    tensors.update(projector_state(_VISION_HIDDEN, _TEXT_HIDDEN, dtype))
     tensors["model.image_newline"] = torch.randn(_TEXT_HIDDEN).to(dtype)
-    _save_weights(tensors, ckpt, fmt, shards=3)
+    save_weights(tensors, ckpt, fmt, shards=3)
 
     model_type, architecture = (
         ("llava_mistral", "LlavaMistralForCausalLM") if mistral else ("llava_llama", "LlavaLlamaForCausalLM")
     )
-    config = _legacy_text_config(text, model_type, architecture)
+    config = legacy_text_config(text, model_type, architecture)
     config.update(
         mm_vision_tower=str(tower),
         mm_hidden_size=_VISION_HIDDEN,
@@ -285,8 +164,8 @@ def build_original_llava_next_video(
         tokenizer_padding_side="right",
         use_mm_proj=True,
     )
-    _write_json(ckpt / "config.json", config)
-    _write_json(
+    write_json(ckpt / "config.json", config)
+    write_json(
         ckpt / "generation_config.json",
         # Vicuna's own generation_config.json: sampling values without do_sample.
         {
@@ -364,17 +243,17 @@ def build_original_llava_video_qwen2(
             "pad_token_id": 1,
         },
     )
-    _write_json(tower / "config.json", siglip.to_dict())
-    _init(seed)
+    write_json(tower / "config.json", siglip.to_dict())
+    seed_weights(seed)
     dtype = torch.bfloat16
-    tensors = _state(Qwen2ForCausalLM(text), dtype=dtype)
+    tensors = state_dict(Qwen2ForCausalLM(text), dtype=dtype)
     kept = SiglipVisionConfig(**vision_fields, num_hidden_layers=2, vision_use_head=False)
-    tensors.update(_state(SiglipVisionModel(kept), "model.vision_tower.vision_tower.vision_model.", dtype))
-    tensors.update(_projector(_VISION_HIDDEN, _TEXT_HIDDEN, dtype))
+    tensors.update(state_dict(SiglipVisionModel(kept), "model.vision_tower.vision_tower.vision_model.", dtype))
+    tensors.update(projector_state(_VISION_HIDDEN, _TEXT_HIDDEN, dtype))
     tensors["model.image_newline"] = torch.randn(_TEXT_HIDDEN).to(dtype)
-    _save_weights(tensors, ckpt, fmt, shards=2)
+    save_weights(tensors, ckpt, fmt, shards=2)
 
-    config = _legacy_text_config(text, "llava_qwen", "LlavaQwenForCausalLM")
+    config = legacy_text_config(text, "llava_qwen", "LlavaQwenForCausalLM")
     config.update(
         mm_vision_tower=str(tower),
         mm_hidden_size=_VISION_HIDDEN,
@@ -393,7 +272,7 @@ def build_original_llava_video_qwen2(
         config["mm_spatial_pool_mode"] = pool_mode
     if newline is not None:
         config["mm_newline_position"] = newline
-    _write_json(ckpt / "config.json", config)
+    write_json(ckpt / "config.json", config)
     tokenizer.save_pretrained(ckpt)
     return OriginalCheckpoint(ckpt, {"vision": tower}, {f"checkpoint:{k}": v for k, v in tensors.items()})
 
@@ -412,9 +291,9 @@ def _languagebind_tower(directory: Path, seed: int, temporal: bool) -> dict[str,
     data = config.to_dict()
     data["model_type"] = "LanguageBindVideo"
     data["vision_config"].update(add_time_attn=False, num_frames=8, lora_r=2, lora_alpha=16, lora_dropout=0.1)
-    _write_json(directory / "config.json", data)
-    _init(seed)
-    tensors = _state(CLIPModel(config), dtype=torch.float16)
+    write_json(directory / "config.json", data)
+    seed_weights(seed)
+    tensors = state_dict(CLIPModel(config), dtype=torch.float16)
     grid = _IMAGE // _PATCH
     tensors["vision_model.embeddings.position_ids"] = torch.arange(grid * grid + 1)[None]
     if temporal:
@@ -468,11 +347,11 @@ def build_original_llava_hound(
     )
     video_tensors = _languagebind_tower(video, seed + 1, temporal)
     image_tensors = _languagebind_tower(image, seed + 2, False)
-    _init(seed)
+    seed_weights(seed)
     dtype = torch.float16
-    tensors = _state(LlamaForCausalLM(text), dtype=dtype)
-    tensors.update(_rotary_buffers(2, _TEXT_HIDDEN // 4))
-    tensors.update(_projector(_VISION_HIDDEN, _TEXT_HIDDEN, dtype))
+    tensors = state_dict(LlamaForCausalLM(text), dtype=dtype)
+    tensors.update(rotary_buffers(2, _TEXT_HIDDEN // 4))
+    tensors.update(projector_state(_VISION_HIDDEN, _TEXT_HIDDEN, dtype))
     if towers_in_checkpoint:
         for role, source in (("video", video_tensors), ("image", image_tensors)):
             tensors.update(
@@ -482,9 +361,9 @@ def build_original_llava_hound(
                     if k.startswith("vision_model.")
                 }
             )
-    _save_weights(tensors, ckpt, fmt, shards=4)
+    save_weights(tensors, ckpt, fmt, shards=4)
 
-    config = _legacy_text_config(text, "llava_llama", "LlavaLlamaForCausalLM")
+    config = legacy_text_config(text, "llava_llama", "LlavaLlamaForCausalLM")
     config.update(
         mm_video_tower=str(video),
         mm_image_tower=str(image),
@@ -498,7 +377,7 @@ def build_original_llava_hound(
         torch_dtype="float16",
         use_mm_proj=True,
     )
-    _write_json(ckpt / "config.json", config)
+    write_json(ckpt / "config.json", config)
     tokenizer.save_pretrained(ckpt)
     named = {f"checkpoint:{k}": v for k, v in tensors.items()}
     named.update({f"video_tower:{k}": v for k, v in video_tensors.items()})

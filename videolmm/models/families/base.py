@@ -20,6 +20,12 @@ from typing import Any
 from videolmm.errors import ConfigError
 from videolmm.types import MediaSettings
 
+CLIP_MEAN: tuple[float, ...] = (0.48145466, 0.4578275, 0.40821073)
+"""OpenAI CLIP normalisation mean (the llava-hf and LanguageBind processors)."""
+
+CLIP_STD: tuple[float, ...] = (0.26862954, 0.26130258, 0.27577711)
+"""OpenAI CLIP normalisation std."""
+
 
 @dataclass(frozen=True)
 class LoadOptions:
@@ -111,6 +117,9 @@ class Family:
         lmms_eval_id: the dedicated lmms-eval model id, if any (all families are also
             reachable through the generic ``videolmm`` id with ``family=``).
         options: family-specific options and their defaults (overridable per run).
+        tiny_builder: string import path (``"package.module:function"``) of a function
+            ``(out_dir, *, seed, geometry) -> Path`` writing a tiny checkpoint of this family
+            (``videolmm tiny``); kept a string so that the core never imports test fixtures.
     """
 
     name: str
@@ -123,6 +132,7 @@ class Family:
     image_placeholder: str = "<image>"
     lmms_eval_id: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    tiny_builder: str = ""
 
     # --- options -----------------------------------------------------------------------
 
@@ -213,8 +223,15 @@ class Family:
     # --- tiny checkpoints -----------------------------------------------------------------
 
     def build_tiny(self, out_dir: str | os.PathLike[str], *, seed: int = 0, geometry: str = "tiny") -> Path:
-        """Write a deterministic tiny checkpoint of this family (random weights, offline)."""
-        raise ConfigError(f"family {self.name!r} has no tiny checkpoint builder")
+        """Write a deterministic tiny checkpoint of this family (random weights, offline) with
+        the function :attr:`tiny_builder` names.
+
+        Raises:
+            ConfigError: the family names no tiny builder.
+        """
+        if not self.tiny_builder:
+            raise ConfigError(f"family {self.name!r} has no tiny checkpoint builder")
+        return Path(import_string(self.tiny_builder)(out_dir, seed=seed, geometry=geometry))
 
     # --- inspection ----------------------------------------------------------------------
 
@@ -263,4 +280,13 @@ def _quantization_config(kind: str) -> Any:
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-__all__ = ["Family", "LoadOptions", "import_string", "left_padded", "read_config_dict", "vision_summary"]
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "Family",
+    "LoadOptions",
+    "import_string",
+    "left_padded",
+    "read_config_dict",
+    "vision_summary",
+]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 from videolmm.errors import ConfigError
@@ -105,12 +104,6 @@ class LlavaOnevisionVideoFamily(Family):
         processor.vision_feature_select_strategy = config.vision_feature_select_strategy
         return processor
 
-    def build_tiny(self, out_dir: Any, *, seed: int = 0, geometry: str = "tiny") -> Path:
-        """Write a tiny random OneVision checkpoint (see :func:`videolmm_example.tiny.build_tiny_llava_onevision`)."""
-        from videolmm_example.tiny import build_tiny_llava_onevision
-
-        return build_tiny_llava_onevision(out_dir, seed=seed, geometry=geometry)
-
     def describe(self, config: Any) -> dict[str, Any]:
         """Vision tower, feature selection, pooling and newline facts for ``videolmm inspect``."""
         vc = config.vision_config
@@ -137,6 +130,8 @@ LLAVA_ONEVISION_VIDEO = LlavaOnevisionVideoFamily(
     model_types=(MODEL_TYPE,),
     media=MediaSettings(decoder="decord", sampler="uniform", sampling=SamplingSpec(num_frames=8)),
     lmms_eval_id=None,  # reached through the generic lmms-eval id: --model videolmm
+    # `videolmm tiny --family llava_onevision_video` imports and calls this (a string: no import here)
+    tiny_builder="videolmm_example.tiny:build_tiny_llava_onevision",
 )
 
 __all__ = ["LLAVA_ONEVISION_VIDEO", "LlavaOnevisionVideoFamily", "MODEL_TYPE", "ONEVISION_CHAT", "pooled_side"]

@@ -2,8 +2,9 @@
 
 ``LlavaOnevisionProcessor`` expands ``<video>`` to ``frames × ceil(grid/2)² + 1`` tokens (bilinear
 ``/2`` and one newline per video). LLaVA-Video's count follows the pool stride and mode and the
-newline position (:func:`videolmm.models.families.llava_video_qwen2.video_token_count`): 210 per
-frame for SigLIP 384/14 with bilinear stride 2 and grid newlines.
+newline position (:func:`~.configuration.video_token_count`): 210 per frame for SigLIP 384/14
+with bilinear stride 2 and grid newlines. :func:`build_llava_video_qwen2_processor` assembles one
+with SigLIP's transform, for the converter and the tiny checkpoints.
 """
 
 from __future__ import annotations
@@ -11,10 +12,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from transformers import LlavaOnevisionProcessor
+from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
 from transformers.processing_utils import MultiModalData
 
-from videolmm.models.families.llava_video_qwen2 import video_token_count
+from videolmm.models.families.llava_video_qwen2.configuration import video_token_count
+
+SIGLIP_MEAN: tuple[float, ...] = (0.5, 0.5, 0.5)
+"""SigLIP normalisation mean (LLaVA-NeXT's ``SigLipImageProcessor``)."""
+
+SIGLIP_STD: tuple[float, ...] = (0.5, 0.5, 0.5)
+"""SigLIP normalisation std."""
 
 
 class LlavaVideoQwen2Processor(LlavaOnevisionProcessor):
@@ -92,4 +99,33 @@ class LlavaVideoQwen2Processor(LlavaOnevisionProcessor):
         return data
 
 
-__all__ = ["LlavaVideoQwen2Processor"]
+def build_llava_video_qwen2_processor(
+    tokenizer: Any, image_size: int, num_image_tokens: int, pinpoints: list, chat_template: str | None, config: Any
+) -> LlavaVideoQwen2Processor:
+    """LLaVA-Video's processor: SigLIP's transform (resize to ``image_size`` square, bicubic, mean and
+    std 0.5), OneVision's anyres images, and the video token count of ``config``'s pooling and
+    newline settings."""
+    common = {
+        "size": {"height": image_size, "width": image_size},
+        "do_resize": True,
+        "do_rescale": True,
+        "do_normalize": True,
+        "do_convert_rgb": True,
+        "image_mean": list(SIGLIP_MEAN),
+        "image_std": list(SIGLIP_STD),
+    }
+    return LlavaVideoQwen2Processor(
+        image_processor=LlavaOnevisionImageProcessor(**common, image_grid_pinpoints=pinpoints, do_pad=True),
+        video_processor=LlavaOnevisionVideoProcessor(**common),
+        tokenizer=tokenizer,
+        num_image_tokens=num_image_tokens,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        vision_aspect_ratio=config.vision_aspect_ratio,
+        chat_template=chat_template,
+        spatial_pool_mode=config.spatial_pool_mode,
+        spatial_pool_stride=config.spatial_pool_stride,
+        mm_newline_position=config.mm_newline_position,
+    )
+
+
+__all__ = ["SIGLIP_MEAN", "SIGLIP_STD", "LlavaVideoQwen2Processor", "build_llava_video_qwen2_processor"]

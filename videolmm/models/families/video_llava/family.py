@@ -9,7 +9,6 @@ reproduced: it makes the seed's own results non-deterministic (documented in doc
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from videolmm.models.families.base import Family, vision_summary
@@ -30,11 +29,6 @@ class VideoLlavaFamily(Family):
         patch = config.vision_config.patch_size
         return (height // patch) * (width // patch) + (1 if self.keep_video_cls else 0)
 
-    def build_tiny(self, out_dir: Any, *, seed: int = 0, geometry: str = "tiny") -> Path:
-        from videolmm.toy.tiny import build_tiny_video_llava
-
-        return build_tiny_video_llava(out_dir, seed=seed, geometry=geometry)
-
     def describe(self, config: Any) -> dict[str, Any]:
         return {
             **vision_summary(config),
@@ -52,6 +46,7 @@ VIDEO_LLAVA = VideoLlavaFamily(
     model_types=("video_llava",),
     media=MediaSettings(decoder="keyframe", sampler="uniform", sampling=SamplingSpec(num_frames=8)),
     lmms_eval_id=None,  # lmms-eval has a built-in `video_llava`; reach ours via `videolmm,family=video_llava`
+    tiny_builder="videolmm.toy.tiny:build_tiny_video_llava",
 )
 
 __all__ = ["VIDEO_LLAVA", "VideoLlavaFamily"]

@@ -7,91 +7,33 @@ and ``playground/demo/video_demo.py``):
   stride 2, ``bilinear`` by default (``ceil(27/2) = 14``; ``average``/``max``: ``floor`` = 13)
   → one newline embedding after every row of every frame (``mm_newline_position="grid"``):
   14×14 + 14 = **210** tokens per frame (182 with ``average``). See
-  :mod:`videolmm.models.families.modeling_llava_video_qwen2` for the model.
+  :mod:`videolmm.models.families.llava_video_qwen2.modeling` for the model.
 - Frames: decord, ``fps`` sampler at 1 frame/s with ``force_sample`` to 64 frames
   (``linspace(0, N-1, 64)``), the seed's ``frame_time`` string.
 - Prompt: ``qwen_1_5`` ("You are a helpful assistant.") with the time instruction, byte-exact:
   ``<video>\\n{time instruction}\\n{question}`` (the demo's ``<image>\\n{time_instr}\\n{q}``).
 
 Token counts are derived from the config (patch grid, pool stride and mode, newline position),
-never hard-coded. This module imports neither torch nor transformers at import time.
+never hard-coded (:mod:`.configuration`). This module imports neither torch nor transformers at
+import time: the configuration module (whose config class needs transformers) is imported by the
+methods that receive a loaded config.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from videolmm.errors import ConfigError
-from videolmm.models.families.base import Family, LoadOptions, import_string, left_padded
+from videolmm.models.families.base import Family, LoadOptions, import_string, left_padded, read_config_dict
 from videolmm.types import Frames, MediaSettings, SamplingSpec
 
-#: ``mm_spatial_pool_mode`` values LLaVA-NeXT's ``get_2dPool`` implements.
-POOL_MODES = ("bilinear", "average", "max")
-#: ``mm_newline_position`` values LLaVA-NeXT's ``prepare_inputs_labels_for_multimodal`` implements.
-NEWLINE_POSITIONS = ("grid", "frame", "one_token", "no_token")
 #: The most frames LLaVA-Video was trained with (LLaVA-Video paper); the 7B card says "at most 64".
 TRAINED_MAX_FRAMES = 110
 #: Frames LLaVA-Video's demo and model card use (``max_frames_num=64``, ``force_sample=True``).
 DEFAULT_FRAMES = 64
 
-_MODELING = "videolmm.models.families.modeling_llava_video_qwen2"
-_PROCESSING = "videolmm.models.families.processing_llava_video_qwen2"
-
-
-def pooled_side(grid: int, stride: int, mode: str) -> int:
-    """Side of the pooled patch grid, as LLaVA-NeXT's ``get_2dPool`` computes it.
-
-    Args:
-        grid: patches per side (27 for SigLIP 384/14).
-        stride: pool stride; 1 means no pooling (the seed pools only when the stride is > 1).
-        mode: ``bilinear`` (``ceil(grid / stride)``, ``F.interpolate``) or ``average`` / ``max``
-            (``floor(grid / stride)``, kernel = stride).
-
-    Returns:
-        The pooled side (27 → 14 bilinear, 13 average/max).
-
-    Raises:
-        ConfigError: unknown mode, stride < 1, or a stride larger than the grid.
-    """
-    if mode not in POOL_MODES:
-        raise ConfigError(f"spatial_pool_mode={mode!r}: expected one of {POOL_MODES}")
-    if stride < 1:
-        raise ConfigError(f"spatial_pool_stride={stride}: must be >= 1")
-    if stride == 1:
-        return grid
-    if grid < stride:
-        raise ConfigError(f"spatial_pool_stride={stride} is larger than the {grid}×{grid} patch grid")
-    if mode == "bilinear":
-        return math.ceil(grid / stride)
-    return (grid - stride) // stride + 1
-
-
-def frame_tokens(side: int, position: str) -> int:
-    """Tokens one pooled frame of ``side``×``side`` becomes, newlines included."""
-    if position not in NEWLINE_POSITIONS:
-        raise ConfigError(f"mm_newline_position={position!r}: expected one of {NEWLINE_POSITIONS}")
-    extra = {"grid": side, "frame": 1}.get(position, 0)
-    return side * side + extra
-
-
-def video_token_count(num_frames: int, grid: int, stride: int, mode: str, position: str) -> int:
-    """Visual tokens of a whole video: frames × per-frame tokens, plus ``one_token``'s single newline.
-
-    Args:
-        num_frames: sampled frames.
-        grid: patches per side.
-        stride: pool stride.
-        mode: pool mode.
-        position: newline position.
-
-    Returns:
-        The number of video placeholder tokens the prompt needs.
-    """
-    per_frame = frame_tokens(pooled_side(grid, stride, mode), position)
-    return num_frames * per_frame + (1 if position == "one_token" else 0)
+_PACKAGE = "videolmm.models.families.llava_video_qwen2"
 
 
 def time_instruction(frames: Frames) -> str:
@@ -125,19 +67,19 @@ class LlavaVideoQwen2Family(Family):
 
     def load_config(self, pretrained: str, load: LoadOptions) -> Any:
         """Load :class:`LlavaVideoQwen2Config` (refuses an unconverted lmms-lab checkpoint by name)."""
-        from videolmm.models.families.base import read_config_dict
-
         raw = read_config_dict(pretrained, revision=load.revision)
         if raw.get("model_type") != "llava_video_qwen2":
             raise ConfigError(
                 f"{pretrained}: model_type={raw.get('model_type')!r} is not a converted LLaVA-Video checkpoint; run "
                 f"`videolmm convert --source llava_video_qwen2 --input {pretrained} --output DIR` first"
             )
-        import_string(f"{_MODELING}.register_auto_config")()
-        cls = import_string(f"{_MODELING}.LlavaVideoQwen2Config")
+        import_string(f"{_PACKAGE}.configuration.register_auto_config")()
+        cls = import_string(f"{_PACKAGE}.configuration.LlavaVideoQwen2Config")
         return cls.from_pretrained(pretrained, revision=load.revision)
 
     def apply_options(self, config: Any, options: Mapping[str, Any]) -> None:
+        from videolmm.models.families.llava_video_qwen2.configuration import NEWLINE_POSITIONS, POOL_MODES, pooled_side
+
         if "spatial_pool_mode" in options:
             mode = str(options["spatial_pool_mode"])
             if mode not in POOL_MODES:
@@ -169,6 +111,8 @@ class LlavaVideoQwen2Family(Family):
         return time_instruction(frames)
 
     def video_tokens_per_frame(self, config: Any, height: int, width: int) -> int:
+        from videolmm.models.families.llava_video_qwen2.configuration import frame_tokens, pooled_side
+
         patch = config.vision_config.patch_size
         if height != width:
             raise ConfigError(f"LLaVA-Video pools a square patch grid; frames are {height}×{width} px")
@@ -187,12 +131,9 @@ class LlavaVideoQwen2Family(Family):
         processor.mm_newline_position = config.mm_newline_position
         return left_padded(processor)
 
-    def build_tiny(self, out_dir: Any, *, seed: int = 0, geometry: str = "tiny") -> Path:
-        from videolmm.toy.tiny_families import build_tiny_llava_video_qwen2
-
-        return build_tiny_llava_video_qwen2(out_dir, seed=seed, geometry=geometry)
-
     def describe(self, config: Any) -> dict[str, Any]:
+        from videolmm.models.families.llava_video_qwen2.configuration import pooled_side
+
         vc = config.vision_config
         grid = _patch_grid(config)
         side = pooled_side(grid, config.spatial_pool_stride, config.spatial_pool_mode)
@@ -227,8 +168,8 @@ def _as_bool(value: Any, name: str) -> bool:
 LLAVA_VIDEO_QWEN2 = LlavaVideoQwen2Family(
     name="llava_video_qwen2",
     description="LLaVA-Video-7B/72B-Qwen2 (OneVision subclass: pool after projector, grid newlines, time instruction)",
-    model_class=f"{_MODELING}.LlavaVideoQwen2ForConditionalGeneration",
-    processor_class=f"{_PROCESSING}.LlavaVideoQwen2Processor",
+    model_class=f"{_PACKAGE}.modeling.LlavaVideoQwen2ForConditionalGeneration",
+    processor_class=f"{_PACKAGE}.processing.LlavaVideoQwen2Processor",
     model_types=("llava_video_qwen2",),
     media=MediaSettings(
         decoder="keyframe",
@@ -236,6 +177,7 @@ LLAVA_VIDEO_QWEN2 = LlavaVideoQwen2Family(
         sampling=SamplingSpec(num_frames=DEFAULT_FRAMES, fps=1.0, force_sample=True),
     ),
     lmms_eval_id="llava_video_qwen2",
+    tiny_builder="videolmm.toy.tiny_families:build_tiny_llava_video_qwen2",
     options={
         "spatial_pool_mode": None,
         "spatial_pool_stride": None,
@@ -248,11 +190,6 @@ __all__ = [
     "DEFAULT_FRAMES",
     "LLAVA_VIDEO_QWEN2",
     "LlavaVideoQwen2Family",
-    "NEWLINE_POSITIONS",
-    "POOL_MODES",
     "TRAINED_MAX_FRAMES",
-    "frame_tokens",
-    "pooled_side",
     "time_instruction",
-    "video_token_count",
 ]

@@ -15,48 +15,14 @@ the configured pool stride and mode.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from videolmm.errors import ConfigError
-from videolmm.models.families.base import Family, left_padded, vision_summary
+from videolmm.models.families.base import Family, LoadOptions, vision_summary
+from videolmm.models.families.llava_next_video.configuration import POOL_MODES, pooled_side, repair_flat_rope_scaling
 from videolmm.types import MediaSettings, SamplingSpec
 
-POOL_MODES = ("average", "max", "conv")
-
-
-def pooled_side(grid: int, stride: int) -> int:
-    """Output side of a kernel=stride pooling layer over ``grid`` cells (torch's floor rule)."""
-    if stride < 1:
-        raise ConfigError(f"spatial_pool_stride={stride}: must be >= 1")
-    if grid < stride:
-        raise ConfigError(f"spatial_pool_stride={stride} is larger than the {grid}×{grid} patch grid")
-    return (grid - stride) // stride + 1
-
-
-def _pooled_processor_class() -> type:
-    """A LlavaNextVideoProcessor whose video token count follows the pool stride.
-
-    Built lazily so importing this module does not import transformers.
-    """
-    from transformers import LlavaNextVideoProcessor
-    from transformers.image_utils import get_image_size, to_numpy_array
-
-    class PooledLlavaNextVideoProcessor(LlavaNextVideoProcessor):
-        """transformers' processor with ``// 4`` replaced by the configured pool geometry."""
-
-        spatial_pool_stride: int = 2
-
-        def replace_video_token(self, video_inputs: dict | None = None, video_idx: int = 0, **kwargs: Any) -> str:
-            video = to_numpy_array(video_inputs["pixel_values_videos"][video_idx])
-            height, width = get_image_size(video[0])
-            grid_h, grid_w = height // self.patch_size, width // self.patch_size
-            if grid_h != grid_w:
-                raise ConfigError(f"LlavaNextVideo pools a square patch grid; got {grid_h}×{grid_w} patches")
-            side = pooled_side(grid_h, self.spatial_pool_stride)
-            return self.video_token * (side * side * video.shape[0])
-
-    return PooledLlavaNextVideoProcessor
+_PROCESSING = "videolmm.models.families.llava_next_video.processing"
 
 
 class LlavaNextVideoFamily(Family):
@@ -94,25 +60,18 @@ class LlavaNextVideoFamily(Family):
             width // patch, config.spatial_pool_stride
         )
 
-    def load_config(self, pretrained: str, load: Any) -> Any:
+    def load_config(self, pretrained: str, load: LoadOptions) -> Any:
         """The config, with RoPE scaling that sits flat in ``text_config`` moved into place
         (``llava-hf/LLaVA-NeXT-Video-7B-hf`` revisions 6ae32f6/babe571; seed-facts §1a)."""
-        from videolmm.convert.rope import repair_flat_rope_scaling
-
         config = super().load_config(pretrained, load)
         repair_flat_rope_scaling(config.text_config)
         return config
 
-    def load_processor(self, pretrained: str, config: Any, load: Any) -> Any:
-        cls = _pooled_processor_class()
-        processor = cls.from_pretrained(pretrained, revision=load.revision, trust_remote_code=load.trust_remote_code)
+    def load_processor(self, pretrained: str, config: Any, load: LoadOptions) -> Any:
+        """The pooled processor, its video token count following the config's pool stride."""
+        processor = super().load_processor(pretrained, config, load)
         processor.spatial_pool_stride = int(config.spatial_pool_stride)
-        return left_padded(processor)
-
-    def build_tiny(self, out_dir: Any, *, seed: int = 0, geometry: str = "tiny") -> Path:
-        from videolmm.toy.tiny import build_tiny_llava_next_video
-
-        return build_tiny_llava_next_video(out_dir, seed=seed, geometry=geometry)
+        return processor
 
     def describe(self, config: Any) -> dict[str, Any]:
         vc = config.vision_config
@@ -141,11 +100,12 @@ LLAVA_NEXT_VIDEO = LlavaNextVideoFamily(
     name="llava_next_video",
     description="LLaVA-NeXT-Video 7B/7B-DPO/7B-32K/34B/34B-DPO (transformers LlavaNextVideo)",
     model_class="transformers.LlavaNextVideoForConditionalGeneration",
-    processor_class="transformers.LlavaNextVideoProcessor",
+    processor_class=f"{_PROCESSING}.PooledLlavaNextVideoProcessor",
     model_types=("llava_next_video",),
     media=MediaSettings(decoder="keyframe", sampler="uniform", sampling=SamplingSpec(num_frames=32)),
     lmms_eval_id="llava_next_video",
+    tiny_builder="videolmm.toy.tiny:build_tiny_llava_next_video",
     options={"spatial_pool_stride": None, "spatial_pool_mode": None},
 )
 
-__all__ = ["LLAVA_NEXT_VIDEO", "LlavaNextVideoFamily", "pooled_side"]
+__all__ = ["LLAVA_NEXT_VIDEO", "LlavaNextVideoFamily"]

@@ -4,7 +4,7 @@ Seed behaviour reproduced (../shared/docs/seed-facts.md §1a, §2; RifleZhang/LL
 
 - Video-LLaVA's architecture (LanguageBind CLIP ViT-L/14 towers at 224 px, layer -2, MLP
   projector, Vicuna-7B) with the video CLS token **dropped**: 16×16 = **256** tokens per frame
-  (:mod:`videolmm.models.families.modeling_llava_hound`).
+  (:mod:`videolmm.models.families.llava_hound.modeling`).
 - Frames: the seed extracts JPEGs with ``ffmpeg -vf "scale=336:-1,fps=2"`` and takes
   ``np.linspace(0, n-1, 8, dtype=int)`` of the sorted files. The ``hound`` sampler computes the
   same source frames without running ffmpeg; a directory of frames the seed already extracted
@@ -16,16 +16,14 @@ Seed behaviour reproduced (../shared/docs/seed-facts.md §1a, §2; RifleZhang/LL
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from videolmm.errors import ConfigError
 from videolmm.models.families.base import LoadOptions, import_string, read_config_dict
-from videolmm.models.families.video_llava import VideoLlavaFamily
+from videolmm.models.families.video_llava.family import VideoLlavaFamily
 from videolmm.types import MediaSettings, SamplingSpec
 
-_MODELING = "videolmm.models.families.modeling_llava_hound"
-_PROCESSING = "videolmm.models.families.processing_llava_hound"
+_PACKAGE = "videolmm.models.families.llava_hound"
 
 
 class LlavaHoundFamily(VideoLlavaFamily):
@@ -45,8 +43,8 @@ class LlavaHoundFamily(VideoLlavaFamily):
                 f"`videolmm convert --source llava_hound --input {pretrained} --video-tower DIR --image-tower DIR "
                 "--output OUT` first"
             )
-        import_string(f"{_MODELING}.register_auto_config")()
-        cls = import_string(f"{_MODELING}.LlavaHoundConfig")
+        import_string(f"{_PACKAGE}.configuration.register_auto_config")()
+        cls = import_string(f"{_PACKAGE}.configuration.LlavaHoundConfig")
         return cls.from_pretrained(pretrained, revision=load.revision)
 
     def content_extras(self, frames: Any, config: Any = None) -> str | None:
@@ -76,11 +74,6 @@ class LlavaHoundFamily(VideoLlavaFamily):
         processor.video_drop_cls = bool(getattr(config, "video_drop_cls", True))
         return processor
 
-    def build_tiny(self, out_dir: Any, *, seed: int = 0, geometry: str = "tiny") -> Path:
-        from videolmm.toy.tiny_families import build_tiny_llava_hound
-
-        return build_tiny_llava_hound(out_dir, seed=seed, geometry=geometry)
-
     def describe(self, config: Any) -> dict[str, Any]:
         out = super().describe(config)
         out["video_cls_token"] = "dropped" if getattr(config, "video_drop_cls", True) else "kept"
@@ -91,14 +84,15 @@ class LlavaHoundFamily(VideoLlavaFamily):
 LLAVA_HOUND = LlavaHoundFamily(
     name="llava_hound",
     description="LLaVA-Hound Pretrain/SFT/DPO (VideoLlava subclass, video CLS dropped: 256 tokens/frame)",
-    model_class=f"{_MODELING}.LlavaHoundForConditionalGeneration",
-    processor_class=f"{_PROCESSING}.LlavaHoundProcessor",
+    model_class=f"{_PACKAGE}.modeling.LlavaHoundForConditionalGeneration",
+    processor_class=f"{_PACKAGE}.processing.LlavaHoundProcessor",
     model_types=("llava_hound",),
     # a directory of frames the seed extracted at 2 fps: linspace over the sorted files, as the seed
     media=MediaSettings(
         decoder="keyframe", sampler="hound", sampling=SamplingSpec(num_frames=8, fps=2.0), frames_sampler="uniform"
     ),
     lmms_eval_id="llava_hound",
+    tiny_builder="videolmm.toy.tiny_families:build_tiny_llava_hound",
 )
 
 __all__ = ["LLAVA_HOUND", "LlavaHoundFamily"]

@@ -2,7 +2,8 @@
 
 ``VideoLlavaProcessor`` expands ``<video>`` to ``(patches + num_additional_image_tokens) × frames``
 (257 per frame at 224/14). LLaVA-Hound drops the CLS token, so a frame is ``patches`` tokens
-(256) when ``video_drop_cls`` is set.
+(256) when ``video_drop_cls`` is set. :func:`build_llava_hound_processor` assembles one with
+LanguageBind's transform, for the converter and the tiny checkpoints.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from transformers import VideoLlavaProcessor
-from transformers.image_utils import get_image_size, to_numpy_array
+from transformers import VideoLlavaImageProcessor, VideoLlavaProcessor, VideoLlavaVideoProcessor
+from transformers.image_utils import PILImageResampling, get_image_size, to_numpy_array
+
+from videolmm.models.families.base import CLIP_MEAN, CLIP_STD
 
 
 class LlavaHoundProcessor(VideoLlavaProcessor):
@@ -73,4 +76,33 @@ class LlavaHoundProcessor(VideoLlavaProcessor):
         return self.video_token * (self.tokens_per_frame(height, width) * int(video.shape[0]))
 
 
-__all__ = ["LlavaHoundProcessor"]
+def build_llava_hound_processor(
+    tokenizer: Any, image_size: int, patch_size: int, chat_template: str | None
+) -> LlavaHoundProcessor:
+    """LLaVA-Hound's processor at ``image_size``: LanguageBind's transform (OpenAI CLIP mean/std,
+    short side to ``image_size``, centre crop); video frames are resized bilinearly as
+    pytorchvideo's ``ShortSideScale`` does, images bicubically as CLIP's image processor."""
+    common = {
+        "size": {"shortest_edge": image_size},
+        "crop_size": {"height": image_size, "width": image_size},
+        "do_resize": True,
+        "do_center_crop": True,
+        "do_rescale": True,
+        "do_normalize": True,
+        "do_convert_rgb": True,
+        "image_mean": list(CLIP_MEAN),
+        "image_std": list(CLIP_STD),
+    }
+    return LlavaHoundProcessor(
+        image_processor=VideoLlavaImageProcessor(**common, resample=PILImageResampling.BICUBIC),
+        video_processor=VideoLlavaVideoProcessor(**common, resample=PILImageResampling.BILINEAR),
+        tokenizer=tokenizer,
+        chat_template=chat_template,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        video_drop_cls=True,
+    )
+
+
+__all__ = ["LlavaHoundProcessor", "build_llava_hound_processor"]

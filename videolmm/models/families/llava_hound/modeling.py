@@ -18,9 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import VideoLlavaConfig
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.video_llava.modeling_video_llava import (
     VideoLlavaForConditionalGeneration,
@@ -28,21 +26,7 @@ from transformers.models.video_llava.modeling_video_llava import (
     VideoLlavaPreTrainedModel,
 )
 
-MODEL_TYPE = "llava_hound"
-
-
-@strict
-class LlavaHoundConfig(VideoLlavaConfig):
-    r"""VideoLlava's configuration plus LLaVA-Hound's video feature selection.
-
-    video_drop_cls (`bool`, *optional*, defaults to `True`):
-        Drop the CLS token from every frame's video features (the seed's
-        `mm_vision_select_feature: "patch"`), giving `(image_size / patch_size)²` tokens per frame.
-    """
-
-    model_type = MODEL_TYPE
-
-    video_drop_cls: bool = True
+from videolmm.models.families.llava_hound.configuration import LlavaHoundConfig
 
 
 class LlavaHoundModel(VideoLlavaModel):
@@ -87,20 +71,4 @@ class LlavaHoundForConditionalGeneration(VideoLlavaForConditionalGeneration):
         self.post_init()
 
 
-def register_auto_config() -> None:
-    """Make ``AutoConfig`` (and the Auto processor classes, which consult it) know ``llava_hound``.
-
-    Idempotent; called by the family when it loads a checkpoint, never at import.
-    """
-    from transformers import AutoConfig
-
-    AutoConfig.register(MODEL_TYPE, LlavaHoundConfig, exist_ok=True)
-
-
-__all__ = [
-    "MODEL_TYPE",
-    "LlavaHoundConfig",
-    "LlavaHoundForConditionalGeneration",
-    "LlavaHoundModel",
-    "register_auto_config",
-]
+__all__ = ["LlavaHoundForConditionalGeneration", "LlavaHoundModel"]

@@ -26,9 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import LlavaOnevisionConfig
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.llava_onevision.modeling_llava_onevision import (
     LlavaOnevisionForConditionalGeneration,
@@ -38,34 +36,12 @@ from transformers.models.llava_onevision.modeling_llava_onevision import (
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import select_hidden_states
 
-from videolmm.models.families.llava_video_qwen2 import NEWLINE_POSITIONS, POOL_MODES, pooled_side
-
-MODEL_TYPE = "llava_video_qwen2"
-
-
-@strict
-class LlavaVideoQwen2Config(LlavaOnevisionConfig):
-    r"""LlavaOnevision's configuration plus LLaVA-Video's video-path settings.
-
-    spatial_pool_mode (`str`, *optional*, defaults to `"bilinear"`):
-        2-D pooling of each frame's projected features: `"bilinear"`, `"average"` or `"max"`
-        (the seed's `mm_spatial_pool_mode`).
-    spatial_pool_stride (`int`, *optional*, defaults to 2):
-        Pool stride (the seed's `mm_spatial_pool_stride`); 1 disables the pool.
-    mm_newline_position (`str`, *optional*, defaults to `"grid"`):
-        Where the `image_newline` embedding goes in a video: `"grid"`, `"frame"`, `"one_token"`
-        or `"no_token"`.
-    add_time_instruction (`bool`, *optional*, defaults to `True`):
-        Whether prompts carry LLaVA-Video's time instruction (read by videolmm's prompt builder,
-        not by the model).
-    """
-
-    model_type = MODEL_TYPE
-
-    spatial_pool_mode: str = "bilinear"
-    spatial_pool_stride: int = 2
-    mm_newline_position: str = "grid"
-    add_time_instruction: bool = True
+from videolmm.models.families.llava_video_qwen2.configuration import (
+    NEWLINE_POSITIONS,
+    POOL_MODES,
+    LlavaVideoQwen2Config,
+    pooled_side,
+)
 
 
 def pool_frames(features: torch.Tensor, grid: int, stride: int, mode: str) -> torch.Tensor:
@@ -186,20 +162,7 @@ class LlavaVideoQwen2ForConditionalGeneration(LlavaOnevisionForConditionalGenera
         self.post_init()
 
 
-def register_auto_config() -> None:
-    """Make ``AutoConfig`` (and the Auto processor classes, which consult it) know ``llava_video_qwen2``.
-
-    Idempotent; called by the family when it loads a checkpoint, never at import.
-    """
-    from transformers import AutoConfig
-
-    AutoConfig.register(MODEL_TYPE, LlavaVideoQwen2Config, exist_ok=True)
-
-
 __all__ = [
-    "MODEL_TYPE",
-    "register_auto_config",
-    "LlavaVideoQwen2Config",
     "LlavaVideoQwen2ForConditionalGeneration",
     "LlavaVideoQwen2Model",
     "add_newlines",

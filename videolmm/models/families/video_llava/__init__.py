@@ -1,0 +1,1 @@
+"""Video-LLaVA-7B on transformers' VideoLlava classes: :mod:`.family`."""
