@@ -65,7 +65,7 @@ class UnsupportedCodec(MediaError):
 
 
 class MediaTooLarge(MediaError):
-    """The stream declares frames too large to decode safely (see ``media.MAX_FRAME_PIXELS``)."""
+    """The stream declares frames too large to decode safely (see ``videolmm.media.probe.MAX_FRAME_PIXELS``)."""
 
     kind = "too large"
 

@@ -43,7 +43,7 @@ from videolmm.convert.common import (
 )
 from videolmm.convert.shards import Progress, weight_files
 from videolmm.errors import ConfigError
-from videolmm.models.families.base import CLIP_MEAN, CLIP_STD
+from videolmm.models.families.base import clip_processor_kwargs
 from videolmm.models.families.llava_next_video.configuration import pooled_side
 from videolmm.models.families.llava_next_video.family import LLAVA_NEXT_VIDEO
 from videolmm.models.families.originals import is_original_llava_next_video
@@ -134,17 +134,7 @@ class LlavaNextVideoLayout(SourceLayout):
         )
         template = LLAVA_NEXT_VIDEO.default_template(config)
         settings["template"] = template
-        common = {
-            "size": {"shortest_edge": vision.image_size},
-            "crop_size": {"height": vision.image_size, "width": vision.image_size},
-            "do_resize": True,
-            "do_center_crop": True,
-            "do_rescale": True,
-            "do_normalize": True,
-            "do_convert_rgb": True,
-            "image_mean": list(CLIP_MEAN),
-            "image_std": list(CLIP_STD),
-        }
+        common = clip_processor_kwargs(vision.image_size)
         tokenizer.chat_template = chat_template(template)
         processor = LlavaNextVideoProcessor(
             video_processor=LlavaNextVideoVideoProcessor(**common),

@@ -69,7 +69,7 @@ def register_decoders(register: Callable[[str, VideoDecoder], None]) -> None:
     """Register video decoders by name.
 
     :param register: call ``register(name, decoder)`` once per decoder; ``decoder``
-        implements :class:`~videolmm.media.decoders.VideoDecoder` (``open(source)`` returning
+        implements :class:`~videolmm.media.base.VideoDecoder` (``open(source)`` returning
         an opened video with ``info`` and ``read(indices)``). Names are what users pass as
         ``decoder=``.
     :return: ignored.

@@ -9,7 +9,7 @@ any frame is decoded) and images with the core's ``load_image``, and returns the
 in-process engine path from there.
 
 The model's media defaults are the family's, overridden by the model config, the same rule
-:meth:`videolmm.models.engine.Engine.from_pretrained` applies (a test checks both agree), and
+:func:`videolmm.models.spec.resolve` applies for the model's engine (the same function), and
 computed here without loading the model or the processor: a media replica imports neither torch
 nor transformers.
 """

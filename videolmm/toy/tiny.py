@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from videolmm.models.families.base import CLIP_MEAN, CLIP_STD
+from videolmm.models.families.base import clip_processor_kwargs
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerFast
@@ -308,17 +308,7 @@ def build_tiny_llava_next_video(out_dir: str | Path, *, seed: int = 0, geometry:
     config.initializer_range = _INITIALIZER_RANGE
     _save_model(LlavaNextVideoForConditionalGeneration, config, tokenizer, out, seed)
 
-    common = {
-        "size": {"shortest_edge": image_size},
-        "crop_size": {"height": image_size, "width": image_size},
-        "do_resize": True,
-        "do_center_crop": True,
-        "do_rescale": True,
-        "do_normalize": True,
-        "do_convert_rgb": True,
-        "image_mean": list(CLIP_MEAN),
-        "image_std": list(CLIP_STD),
-    }
+    common = clip_processor_kwargs(image_size)
     processor = LlavaNextVideoProcessor(
         video_processor=LlavaNextVideoVideoProcessor(**common),
         image_processor=LlavaNextImageProcessor(**common, image_grid_pinpoints=pinpoints, do_pad=True),
@@ -383,17 +373,7 @@ def build_tiny_video_llava(out_dir: str | Path, *, seed: int = 0, geometry: str 
     config.initializer_range = _INITIALIZER_RANGE
     _save_model(VideoLlavaForConditionalGeneration, config, tokenizer, out, seed)
 
-    common = {
-        "size": {"shortest_edge": image_size},
-        "crop_size": {"height": image_size, "width": image_size},
-        "do_resize": True,
-        "do_center_crop": True,
-        "do_rescale": True,
-        "do_normalize": True,
-        "do_convert_rgb": True,
-        "image_mean": list(CLIP_MEAN),
-        "image_std": list(CLIP_STD),
-    }
+    common = clip_processor_kwargs(image_size)
     processor = VideoLlavaProcessor(
         image_processor=VideoLlavaImageProcessor(**common),
         video_processor=VideoLlavaVideoProcessor(**common),

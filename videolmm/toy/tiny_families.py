@@ -69,7 +69,7 @@ def build_tiny_llava_video_qwen2(out_dir: str | Path, *, seed: int = 0, geometry
         geometry: ``"tiny"`` (32 px, patch 8) or ``"published"`` (384 px, patch 14).
 
     Returns:
-        The checkpoint directory, loadable with ``Engine.from_pretrained``.
+        The checkpoint directory, loadable with ``videolmm.load.load_engine``.
 
     Raises:
         ValueError: unknown ``geometry``.
@@ -125,7 +125,7 @@ def build_tiny_llava_hound(out_dir: str | Path, *, seed: int = 0, geometry: str 
         geometry: ``"tiny"`` (32 px, patch 8) or ``"published"`` (224 px, patch 14).
 
     Returns:
-        The checkpoint directory, loadable with ``Engine.from_pretrained``.
+        The checkpoint directory, loadable with ``videolmm.load.load_engine``.
 
     Raises:
         ValueError: unknown ``geometry``.

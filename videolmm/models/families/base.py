@@ -27,6 +27,22 @@ CLIP_STD: tuple[float, ...] = (0.26862954, 0.26130258, 0.27577711)
 """OpenAI CLIP normalisation std."""
 
 
+def clip_processor_kwargs(image_size: int) -> dict[str, Any]:
+    """The CLIP-style preprocessing the LLaVA seeds use (OpenAI CLIP mean/std, short side to
+    ``image_size``, centre crop to a square), as image/video processor keyword arguments."""
+    return {
+        "size": {"shortest_edge": image_size},
+        "crop_size": {"height": image_size, "width": image_size},
+        "do_resize": True,
+        "do_center_crop": True,
+        "do_rescale": True,
+        "do_normalize": True,
+        "do_convert_rgb": True,
+        "image_mean": list(CLIP_MEAN),
+        "image_std": list(CLIP_STD),
+    }
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """How to place and quantise the weights.
@@ -283,6 +299,7 @@ def _quantization_config(kind: str) -> Any:
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
+    "clip_processor_kwargs",
     "Family",
     "LoadOptions",
     "import_string",

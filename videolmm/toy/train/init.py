@@ -59,7 +59,7 @@ def build_initial_checkpoint(recipe: Recipe, out_dir: str | Path) -> Path:
     """Write the untrained checkpoint a training run starts from (deterministic by ``recipe.seed``).
 
     Returns:
-        ``out_dir``, loadable with ``Engine.from_pretrained``.
+        ``out_dir``, loadable with ``videolmm.load.load_engine``.
     """
     import torch
     from transformers import AutoConfig

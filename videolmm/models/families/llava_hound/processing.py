@@ -14,7 +14,7 @@ import numpy as np
 from transformers import VideoLlavaImageProcessor, VideoLlavaProcessor, VideoLlavaVideoProcessor
 from transformers.image_utils import PILImageResampling, get_image_size, to_numpy_array
 
-from videolmm.models.families.base import CLIP_MEAN, CLIP_STD
+from videolmm.models.families.base import clip_processor_kwargs
 
 
 class LlavaHoundProcessor(VideoLlavaProcessor):
@@ -82,17 +82,7 @@ def build_llava_hound_processor(
     """LLaVA-Hound's processor at ``image_size``: LanguageBind's transform (OpenAI CLIP mean/std,
     short side to ``image_size``, centre crop); video frames are resized bilinearly as
     pytorchvideo's ``ShortSideScale`` does, images bicubically as CLIP's image processor."""
-    common = {
-        "size": {"shortest_edge": image_size},
-        "crop_size": {"height": image_size, "width": image_size},
-        "do_resize": True,
-        "do_center_crop": True,
-        "do_rescale": True,
-        "do_normalize": True,
-        "do_convert_rgb": True,
-        "image_mean": list(CLIP_MEAN),
-        "image_std": list(CLIP_STD),
-    }
+    common = clip_processor_kwargs(image_size)
     return LlavaHoundProcessor(
         image_processor=VideoLlavaImageProcessor(**common, resample=PILImageResampling.BICUBIC),
         video_processor=VideoLlavaVideoProcessor(**common, resample=PILImageResampling.BILINEAR),

@@ -26,6 +26,7 @@ from typing import Any
 
 from videolmm.errors import ConfigError
 from videolmm.models.families.base import Family, LoadOptions, import_string, left_padded, read_config_dict
+from videolmm.models.spec import parse_bool
 from videolmm.types import Frames, MediaSettings, SamplingSpec
 
 #: The most frames LLaVA-Video was trained with (LLaVA-Video paper); the 7B card says "at most 64".
@@ -93,7 +94,7 @@ class LlavaVideoQwen2Family(Family):
                 raise ConfigError(f"mm_newline_position={position!r}: expected one of {NEWLINE_POSITIONS}")
             config.mm_newline_position = position
         if "add_time_instruction" in options:
-            config.add_time_instruction = _as_bool(options["add_time_instruction"], "add_time_instruction")
+            config.add_time_instruction = parse_bool(options["add_time_instruction"], "add_time_instruction")
         pooled_side(_patch_grid(config), config.spatial_pool_stride, config.spatial_pool_mode)  # validate now
 
     def effective_options(self, config: Any) -> dict[str, Any]:
@@ -152,17 +153,6 @@ class LlavaVideoQwen2Family(Family):
             "trained_max_frames": TRAINED_MAX_FRAMES,
             "text_model": getattr(config.text_config, "model_type", ""),
         }
-
-
-def _as_bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={value!r}: expected a boolean")
 
 
 LLAVA_VIDEO_QWEN2 = LlavaVideoQwen2Family(
