@@ -36,6 +36,7 @@ SAMPLES: dict[str, Any] = {
     "quantization": "8bit",
     "revision": "refs/pr/1",
     "trust_remote_code": True,
+    "scheduler": "static",
 }
 FIELDS = [name for name, *_ in spec_fields() if name != "pretrained"]
 

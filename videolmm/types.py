@@ -235,6 +235,7 @@ class Result:
         is_greedy: whether greedy decoding would produce the continuation.
         timings: seconds spent per stage (``decode``, ``preprocess``, ``generate``).
         frames: per video, the sampled source indices.
+        finish_reason: ``"stop"`` (EOS or a stop string) or ``"length"`` (``max_new_tokens``); None on error.
     """
 
     request_id: str = ""
@@ -246,6 +247,7 @@ class Result:
     is_greedy: bool | None = None
     timings: dict[str, float] = field(default_factory=dict)
     frames: tuple[tuple[int, ...], ...] = ()
+    finish_reason: str | None = None
 
     @property
     def ok(self) -> bool:

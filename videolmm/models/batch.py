@@ -6,7 +6,7 @@ model replica); shapes in the docstrings.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,7 @@ class EngineSettings:
         media: decoder, sampler and sampling numbers.
         family_options: family-specific options as applied to the config.
         load: device, dtype and quantisation.
+        scheduler: ``continuous`` or ``static`` (see :mod:`videolmm.models.scheduler`).
     """
 
     pretrained: str
@@ -84,6 +85,18 @@ class EngineSettings:
     media: MediaSettings
     family_options: Mapping[str, Any]
     load: LoadOptions
+    scheduler: str = "continuous"
 
 
-__all__ = ["DecodedRequest", "EngineSettings", "PreparedBatch", "error_text"]
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut ``text`` before the earliest occurrence of any stop string."""
+    cut = len(text)
+    for s in stop:
+        if s:
+            pos = text.find(s)
+            if pos != -1:
+                cut = min(cut, pos)
+    return text[:cut]
+
+
+__all__ = ["DecodedRequest", "EngineSettings", "PreparedBatch", "cut_at_stop", "error_text"]

@@ -16,13 +16,15 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from videolmm.errors import ConfigError, ContextLengthExceeded, PromptError, TokenCountMismatch
 from videolmm.media.cache import FrameCache
 from videolmm.media.images import load_image
 from videolmm.media.loader import FrameLoader
-from videolmm.models.batch import DecodedRequest, EngineSettings, PreparedBatch, error_text
+from videolmm.models.batch import DecodedRequest, EngineSettings, PreparedBatch, cut_at_stop, error_text
+from videolmm.models.continuous import continuous_unsupported
 from videolmm.models.families.base import Family
 from videolmm.models.inspect import describe
 from videolmm.models.prompts import build_content
@@ -71,6 +73,8 @@ class Engine:
         self.hooks = hooks
         self.registry = registry
         self.template = registry.template(settings.template)
+        #: ``continuous`` or ``static`` (:meth:`generate`).
+        self.scheduler = settings.scheduler
         #: Optional on-disk cache of decoded frames (``frame_cache=`` or ``VIDEOLMM_FRAME_CACHE``); None decodes.
         self.frame_cache = frame_cache
 
@@ -105,6 +109,12 @@ class Engine:
             load=load,
         )
         model = fam.load_model(spec.pretrained, config, load) if load_model else None
+        scheduler = spec.scheduler
+        why = continuous_unsupported(model) if model is not None and scheduler == "continuous" else None
+        if why:
+            logger.warning("%s: %s; it runs the static scheduler", spec.pretrained, why)
+            scheduler = "static"
+        settings = replace(settings, scheduler=scheduler)
         cache = FrameCache(spec.frame_cache) if spec.frame_cache else FrameCache.from_env()
         return cls(
             settings=settings,
@@ -218,11 +228,22 @@ class Engine:
     def generate(self, requests: Sequence[Request | DecodedRequest], batch_size: int = 8) -> list[Result]:
         """Answer requests in batches of at most ``batch_size``; one result per request, in order.
 
-        Requests are grouped by visual shapes and generation settings (a batch must share
-        them); each group runs through the ``generate_batch`` hook.
+        ``continuous`` (the default scheduler): at most ``batch_size`` requests run at once, each
+        leaves at its own end and the next joins at once (:mod:`videolmm.models.scheduler`).
+        ``static``: requests are grouped by visual shapes and generation settings (a batch must
+        share them); each group runs through the ``generate_batch`` hook until its longest answer
+        ends.
         """
         self._require_model()
         decoded = [self.decode(r) for r in requests]
+        if self.scheduler == "continuous" and not self._batches_hooked():
+            from videolmm.models.scheduler import generate_continuous
+
+            return generate_continuous(self, decoded, max_batch_size=batch_size)
+        return self.generate_static(decoded, batch_size=batch_size)
+
+    def generate_static(self, decoded: Sequence[DecodedRequest], batch_size: int = 8) -> list[Result]:
+        """The static path: groups of equal shapes and settings, each run to its longest answer."""
         results: list[Result | None] = [None] * len(decoded)
         groups: dict[Any, list[int]] = defaultdict(list)
         for i, item in enumerate(decoded):
@@ -253,8 +274,9 @@ class Engine:
         factor = max([1.0, *(float(f) for f in factors if isinstance(f, int | float))])
         return int(positions * factor)
 
-    def check_context(self, batch: PreparedBatch) -> None:
-        """Refuse a batch whose prompt tokens plus ``max_new_tokens`` exceed :attr:`context_length`.
+    def check_context(self, batch: PreparedBatch, per_request: bool = False) -> None:
+        """Refuse a batch whose prompt tokens plus ``max_new_tokens`` exceed :attr:`context_length`
+        (each request's own ``max_new_tokens`` with ``per_request``, else the batch's).
 
         Raises:
             ContextLengthExceeded: naming the request, its prompt tokens (visual included), the
@@ -263,9 +285,9 @@ class Engine:
         limit = self.context_length
         if limit is None:
             return
-        wanted = batch.generation.max_new_tokens
         lengths = [int(n) for n in batch.inputs["attention_mask"].sum(dim=1).tolist()]
         for item, prompt, visual in zip(batch.items, lengths, batch.visual_tokens, strict=True):
+            wanted = (item.request.generation if per_request else batch.generation).max_new_tokens
             if prompt + wanted > limit:
                 raise ContextLengthExceeded(
                     f"request {item.request.request_id or '-'}: the prompt is {prompt} tokens ({visual} visual) and "
@@ -333,6 +355,7 @@ class Engine:
                     prompt=batch.prompts[row],
                     timings={"decode": item.decode_seconds, **batch.timings, "generate": elapsed},
                     frames=tuple(v.indices for v in item.videos),
+                    finish_reason="length" if n >= gen.max_new_tokens else "stop",
                 )
             )
         return results
@@ -386,23 +409,24 @@ class Engine:
         rendered prompt and visual token counts (see :func:`videolmm.models.inspect.describe`)."""
         return describe(self, request)
 
+    def _batches_hooked(self) -> bool:
+        """Whether a plugin besides the built-in one implements ``generate_batch`` (looked up per
+        call): its batches then run on the static scheduler, which that hook wraps."""
+        impls = getattr(getattr(self.hooks, "generate_batch", None), "get_hookimpls", None)
+        hooked = impls is not None and len(impls()) > 1
+        if hooked and self.scheduler == "continuous" and not getattr(self, "_warned_hooked", False):
+            self._warned_hooked = True
+            logger.warning(
+                "%s: a plugin implements generate_batch; generating on the static scheduler", self.settings.pretrained
+            )
+        return hooked
+
     def _require_model(self) -> None:
         if self.model is None:
             raise ConfigError(f"{self.settings.pretrained}: engine was built with load_model=False")
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """Cut ``text`` before the earliest occurrence of any stop string."""
-    cut = len(text)
-    for s in stop:
-        if s:
-            pos = text.find(s)
-            if pos != -1:
-                cut = min(cut, pos)
-    return text[:cut]
 
 
 def _token_id(processor: Any, kind: str) -> int | None:

@@ -33,6 +33,7 @@ from videolmm.types import MediaSettings, SamplingSpec
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUANTIZATIONS = ("4bit", "8bit")
+SCHEDULERS = ("continuous", "static")
 
 
 def _opt(
@@ -113,6 +114,14 @@ class EngineSpec:
     )
     revision: str | None = field(default=None, metadata=_opt("hub revision of the checkpoint"))
     trust_remote_code: bool = field(default=False, metadata=_opt("forwarded to transformers"))
+    scheduler: str = field(
+        default="continuous",
+        metadata=_opt(
+            "continuous: requests join the running batch and leave it at their own end, step by step; "
+            "static: a batch runs until its longest answer ends",
+            choices=SCHEDULERS,
+        ),
+    )
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -124,7 +133,7 @@ class EngineSpec:
             raise bad("num_frames", "must be an integer >= 1")
         if self.fps is not None and not (math.isfinite(float(self.fps)) and float(self.fps) > 0):
             raise bad("fps", "must be a finite number > 0")
-        for name in ("dtype", "quantization"):
+        for name in ("dtype", "quantization", "scheduler"):
             value, choices = getattr(self, name), _META[name]["choices"]
             if value is not None and value not in choices:
                 raise bad(name, f"expected one of {', '.join(choices)}")

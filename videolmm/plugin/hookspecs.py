@@ -129,9 +129,12 @@ def generate_batch(engine: Engine, batch: PreparedBatch) -> Sequence[Result] | N
     """Run the language model on one prepared batch and return one result per request.
 
     The built-in implementation (:mod:`videolmm.plugin.builtin`) calls
-    ``engine.run_batch(batch)``. Use ``@hookimpl(wrapper=True)`` to time, trace or log
-    around it; a wrapper receives the same arguments and must ``return (yield)`` (or a
-    replacement list of the same length). Stops at first non-None result.
+    ``engine.run_batch(batch)``. This hook runs on the *static* scheduler (a batch runs until its
+    longest answer ends): while any other plugin implements it, engines generate on the static
+    scheduler, so the plugin sees every generation (the continuous scheduler has no batches).
+    Use ``@hookimpl(wrapper=True)`` to time, trace or log around it; a wrapper receives the
+    same arguments and must ``return (yield)`` (or a replacement list of the same length).
+    Stops at first non-None result.
 
     :param engine: the :class:`~videolmm.models.engine.Engine` running the batch (model,
         processor, family, settings).
