@@ -138,3 +138,17 @@ def test_a_fixed_thread_count_is_kept_across_batches(
     lm = model(trained_llava_next_video, torch_threads=1, batch_size=2)
     lm.generate_until(instances(docs))
     assert torch.get_num_threads() == 1 and lm.stats.torch_threads == 1
+
+
+def test_continuous_and_static_schedulers_give_the_same_answers(
+    trained_llava_next_video: Path, docs: list[dict[str, str]]
+) -> None:
+    """lmms-eval's path on the continuous scheduler (the default) answers what the static one does,
+    in the requests' order, the broken video failing alone on both."""
+    continuous = model(trained_llava_next_video, batch_size=3)
+    static = model(trained_llava_next_video, batch_size=3, scheduler="static")
+    assert continuous.engine.continuous and not static.engine.continuous
+    got = answers(continuous, docs)
+    assert got == answers(static, docs)
+    assert [a.startswith(ERROR_PREFIX) for a in got] == [i == 3 for i in range(len(docs))]
+    assert continuous.stats.samples == len(docs) and continuous.stats.batches == 3  # prefetched batches of 3

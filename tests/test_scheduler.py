@@ -165,3 +165,18 @@ def test_text_stream_holds_back_a_possible_stop_string() -> None:
     assert stream.update([ord(c) for c in "hi EN"]) == "hi"
     assert stream.update([ord(c) for c in "hi END more"]) == ""
     assert stream.stopped and stream.finish("hi") == ""
+
+
+def test_a_long_answer_does_not_hold_the_others(tiny_llava_next_video: Path, clips: dict[str, Path]) -> None:
+    """Two slots, one long request: the three short ones pass through the other slot meanwhile."""
+    from videolmm.models.scheduler import generate_continuous
+
+    engine = load_engine(str(tiny_llava_next_video), device="cpu", num_frames=4)
+    requests = _requests(clips, (48, 3, 3, 3))
+    order: list[int] = []
+    results = generate_continuous(
+        engine, [engine.decode(r) for r in requests], max_batch_size=2, on_result=lambda i, _: order.append(i)
+    )
+    assert results[0].usage.completion_tokens == 48  # the random tiny model never says EOS this early
+    assert order == [1, 2, 3, 0]
+    assert [r.text for r in results] == [r.text for r in _alone(engine, requests)]

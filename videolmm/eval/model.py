@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -39,17 +39,16 @@ from videolmm.errors import ConfigError
 from videolmm.eval.checkpoint import ResponseCheckpoint
 from videolmm.eval.compat import loglikelihood_output
 from videolmm.eval.markers import ERROR_PREFIX
+from videolmm.eval.requests import generation_from_kwargs, split_visuals
 from videolmm.eval.threads import set_threads, size_torch_threads, threads_for, usable_cores
 from videolmm.load import load_engine
 from videolmm.log import configure_from_env
-from videolmm.media.images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
 from videolmm.models.engine import DecodedRequest, error_text
 from videolmm.models.spec import EngineSpec
-from videolmm.types import GenerationSettings, Request
+from videolmm.types import Request, Result
 
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".gif", ".ts")
 
 #: Set to a file path to have every ``generate_until`` call write its :class:`EvalStats` there (JSON).
 STATS_ENV = "VIDEOLMM_EVAL_STATS"
@@ -91,44 +90,6 @@ class EvalStats:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields plus ``wait_share``."""
         return {**asdict(self), "wait_share": self.wait_share}
-
-
-def split_visuals(visuals: Sequence[Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    """Split a task's ``doc_to_visual`` output into (videos, images).
-
-    Strings and paths are videos unless they end in an image extension; directories are
-    frame folders (videos); PIL images and arrays are images.
-    """
-    videos: list[Any] = []
-    images: list[Any] = []
-    for v in visuals:
-        if isinstance(v, (str, os.PathLike)):
-            (images if str(v).lower().endswith(IMAGE_EXTENSIONS) else videos).append(str(v))
-        elif isinstance(v, (bytes, bytearray)):
-            videos.append(bytes(v))
-        elif hasattr(v, "convert") or hasattr(v, "shape"):
-            images.append(v)
-        else:
-            raise ConfigError(f"unsupported visual of type {type(v).__name__} from doc_to_visual")
-    return tuple(videos), tuple(images)
-
-
-def generation_from_kwargs(gen_kwargs: dict[str, Any], default_max_new_tokens: int) -> GenerationSettings:
-    """Map lmms-eval's ``gen_kwargs`` to :class:`GenerationSettings` (greedy unless sampling)."""
-    until = gen_kwargs.get("until") or ()
-    if isinstance(until, str):
-        until = (until,)
-    temperature = float(gen_kwargs.get("temperature") or 0.0)
-    if gen_kwargs.get("do_sample") is False:
-        temperature = 0.0
-    top_p = gen_kwargs.get("top_p")
-    return GenerationSettings(
-        max_new_tokens=int(gen_kwargs.get("max_new_tokens") or default_max_new_tokens),
-        temperature=temperature,
-        top_p=float(top_p) if top_p is not None else None,
-        num_beams=int(gen_kwargs.get("num_beams") or 1),
-        stop=tuple(until),
-    )
 
 
 class VideoLMM(lmms):
@@ -326,40 +287,80 @@ class VideoLMM(lmms):
     # -- lmms-eval API ---------------------------------------------------------------------
 
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
-        """Batched, prefetched generation; failed samples answer ``[videolmm error] ...``."""
+        """Prefetched generation on the engine's scheduler; failed samples answer ``[videolmm error] ...``.
+
+        Continuous (the default): at most ``batch_size`` samples generate at once and the next one
+        joins as soon as one ends, so no sample waits for the longest answer of a batch. Static:
+        batch by batch, each to its longest answer.
+        """
         self._log_share("generate_until", len(requests))
-        started, self._wait_s, self._decodes, generate_s, decode_s, batches = time.perf_counter(), 0.0, 0, 0.0, 0.0, 0
+        started, self._wait_s, self._decodes = time.perf_counter(), 0.0, 0
         converted = [self._to_request(r) for r in requests]
-        checkpoint = ResponseCheckpoint.from_caller("generate_until")  # --use_cache: store per batch
-        out: list[GenerationResult] = []
+        checkpoint = ResponseCheckpoint.from_caller("generate_until")  # --use_cache: store per sample
+        out: list[GenerationResult | None] = [None] * len(requests)
         pbar = tqdm(total=len(requests), disable=self.rank != 0, desc="videolmm generating")
+        sums = {"decode": 0.0, "generate": 0.0, "batches": 0}
+
+        def record(i: int, result: Result) -> None:
+            instance = requests[i]
+            if result.ok:
+                text = result.text or ""
+                counts = TokenCounts(result.usage.prompt_tokens, result.usage.completion_tokens)
+                self.cache_hook.add_partial("generate_until", (instance.args[0], instance.args[1]), text)
+            else:
+                text, counts = ERROR_PREFIX + (result.error or "unknown error"), None
+                self._record_failure(result.request_id, result.error)
+            out[i] = GenerationResult(text=text, token_counts=counts)
+            if checkpoint is not None and result.ok:  # failures are not checkpointed: a resume retries them
+                checkpoint.store(instance, out[i])
+            pbar.update(1)
+
+        if self.engine.continuous:
+            self._generate_continuous(converted, record, sums)
+        else:
+            self._generate_static(converted, record, sums)
+        pbar.close()
+        self._report_failures()
+        wall = time.perf_counter() - started
+        self._add_stats(len(requests), int(sums["batches"]), wall, self._wait_s, sums["generate"], sums["decode"])
+        return [o for o in out if o is not None]
+
+    def _generate_static(self, converted: list[Any], record: Any, sums: dict[str, float]) -> None:
         last: tuple[float, float] | None = None  # (decode, generate) seconds of the previous batch
+        done = 0
         for batch in self._decoded_batches(converted):
             if self._adaptive_threads:
                 set_threads(threads_for(last, usable_cores(), self.decode_workers))
             t0 = time.perf_counter()
             results = self.engine.generate(batch, batch_size=len(batch))
             last = (sum(item.decode_seconds for item in batch), time.perf_counter() - t0)
-            generate_s += last[1]
-            decode_s += last[0]
-            batches += 1
-            for item, result in zip(batch, results, strict=True):
-                instance = requests[len(out)]
-                if result.ok:
-                    text = result.text or ""
-                    counts = TokenCounts(result.usage.prompt_tokens, result.usage.completion_tokens)
-                    self.cache_hook.add_partial("generate_until", (instance.args[0], instance.args[1]), text)
-                else:
-                    text, counts = ERROR_PREFIX + (result.error or "unknown error"), None
-                    self._record_failure(item.request.request_id, result.error)
-                out.append(GenerationResult(text=text, token_counts=counts))
-                if checkpoint is not None and result.ok:  # failures are not checkpointed: a resume retries them
-                    checkpoint.store(instance, out[-1])
-                pbar.update(1)
-        pbar.close()
-        self._report_failures()
-        self._add_stats(len(out), batches, time.perf_counter() - started, self._wait_s, generate_s, decode_s)
-        return out
+            sums["generate"] += last[1]
+            sums["decode"] += last[0]
+            sums["batches"] += 1
+            for result in results:
+                record(done, result)
+                done += 1
+
+    def _generate_continuous(self, converted: list[Any], record: Any, sums: dict[str, float]) -> None:
+        from videolmm.models.scheduler import generate_continuous
+
+        def items() -> Iterator[DecodedRequest]:
+            last: tuple[float, float] | None = None
+            mark = time.perf_counter()
+            for batch in self._decoded_batches(converted):  # prefetched batches, handed over one by one
+                now = time.perf_counter()
+                if self._adaptive_threads:
+                    set_threads(threads_for(last, usable_cores(), self.decode_workers))
+                decode = sum(item.decode_seconds for item in batch)
+                last, mark = (decode, now - mark), now
+                sums["decode"] += decode
+                sums["batches"] += 1
+                yield from batch
+
+        t0 = time.perf_counter()
+        wait_before = self._wait_s
+        generate_continuous(self.engine, items(), max_batch_size=self.batch_size_per_gpu, on_result=record)
+        sums["generate"] += time.perf_counter() - t0 - (self._wait_s - wait_before)
 
     def _add_stats(self, samples: int, batches: int, wall: float, wait: float, gen: float, dec: float) -> None:
         """Accumulate into :attr:`stats`; write them to ``$VIDEOLMM_EVAL_STATS`` when it is set."""

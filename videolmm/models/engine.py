@@ -236,7 +236,7 @@ class Engine:
         """
         self._require_model()
         decoded = [self.decode(r) for r in requests]
-        if self.scheduler == "continuous" and not self._batches_hooked():
+        if self.continuous:
             from videolmm.models.scheduler import generate_continuous
 
             return generate_continuous(self, decoded, max_batch_size=batch_size)
@@ -408,6 +408,12 @@ class Engine:
         """Effective settings as a JSON-ready dict; with a request, also its sampled frames,
         rendered prompt and visual token counts (see :func:`videolmm.models.inspect.describe`)."""
         return describe(self, request)
+
+    @property
+    def continuous(self) -> bool:
+        """Whether :meth:`generate` runs the continuous scheduler now (``scheduler=continuous`` and
+        no plugin wrapping ``generate_batch``)."""
+        return self.scheduler == "continuous" and not self._batches_hooked()
 
     def _batches_hooked(self) -> bool:
         """Whether a plugin besides the built-in one implements ``generate_batch`` (looked up per

@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -97,42 +97,69 @@ def finish(engine: Any, row: Row) -> Result:
     return result
 
 
-def generate_continuous(engine: Any, items: Sequence[DecodedRequest], *, max_batch_size: int) -> list[Result]:
+def generate_continuous(
+    engine: Any,
+    items: Iterable[DecodedRequest],
+    *,
+    max_batch_size: int,
+    on_result: Callable[[int, Result], None] | None = None,
+) -> list[Result]:
     """Answer ``items`` with at most ``max_batch_size`` running at once, joining as others leave.
+
+    ``items`` is consumed lazily: the next item is taken only when a slot is free, so a caller can
+    decode ahead in threads (lmms-eval's prefetch) while generation runs.
 
     Args:
         engine: a loaded :class:`~videolmm.models.engine.Engine`.
         items: decoded requests (a failed decode is answered with its error).
         max_batch_size: running requests at most.
+        on_result: called with ``(index, result)`` as each request finishes (in finishing order).
 
     Returns:
-        One :class:`Result` per item, in order.
+        One :class:`Result` per item, in the items' order.
     """
-    results: list[Result | None] = [None] * len(items)
-    waiting: deque[int] = deque()
-    for i, item in enumerate(items):
-        if item.error is not None:
-            results[i] = _failed(item, item.error)
-        elif item.request.generation.num_beams > 1:
-            results[i] = engine.generate_static([item], batch_size=1)[0]
-        else:
-            waiting.append(i)
+    source = iter(items)
+    results: dict[int, Result] = {}
+    count = 0
     batch = RunningBatch(engine)
     index_of: dict[int, int] = {}
-    while waiting or len(batch):
+
+    def done(i: int, result: Result) -> None:
+        results[i] = result
+        if on_result is not None:
+            on_result(i, result)
+
+    exhausted = False
+    while not exhausted or len(batch):
         room = max(1, max_batch_size) - len(batch)
-        if room > 0 and waiting:
-            taken = [waiting.popleft() for _ in range(min(room, len(waiting)))]
-            for i, entry in zip(taken, admit(batch, [items[i] for i in taken], [None] * len(taken)), strict=True):
+        taken: list[tuple[int, DecodedRequest]] = []
+        while room > len(taken) and not exhausted:
+            item = next(source, None)
+            if item is None:
+                exhausted = True
+            else:
+                taken.append((count, item))
+                count += 1
+        joining = []
+        for i, item in taken:
+            if item.error is not None:
+                done(i, _failed(item, item.error))
+            elif item.request.generation.num_beams > 1:
+                done(i, engine.generate_static([item], batch_size=1)[0])
+            else:
+                joining.append((i, item))
+        if joining:
+            entries = admit(batch, [item for _, item in joining], [None] * len(joining))
+            for (i, _), entry in zip(joining, entries, strict=True):
                 if isinstance(entry, Result):
-                    results[i] = entry
+                    done(i, entry)
                 elif entry.done is not None:
-                    results[i] = finish(engine, entry)
+                    done(i, finish(engine, entry))
                 else:
                     index_of[id(entry)] = i
         for row in _step(batch):
-            results[index_of.pop(id(row))] = finish(engine, row)
-    return [r for r in results if r is not None]
+            done(index_of.pop(id(row)), finish(engine, row))
+    return [results[i] for i in range(count)]
 
 
 class Ticket:
