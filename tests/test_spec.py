@@ -106,8 +106,10 @@ def test_aliases_are_the_seed_spellings() -> None:
             "video_decode_backend": "decord",
             "load_in_4bit": "True",
             "torch_dtype": "float16",
+            "mm_spatial_pool_stride": 4,
         }
     )
+    assert spec.family_options == {"spatial_pool_stride": 4}
     assert (spec.num_frames, spec.template, spec.decoder, spec.quantization, spec.dtype) == (
         16,
         "vicuna_v1",

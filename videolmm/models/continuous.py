@@ -47,6 +47,12 @@ UNSUPPORTED_GENERATION_FIELDS = {
 
 def continuous_unsupported(model: Any) -> str | None:
     """Why ``model`` cannot run the continuous loop faithfully, or None when it can."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    layers = {type(layer).__name__ for layer in DynamicCache(config=model.config).layers}
+    if layers - {DynamicLayer.__name__}:
+        return f"its cache has {sorted(layers)} layers (sliding window): rows cannot be merged"
     config = getattr(model, "generation_config", None)
     for name, default in UNSUPPORTED_GENERATION_FIELDS.items():
         value = getattr(config, name, default)

@@ -169,7 +169,7 @@ class EngineSpec:
             if name in _META:
                 _set_once(values, name, _convert(name, raw), key)
             else:
-                family_options[key] = raw
+                _set_once(family_options, FAMILY_OPTION_ALIASES.get(key, key), raw, key)
         return cls(**values, family_options=family_options)
 
     def load_options(self) -> LoadOptions:
@@ -187,6 +187,11 @@ class EngineSpec:
 
 _META: dict[str, Mapping[str, Any]] = {f.name: f.metadata for f in fields(EngineSpec)}
 _TYPES: dict[str, Any] = typing.get_type_hints(EngineSpec)
+#: The seeds' spellings of family options (LLaVA-NeXT's ``mm_*`` config keys): alias → option.
+FAMILY_OPTION_ALIASES: dict[str, str] = {
+    "mm_spatial_pool_stride": "spatial_pool_stride",
+    "mm_spatial_pool_mode": "spatial_pool_mode",
+}
 #: Other spellings of field names (the seeds' and lmms-eval's): alias → field.
 ALIASES: dict[str, str] = {alias: name for name, meta in _META.items() for alias in meta["aliases"]}
 
@@ -382,6 +387,7 @@ def resolve(spec: EngineSpec, registry: Registry, hooks: Any = None) -> Resolved
 
 __all__ = [
     "ALIASES",
+    "FAMILY_OPTION_ALIASES",
     "CHECKPOINT_DEFAULTS",
     "EngineSpec",
     "ResolvedSpec",
