@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import numpy as np
 
@@ -181,12 +181,34 @@ class GenerationSettings:
 
 
 @dataclass(frozen=True)
+class Turn:
+    """One earlier message of a conversation (before the request's ``question``).
+
+    The media stay on the :class:`Request` as flat tuples in prompt order; a turn says how many
+    of them it carries: a user turn with ``videos=1`` takes the next video of
+    ``Request.videos``. Assistant turns carry none.
+
+    Attributes:
+        role: ``user`` or ``assistant`` (the system message is ``Request.system_prompt``).
+        text: the message text (for a user turn, without visual placeholders unless it holds
+            exactly one per visual it carries, as :attr:`Request.question` may).
+        videos: how many of the request's videos appear in this turn.
+        images: how many of the request's images appear in this turn.
+    """
+
+    role: Literal["user", "assistant"]
+    text: str
+    videos: int = 0
+    images: int = 0
+
+
+@dataclass(frozen=True)
 class Request:
-    """One question about zero or more videos and images.
+    """One question about zero or more videos and images, optionally after earlier turns.
 
     Attributes:
         question: the user's text (the task's context), without visual placeholders.
-        videos: video sources, in prompt order.
+        videos: video sources, in prompt order (the turns' videos first, then the question's).
         images: image sources (paths, PIL images or H×W×3 uint8 arrays), in prompt order.
         generation: decoding settings.
         media: decoder/sampler override for this request; None uses the engine's.
@@ -194,6 +216,10 @@ class Request:
         request_id: caller's id, echoed in the result and in logs.
         system_prompt: replaces the system message for this request (the engine's
             ``system_prompt`` setting, else the template's own); None keeps it.
+        turns: earlier messages of the conversation, oldest first, alternating user and
+            assistant from a user turn and ending with an assistant turn; the question is the
+            last user turn and carries the videos and images the turns do not. Empty for a
+            single question (rendered exactly as before turns existed).
     """
 
     question: str
@@ -204,6 +230,7 @@ class Request:
     continuation: str | None = None
     request_id: str = ""
     system_prompt: str | None = None
+    turns: tuple[Turn, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -264,6 +291,7 @@ __all__ = [
     "Result",
     "SEQUENCE_DECODERS",
     "SamplingSpec",
+    "Turn",
     "Usage",
     "VideoInfo",
     "VideoSource",

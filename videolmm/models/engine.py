@@ -27,7 +27,7 @@ from videolmm.models.batch import DecodedRequest, EngineSettings, PreparedBatch,
 from videolmm.models.continuous import continuous_unsupported
 from videolmm.models.families.base import Family
 from videolmm.models.inspect import describe
-from videolmm.models.prompts import build_content
+from videolmm.models.prompts import TurnSlot, build_content, conversation_layout
 from videolmm.models.spec import EngineSpec, resolve
 from videolmm.registry import Registry
 from videolmm.types import (
@@ -155,15 +155,18 @@ class Engine:
     # ------------------------------------------------------------------ prompt
 
     def render_prompt(self, request: Request, videos: Sequence[Frames] = (), continuation: str = "") -> str:
-        """The exact prompt text for a request (placeholders in the processor's tokens)."""
-        placeholders = [CANONICAL_IMAGE] * len(request.images) + [CANONICAL_VIDEO] * len(request.videos)
-        question = request.question
-        extras = self.family.content_extras(videos[0], config=self.config) if videos else None
-        if extras:
-            question = f"{extras}\n{question}"
-        content = build_content(question, placeholders)
+        """The exact prompt text for a request (placeholders in the processor's tokens).
+
+        Each user turn (the earlier ``request.turns`` and the question) gets its own visuals'
+        placeholder lines before its text, and the family's extra text (LLaVA-Video's time
+        instruction) for the first video it carries; the template renders the conversation.
+        """
+        slots = conversation_layout(
+            request.turns, request.question, len(request.videos), len(request.images), request_id=request.request_id
+        )
+        messages = [(slot.role, self._turn_content(slot, videos)) for slot in slots]
         system = request.system_prompt if request.system_prompt is not None else self.settings.system_prompt
-        prompt = self.template.render(content, system=system, tokenizer=self.processor.tokenizer)
+        prompt = self.template.render_conversation(messages, system=system, tokenizer=self.processor.tokenizer)
         video_tok = getattr(self.processor, "video_token", CANONICAL_VIDEO)
         image_tok = getattr(self.processor, "image_token", CANONICAL_IMAGE)
         if video_tok != CANONICAL_VIDEO:
@@ -171,6 +174,17 @@ class Engine:
         if image_tok != CANONICAL_IMAGE:
             prompt = prompt.replace(CANONICAL_IMAGE, image_tok)
         return prompt + continuation
+
+    def _turn_content(self, slot: TurnSlot, videos: Sequence[Frames]) -> str:
+        """A user turn's content: its placeholders, the family's extras for its first video, its text."""
+        if slot.role != "user":
+            return slot.text
+        text = slot.text
+        first = slot.videos.start
+        if slot.videos and first < len(videos):
+            extras = self.family.content_extras(videos[first], config=self.config)
+            text = f"{extras}\n{text}" if extras else text
+        return build_content(text, [CANONICAL_IMAGE] * len(slot.images) + [CANONICAL_VIDEO] * len(slot.videos))
 
     def expected_video_tokens(self, videos: Sequence[Frames], pixel_values_videos: Any) -> int:
         """Visual tokens the config implies for these videos at their processed size."""
