@@ -31,6 +31,7 @@ from serve_helpers import (
     QWEN2_FRAMES,
     REDIRECT_HOST,
     STARTUP_TIMEOUT_S,
+    STATIC,
     TEST_LIMITS,
     TINY_YAML,
     TRAINED,
@@ -146,8 +147,9 @@ def serve_app(
 
     Besides tiny.yaml's two random tiny models, the app serves the *trained* tiny checkpoint
     (issue 3) as ``TRAINED``: the parity tests use it, so parity is checked on a model that
-    really watches (non-zero scores), not only on random weights; and tiny llava_video_qwen2 and
-    llava_hound checkpoints (``QWEN2``, ``HOUND``), chosen by name like any other model."""
+    really watches (non-zero scores), not only on random weights; tiny llava_video_qwen2 and
+    llava_hound checkpoints (``QWEN2``, ``HOUND``), chosen by name like any other model; and
+    ``STATIC``, tiny.yaml's llava_next_video checkpoint on the static scheduler."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["RAY_AUTH_MODE"] = "disabled"
     ray_tmp = Path(tempfile.mkdtemp(prefix="vlmm-ray-", dir="/tmp"))  # short: Ray's socket paths are limited
@@ -178,6 +180,8 @@ def serve_app(
             {"model_id": QWEN2, "pretrained": str(tiny_llava_video_qwen2), "family": "llava_video_qwen2",
              "device": "cpu", "num_frames": QWEN2_FRAMES},  # the family's 64 is over the test limit of 32
             {"model_id": HOUND, "pretrained": str(tiny_llava_hound), "family": "llava_hound", "device": "cpu"},
+            {"model_id": STATIC, "pretrained": str(tiny_llava_next_video), "family": "llava_next_video",
+             "device": "cpu", "scheduler": "static"},  # the @serve.batch path beside the continuous one
         ]  # fmt: skip
         raw["max_models_per_replica"] = len(raw["models"])
         args = ServeArgs.model_validate(raw)

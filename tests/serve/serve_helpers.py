@@ -17,6 +17,7 @@ TRAINED = "trained-llava-next-video"  # the trained tiny checkpoint (issue 3), f
 QWEN2 = "tiny-llava-video-qwen2"  # issue 5's families, served by name
 QWEN2_FRAMES = 16  # force_sample frame count for QWEN2 (the family's default of 64 is over TEST_LIMITS)
 HOUND = "tiny-llava-hound"
+STATIC = "tiny-llava-next-video-static"  # LNV's checkpoint on the static scheduler (@serve.batch)
 API_KEY = "sk-videolmm-test-key"
 STARTUP_TIMEOUT_S = 240
 #: A loopback address the test app exempts (``allowed_networks``) for a redirecting test server.

@@ -117,6 +117,10 @@ def test_serve_metrics_show_requests_queueing_and_batches(serve_app: ServeApp) -
         "ray_videolmm_queue_time_s_count",
         "ray_videolmm_batch_size_count",
         "ray_videolmm_generate_latency_s_count",
+        "ray_videolmm_time_to_first_token_s_count",
+        "ray_videolmm_inter_token_latency_s_count",
+        "ray_videolmm_prompt_tokens_total",
+        "ray_videolmm_completion_tokens_total",
     ]
     deadline = time.monotonic() + 45  # Ray's metrics agent exports every few seconds
     text = ""

@@ -3,10 +3,13 @@
 * :class:`MediaDecoder` fetches, checks and decodes a request's media into the core's
   :class:`~videolmm.models.engine.DecodedRequest` (frames sampled with the model's defaults).
   It imports neither torch nor transformers and autoscales on its own.
-* :class:`ModelServer` runs the core :class:`~videolmm.models.engine.Engine`. Requests for the
-  same model are batched dynamically (``@serve.batch``; Serve splits batches by model id) and
-  several engines stay loaded per replica (``@serve.multiplexed``, least recently used evicted);
-  the ingress routes by the request's ``model`` with ``multiplexed_model_id``.
+* :class:`ModelServer` runs the core :class:`~videolmm.models.engine.Engine`. Several engines
+  stay loaded per replica (``@serve.multiplexed``, least recently used evicted; the ingress routes
+  by the request's ``model`` with ``multiplexed_model_id``). An engine on the ``continuous``
+  scheduler (the default) gets one :class:`~videolmm.models.scheduler.Scheduler`: requests join
+  its running batch at the next step and leave at their own end, and :meth:`ModelServer.generate_stream`
+  yields their text as it is generated; a caller that goes away cancels its request. Engines with
+  ``scheduler: static`` are batched dynamically (``@serve.batch``; Serve splits batches by model id).
 
 Both return :class:`~videolmm.serve.errors.ApiError` values for per-request failures instead of
 raising across Ray; one bad request never fails another or the replica.
@@ -16,19 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from ray import serve
 
 from videolmm.load import load_engine as load_core_engine
 from videolmm.models.engine import DecodedRequest, Engine, error_text
+from videolmm.models.scheduler import Scheduler
 from videolmm.serve.config import ServeArgs
 from videolmm.serve.context import batch_request_ids, set_batch_request_ids
 from videolmm.serve.decode import MediaPipeline
 from videolmm.serve.errors import ApiError, ServeError
 from videolmm.serve.jobs import ChatJob, Generated
-from videolmm.serve.metrics import MediaMetrics, ModelMetrics
+from videolmm.serve.metrics import MediaMetrics, ModelMetrics, TokenMetrics
 from videolmm.types import Result
 
 logger = logging.getLogger("ray.serve.videolmm")
@@ -77,18 +83,75 @@ class MediaDecoder:
         return await self.stage.decode(job)
 
 
+_DONE = object()
+
+
 @dataclass(frozen=True)
 class _Pending:
-    """A request waiting in the batch queue."""
+    """A request waiting in the static path's batch queue."""
 
     item: DecodedRequest
     model_id: str
     arrived: float
 
 
+class LoadedEngine:
+    """An engine loaded in a model replica and, on the continuous scheduler, its
+    :class:`~videolmm.models.scheduler.Scheduler` (closed when multiplexing evicts the engine:
+    Serve calls ``__del__`` then).
+
+    Args:
+        engine: the loaded core engine.
+        model_id: the served model it is.
+        max_batch_size: running requests at most (``batching.max_batch_size``).
+        metrics: records the scheduler's running and waiting counts after each step.
+    """
+
+    def __init__(self, engine: Engine, model_id: str, max_batch_size: int, metrics: TokenMetrics) -> None:
+        self.engine = engine
+        self.model_id = model_id
+        self.metrics = metrics
+        #: the running batch size after the last step (continuous)
+        self.running = 0
+        #: per request in flight, the most requests that ran beside it (continuous)
+        self.peaks: dict[int, int] = {}
+        self.lock = threading.Lock()
+        self.scheduler: Scheduler | None = None
+        if engine.scheduler == "continuous" and not _batches_hooked(engine):
+            self.scheduler = Scheduler(engine, max_batch_size=max_batch_size, on_step=self._on_step)
+
+    def _on_step(self, running: int, waiting: int) -> None:
+        """After every scheduler step, on its thread: never raise (it would stop the scheduler)."""
+        try:
+            self.running = running
+            with self.lock:
+                for key, peak in self.peaks.items():
+                    if running > peak:
+                        self.peaks[key] = running
+            self.metrics.record_step(self.model_id, running, waiting)
+        except Exception:  # metrics must never stop generation
+            logger.debug("scheduler step metrics failed", exc_info=True)
+
+    def close(self) -> None:
+        """Stop the scheduler after its running requests (idempotent)."""
+        if self.scheduler is not None:
+            self.scheduler.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _batches_hooked(engine: Engine) -> bool:
+    """Whether a plugin's ``generate_batch`` hook wraps this engine's batches: then it generates on
+    the static path, as :meth:`Engine.generate` does."""
+    check = getattr(engine, "_batches_hooked", None)
+    return bool(check()) if callable(check) else False
+
+
 @serve.deployment(name="ModelServer")
 class ModelServer:
-    """Batched, multiplexed generation with the core engine.
+    """Multiplexed generation with the core engine: continuous batching (a scheduler per engine,
+    token streaming) or, for ``scheduler: static`` engines, dynamic batches (``@serve.batch``).
 
     Args:
         args: the app's configuration (models, batching, engines per replica).
@@ -97,45 +160,176 @@ class ModelServer:
     def __init__(self, args: ServeArgs) -> None:
         self.models = {m.model_id: m for m in args.models}
         self.metrics = ModelMetrics()
+        self.tokens = TokenMetrics()
         self.generate_batch.set_max_batch_size(args.batching.max_batch_size)
         self.generate_batch.set_batch_wait_timeout_s(args.batching.batch_wait_timeout_s)
-        models = self.models
+        models, tokens, max_batch_size = self.models, self.tokens, args.batching.max_batch_size
 
-        async def load_engine(model_id: str) -> Engine:
+        async def load_engine(model_id: str) -> LoadedEngine:
             config = models[model_id]
             start = time.perf_counter()
             # videolmm.load hands the engine the plugin host's registry and hooks
             engine = await asyncio.to_thread(load_core_engine, config.engine)
+            loaded = LoadedEngine(engine, model_id, max_batch_size, tokens)
             logger.info(
-                "rids=%s loaded model %s from %s in %.1f s",
+                "rids=%s loaded model %s from %s in %.1f s (%s scheduler)",
                 list(batch_request_ids()),
                 model_id,
                 config.pretrained,
                 time.perf_counter() - start,
+                "continuous" if loaded.scheduler is not None else "static",
             )
-            return engine
+            return loaded
 
         # Built here so the LRU size comes from the config (Ray LLM's pattern).
         self.engine = serve.multiplexed(max_num_models_per_replica=args.max_models_per_replica)(load_engine)
         # no MediaDecoder deployment with decode_in: model_replica: decode here, before batching
         self.media = MediaStage(args) if args.decode_in == "model_replica" else None
 
+    async def generate(self, item: DecodedRequest | ChatJob | ApiError) -> Generated | ApiError:
+        """Generate for one request and return its result.
+
+        ``item`` is what the media stage made (Serve resolves the ingress's ``DecodedRequest``
+        response here): a refusal (:class:`ApiError`) is passed back as it is; a :class:`ChatJob`
+        is decoded here first (``decode_in: model_replica``).
+        """
+        out: Generated | ApiError | None = None
+        async for event in self._events(item, stream=False):
+            if not isinstance(event, str):
+                out = event
+        assert out is not None
+        return out
+
+    async def generate_stream(
+        self, item: DecodedRequest | ChatJob | ApiError
+    ) -> AsyncIterator[str | Generated | ApiError]:
+        """Generate for one request, streaming (call with ``handle.options(stream=True)``).
+
+        Yields text deltas (``str``) as they are generated, then the final :class:`Generated`
+        (whose text is the deltas joined), or only an :class:`ApiError`. When the caller goes
+        away (Serve cancels this call), the request is cancelled and its slot freed.
+        """
+        async for event in self._events(item, stream=True):
+            yield event
+
     async def generate_job(self, job: ChatJob) -> Generated | ApiError:
         """Decode a job's media in this replica, then generate (``decode_in: model_replica``)."""
-        if self.media is None:
-            raise RuntimeError("generate_job needs decode_in: model_replica; this app decodes in MediaDecoder")
-        decoded = await self.media.decode(job)
-        if isinstance(decoded, ApiError):
-            return decoded
-        return await self.generate(decoded)
+        return await self.generate(job)
 
-    async def generate(self, item: DecodedRequest) -> Generated:
-        """Generate for one decoded request (batched with concurrent requests for the same model)."""
+    async def _events(
+        self, item: DecodedRequest | ChatJob | ApiError, *, stream: bool
+    ) -> AsyncIterator[str | Generated | ApiError]:
+        arrived = time.perf_counter()
+        if isinstance(item, ApiError):
+            yield item
+            return
+        if isinstance(item, ChatJob):
+            if self.media is None:
+                raise RuntimeError("a ChatJob needs decode_in: model_replica; this app decodes in MediaDecoder")
+            decoded = await self.media.decode(item)
+            if isinstance(decoded, ApiError):
+                yield decoded
+                return
+            item = decoded
+        rid = item.request.request_id
         model_id = serve.get_multiplexed_model_id()
         if model_id not in self.models:
-            error = f"ConfigError: unknown model {model_id!r}"
-            return Generated(Result(request_id=item.request.request_id, error=error))
-        return await self.generate_batch(_Pending(item, model_id, time.perf_counter()))
+            yield Generated(Result(request_id=rid, error=f"ConfigError: unknown model {model_id!r}"))
+            return
+        set_batch_request_ids((rid,))  # a model load this triggers logs it
+        try:
+            loaded = await self.engine(model_id)
+        except Exception as exc:  # a model that cannot load fails this request, not the replica
+            logger.exception("rids=%s model %s failed to load", [rid], model_id)
+            yield Generated(Result(request_id=rid, error=f"ModelLoadError: {model_id}: {error_text(exc)}"))
+            return
+        if loaded.scheduler is None:  # static: Serve's dynamic batches
+            generated = await self.generate_batch(_Pending(item, model_id, arrived))
+            if stream and generated.result.ok and generated.result.text:
+                yield generated.result.text
+            yield generated
+            return
+        async for event in self._continuous(loaded, item, arrived, stream=stream):
+            yield event
+
+    async def _continuous(
+        self, loaded: LoadedEngine, item: DecodedRequest, arrived: float, *, stream: bool
+    ) -> AsyncIterator[str | Generated]:
+        """Submit to the engine's scheduler; bridge its thread's deltas and result into this loop."""
+        assert loaded.scheduler is not None
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[object] = asyncio.Queue()
+
+        def post(value: object) -> None:  # on the scheduler's thread: never raise into it
+            try:
+                loop.call_soon_threadsafe(inbox.put_nowait, value)
+            except RuntimeError:  # the loop is closed: the caller is gone
+                pass
+
+        rid, model_id = item.request.request_id, loaded.model_id
+        try:
+            ticket = loaded.scheduler.submit(item, post if stream else None)
+        except RuntimeError:  # evicted and closed between lookup and submit: load it again
+            loaded = await self.engine(model_id)
+            assert loaded.scheduler is not None
+            ticket = loaded.scheduler.submit(item, post if stream else None)
+        key = id(ticket)
+        with loaded.lock:
+            loaded.peaks[key] = 1
+        # the future is never cancelled from here (a cancelled Future would break the scheduler's set_result)
+        ticket.future.add_done_callback(lambda _: post(_DONE))
+        finished = False
+        pieces = 0
+        try:
+            while True:
+                value = await inbox.get()
+                if value is _DONE:
+                    break
+                # coalesce without waiting: a chunk leaves as soon as there is text, and what piled up
+                # meanwhile (a slow consumer, a fast model) leaves with it
+                text, done = str(value), False
+                while not inbox.empty():
+                    value = inbox.get_nowait()
+                    if value is _DONE:
+                        done = True
+                        break
+                    text += str(value)
+                if text:
+                    pieces += 1
+                    yield text
+                if done:
+                    break
+            finished = True
+        finally:
+            with loaded.lock:
+                peak = loaded.peaks.pop(key, 1)
+            if not finished:
+                ticket.cancel()
+                self.tokens.record_cancel(model_id)
+                logger.info("rids=%s model %s request cancelled: the caller went away; slot freed", [rid], model_id)
+        result = ticket.future.result()
+        elapsed = time.perf_counter() - arrived
+        generate_s = result.timings.get("generate", 0.0)
+        queued = max(0.0, elapsed - generate_s)
+        first_token = result.timings.get("first_token")
+        self.tokens.record_request(
+            model_id,
+            first_token_s=queued + first_token if first_token is not None else None,
+            generate_s=generate_s - (first_token or 0.0),
+            prompt=result.usage.prompt_tokens,
+            completion=result.usage.completion_tokens,
+        )
+        if result.ok:
+            self.metrics.record_batch(model_id, [queued], generate_s, batch_size=peak)
+        logger.info(
+            "rids=%s model %s generated %d tokens in %.3f s (continuous, up to %d running, %d chunks%s)",
+            [rid], model_id, result.usage.completion_tokens, elapsed, peak, pieces,
+            "" if result.ok else f", error {result.error}",
+        )  # fmt: skip
+        timings = {**result.timings, "queue": queued}
+        if "preprocess_prefill" in timings:  # the response's stage names: preprocess (here with the prefill)
+            timings["preprocess"] = timings.pop("preprocess_prefill")
+        yield Generated(replace(result, timings=timings), peak)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def generate_batch(self, pending: list[_Pending]) -> list[Generated]:
@@ -145,15 +339,22 @@ class ModelServer:
         ids = [p.item.request.request_id for p in pending]
         set_batch_request_ids(tuple(ids))  # a model load these trigger logs them
         try:
-            engine = await self.engine(model_id)
+            loaded = await self.engine(model_id)
         except Exception as exc:  # a model that cannot load fails these requests, not the replica
             logger.exception("rids=%s model %s failed to load", ids, model_id)
             error = f"ModelLoadError: {model_id}: {error_text(exc)}"
             return [Generated(Result(request_id=i, error=error), len(ids)) for i in ids]
-        results = await asyncio.to_thread(engine.generate, [p.item for p in pending], batch_size=len(pending))
+        results = await asyncio.to_thread(
+            loaded.engine.generate_static, [p.item for p in pending], batch_size=len(pending)
+        )
         elapsed = time.perf_counter() - started
         queued = [started - p.arrived for p in pending]
         self.metrics.record_batch(model_id, queued, elapsed)
+        for r in results:
+            self.tokens.record_request(
+                model_id, first_token_s=None, generate_s=0.0,
+                prompt=r.usage.prompt_tokens, completion=r.usage.completion_tokens,
+            )  # fmt: skip
         logger.info("rids=%s model %s generated a batch of %d in %.3f s", ids, model_id, len(pending), elapsed)
         return [
             Generated(replace(r, timings={**r.timings, "queue": q}), len(pending))
@@ -161,4 +362,4 @@ class ModelServer:
         ]
 
 
-__all__ = ["MediaDecoder", "ModelServer"]
+__all__ = ["LoadedEngine", "MediaDecoder", "ModelServer"]

@@ -15,10 +15,12 @@ deployment, routed by ``multiplexed_model_id`` → response or SSE stream.
 # No ``from __future__ import annotations``: the deployment class is pickled by value, and FastAPI
 # must see the route parameters' annotations as classes on the replica.
 
+import asyncio
 import json
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -30,7 +32,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from videolmm.models.engine import DecodedRequest, error_text
+from videolmm.models.engine import error_text
 from videolmm.serve.config import ServeArgs
 from videolmm.serve.errors import (
     ApiError,
@@ -47,11 +49,14 @@ from videolmm.serve.errors import (
 )
 from videolmm.serve.jobs import Generated
 from videolmm.serve.metrics import IngressMetrics
-from videolmm.serve.openai import completion, stream_events, to_job
+from videolmm.serve.openai import StreamEvents, completion, to_job
 from videolmm.serve.protocol import ChatCompletionRequest, ModelCard, ModelList
 from videolmm.serve.security import api_key_matches
 
 logger = logging.getLogger("ray.serve.videolmm.ingress")
+
+#: The status a request is counted with when its client went away mid-stream (nginx's convention).
+CLIENT_CLOSED = 499
 
 
 def error_response(error: ApiError) -> JSONResponse:
@@ -185,7 +190,7 @@ class OpenAIIngress:
         """``POST /v1/chat/completions``."""
         start = time.perf_counter()
         rid = _request_id(request)
-        model_id, status = "-", 500
+        model_id, status, streaming = "-", 500, False
         try:
             self.authorize(request)
             check_content_type(request.headers.get("content-type"))
@@ -195,39 +200,77 @@ class OpenAIIngress:
                 raise model_not_found(req.model, [m.model_id for m in self.args.models])
             model_id = model.model_id
             job = to_job(req, request_id=rid, model=model, limits=self.args.limits)
-            if self.media is None:  # decode_in: model_replica
-                handle = self.model.options(multiplexed_model_id=model.model_id)
-                generated = await self._call(handle.generate_job.remote(job), "model server", rid)
-            else:
-                decoded = await self._call(self.media.decode.remote(job), "media decoder", rid)
-                if isinstance(decoded, ApiError):
-                    raise ServeError(decoded)
-                generated = await self._generate(decoded, model.model_id, rid)
-            if isinstance(generated, ApiError):
-                raise ServeError(generated)
-            result = generated.result
-            if not result.ok:
-                raise ServeError(from_core_error(result.error or "unknown error"))
-            status = 200
+            handle = self.model.options(multiplexed_model_id=model.model_id)
+            # The media stage's response goes into the model call unawaited: Serve resolves it for the
+            # model replica, so the decoded frames cross processes once (media → model), not through
+            # here; a refusal arrives there as an ApiError and comes back as the model call's result.
+            work = job if self.media is None else self.media.decode.remote(job)
             response_id, created = f"chatcmpl-{rid}", int(time.time())
             if req.stream:
-                events = stream_events(
-                    result, job, completion_id=response_id, created=created, include_usage=req.include_usage
-                )
-                return StreamingResponse(events, media_type="text/event-stream")
+                events = StreamEvents(job, response_id, created, req.include_usage)
+                stream = handle.options(stream=True).generate_stream.remote(work)
+                try:
+                    first = await self._call(stream.__anext__(), "model server", rid)
+                    if not isinstance(first, str):  # a refusal or failure before any text: a plain error
+                        _raise_if_failed(first)
+                except BaseException:
+                    stream.cancel()
+                    raise
+                status, streaming = 200, True
+                body = self._stream(stream, first, events, rid=rid, model_id=model_id, start=start)
+                return StreamingResponse(body, media_type="text/event-stream")
+            generated = await self._call(handle.generate.remote(work), "model server", rid)
+            result = _raise_if_failed(generated).result
+            status = 200
             body = completion(result, job, completion_id=response_id, created=created, batch_size=generated.batch_size)
             return JSONResponse(body.model_dump(exclude_none=True))
         except ServeError as exc:
             status = exc.error.status
             return error_response(exc.error)
         finally:
-            elapsed = time.perf_counter() - start
-            self.metrics.record(model_id, status, elapsed)
-            logger.info("rid=%s model=%s status=%d %.3f s", rid, model_id, status, elapsed)
+            if not streaming:  # a stream records itself when it ends
+                self._record(rid, model_id, status, start)
 
-    async def _generate(self, decoded: DecodedRequest, model_id: str, rid: str) -> Generated:
-        handle = self.model.options(multiplexed_model_id=model_id)
-        return await self._call(handle.generate.remote(decoded), "model server", rid)
+    async def _stream(
+        self, stream: Any, first: Any, events: StreamEvents, *, rid: str, model_id: str, start: float
+    ) -> AsyncIterator[str]:
+        """The SSE body: chunks leave as the model replica's deltas arrive.
+
+        A client that goes away cancels this generator (Serve propagates the disconnect); the
+        model call is then cancelled, which cancels the request in the scheduler and frees its slot.
+        """
+        status, chunks = 200, 0
+        try:
+            yield events.role()
+            event = first
+            while isinstance(event, str):
+                if event:
+                    chunks += 1
+                    yield events.content(event)
+                try:
+                    event = await self._call(stream.__anext__(), "model server", rid)
+                except StopAsyncIteration:
+                    raise ServeError(internal("model server: the stream ended without a result")) from None
+            _raise_if_failed(event)
+            for line in events.finish(event.result):
+                yield line
+        except ServeError as exc:  # after the 200 went out: an error event, as OpenAI sends it
+            status = exc.error.status
+            logger.warning("rid=%s stream failed after %d chunks: %s", rid, chunks, exc.error.message)
+            for line in events.error(exc.error):
+                yield line
+        except (asyncio.CancelledError, GeneratorExit, RequestCancelledError):
+            status = CLIENT_CLOSED
+            stream.cancel()
+            logger.info("rid=%s client went away after %d chunks; generation cancelled", rid, chunks)
+            raise
+        finally:
+            self._record(rid, model_id, status, start)
+
+    def _record(self, rid: str, model_id: str, status: int, start: float) -> None:
+        elapsed = time.perf_counter() - start
+        self.metrics.record(model_id, status, elapsed)
+        logger.info("rid=%s model=%s status=%d %.3f s", rid, model_id, status, elapsed)
 
     async def _call(self, response: Any, what: str, rid: str) -> Any:
         """Await a deployment call: backpressure or a dead replica → 503 with Retry-After, a bug → 500."""
@@ -246,6 +289,17 @@ class OpenAIIngress:
         except Exception as exc:  # a replica crash or a bug: answer 500 naming the stage, log the traceback
             logger.exception("rid=%s %s failed", rid, what)
             raise ServeError(internal(f"{what} failed: {error_text(exc)}")) from exc
+
+
+def _raise_if_failed(generated: Any) -> Generated:
+    """The model call's :class:`Generated` if it succeeded; raise the request's error otherwise."""
+    if isinstance(generated, ApiError):
+        raise ServeError(generated)
+    if not isinstance(generated, Generated):
+        raise ServeError(internal(f"model server: unexpected answer {type(generated).__name__}"))
+    if not generated.result.ok:
+        raise ServeError(from_core_error(generated.result.error or "unknown error"))
+    return generated
 
 
 def _request_id(request: Request) -> str:

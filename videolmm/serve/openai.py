@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from videolmm.serve.config import LimitsConfig, ModelConfig
-from videolmm.serve.errors import bad_request, unprocessable
+from videolmm.serve.errors import ApiError, bad_request, unprocessable
 from videolmm.serve.jobs import ChatJob, MediaRef
 from videolmm.serve.protocol import (
     AssistantMessage,
@@ -166,7 +167,10 @@ def to_job(req: ChatCompletionRequest, *, request_id: str, model: ModelConfig, l
 
 
 def finish_reason(result: Result, job: ChatJob) -> str:
-    """``length`` when the token budget ran out, else ``stop`` (EOS or a stop string)."""
+    """The core's reason (``stop``: EOS or a stop string; ``length``: ``max_tokens`` ran out); for a
+    result without one, ``length`` when the token budget was used up, else ``stop``."""
+    if result.finish_reason in ("stop", "length"):
+        return result.finish_reason
     return "length" if result.usage.completion_tokens >= job.generation.max_new_tokens else "stop"
 
 
@@ -202,36 +206,74 @@ def completion(
     )
 
 
+def _sse(data: dict) -> str:
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
 def _event(chunk: ChatCompletionChunk, *, include_usage: bool) -> str:
     data = chunk.model_dump(exclude_none=True)
     if include_usage:
         data["usage"] = chunk.usage.model_dump() if chunk.usage else None
-    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+    return _sse(data)
+
+
+#: The last event of every stream.
+DONE_EVENT = "data: [DONE]\n\n"
+
+
+@dataclass(frozen=True)
+class StreamEvents:
+    """The server-sent events of one streamed completion, as OpenAI sends them.
+
+    A role chunk first, then one content chunk per piece of text as it is generated, a finish
+    chunk (``stop`` or ``length``), with ``stream_options.include_usage`` a last chunk with no
+    choices and the usage (every earlier chunk then carries ``"usage": null``), and
+    ``data: [DONE]``. An error after the stream began is an ``{"error": {...}}`` event (the
+    ``openai`` client raises it as an ``APIError``), then ``[DONE]``.
+    """
+
+    job: ChatJob
+    completion_id: str
+    created: int
+    include_usage: bool = False
+
+    def _chunk(self, choices: list[ChunkChoice], usage_info: UsageInfo | None = None) -> str:
+        chunk = ChatCompletionChunk(
+            id=self.completion_id, created=self.created, model=self.job.model_id, choices=choices, usage=usage_info
+        )
+        return _event(chunk, include_usage=self.include_usage)
+
+    def role(self) -> str:
+        """The first event: the assistant role, empty content."""
+        return self._chunk([ChunkChoice(delta=Delta(role="assistant", content=""))])
+
+    def content(self, text: str) -> str:
+        """A content delta."""
+        return self._chunk([ChunkChoice(delta=Delta(content=text))])
+
+    def finish(self, result: Result) -> Iterator[str]:
+        """The finish chunk, the usage chunk (``include_usage``) and ``[DONE]``."""
+        yield self._chunk([ChunkChoice(delta=Delta(), finish_reason=finish_reason(result, self.job))])
+        if self.include_usage:
+            yield self._chunk([], usage(result))
+        yield DONE_EVENT
+
+    def error(self, error: ApiError) -> Iterator[str]:
+        """An error after the stream began: the error event, then ``[DONE]``."""
+        yield _sse(error.body())
+        yield DONE_EVENT
 
 
 def stream_events(
     result: Result, job: ChatJob, *, completion_id: str, created: int, include_usage: bool
 ) -> Iterator[str]:
-    """Server-sent events for a successful result, ending with ``data: [DONE]``.
-
-    The core generates whole batches, so the text arrives in one content chunk after a role
-    chunk; a finish chunk follows, then (``stream_options.include_usage``) a usage chunk with no
-    choices, as OpenAI sends it.
-    """
-
-    def chunk(choices: list[ChunkChoice], usage_info: UsageInfo | None = None) -> ChatCompletionChunk:
-        return ChatCompletionChunk(
-            id=completion_id, created=created, model=job.model_id, choices=choices, usage=usage_info
-        )
-
-    yield _event(chunk([ChunkChoice(delta=Delta(role="assistant", content=""))]), include_usage=include_usage)
+    """Server-sent events for a finished result: role chunk, its whole text in one content chunk,
+    finish chunk, usage chunk (``include_usage``), ``[DONE]`` (:class:`StreamEvents` streams)."""
+    events = StreamEvents(job, completion_id, created, include_usage)
+    yield events.role()
     if result.text:
-        yield _event(chunk([ChunkChoice(delta=Delta(content=result.text))]), include_usage=include_usage)
-    reason = finish_reason(result, job)
-    yield _event(chunk([ChunkChoice(delta=Delta(), finish_reason=reason)]), include_usage=include_usage)
-    if include_usage:
-        yield _event(chunk([], usage(result)), include_usage=True)
-    yield "data: [DONE]\n\n"
+        yield events.content(result.text)
+    yield from events.finish(result)
 
 
-__all__ = ["completion", "finish_reason", "stream_events", "to_job", "usage"]
+__all__ = ["DONE_EVENT", "StreamEvents", "completion", "finish_reason", "stream_events", "to_job", "usage"]
