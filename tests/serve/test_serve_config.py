@@ -205,7 +205,7 @@ def test_system_messages_replace_the_system_prompt_for_that_request() -> None:
 @pytest.mark.parametrize(
     ("messages", "reason"),
     [
-        ([{"role": "user", "content": "y"}, {"role": "system", "content": "x"}], "after the user message"),
+        ([{"role": "user", "content": "y"}, {"role": "system", "content": "x"}], "after the conversation began"),
         (
             [
                 {
@@ -216,8 +216,8 @@ def test_system_messages_replace_the_system_prompt_for_that_request() -> None:
             ],
             "text only",
         ),
-        ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "assistant"),
-        ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "single user turn"),
+        ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "ends with an assistant message"),
+        ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "two user messages in a row"),
         ([{"role": "user", "content": None}], "no content"),
     ],
 )

@@ -64,7 +64,7 @@ def _cases(app: ServeApp) -> dict[str, tuple[dict[str, Any] | bytes, int, str | 
         "data_not_base64": (with_video(app, "data:video/mp4;base64,@@@@"), 400, None, ("base64",)),
         "assistant_message": (
             body(app, messages=[*video_message(app.file_url("red_right.mp4")), {"role": "assistant", "content": "x"}]),
-            400, "unsupported_role", ("assistant",),
+            400, "invalid_conversation", ("messages[1]", "ends with an assistant message"),
         ),
         "invalid_json": (b"{not json", 400, "invalid_json", ("JSON",)),
         # 404

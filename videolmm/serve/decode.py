@@ -220,6 +220,7 @@ class MediaPipeline:
             media=media,
             request_id=job.request_id,
             system_prompt=job.system_prompt,
+            turns=job.turns,
         )
         return DecodedRequest(request, tuple(videos), tuple(images), decode_seconds=time.perf_counter() - start)
 

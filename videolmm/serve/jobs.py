@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from videolmm.types import GenerationSettings, Result
+from videolmm.types import GenerationSettings, Result, Turn
 
 
 @dataclass(frozen=True)
@@ -30,18 +30,21 @@ class MediaRef:
 
 @dataclass(frozen=True)
 class ChatJob:
-    """A validated single-turn chat request.
+    """A validated chat request: the last user turn, after the earlier turns of its conversation.
 
     Attributes:
         request_id: Serve's request id (``x-request-id``), also the core request's id.
         model_id: the served model it is for.
-        question: the user's text parts joined by newlines.
-        media: the request's images and videos, in message order.
+        question: the last user message's text parts joined by newlines.
+        media: the request's images and videos, in message order (every user turn's; each
+            turn in ``turns`` says how many of each kind it carries, the question the rest).
         generation: decoding settings (greedy unless temperature > 0).
         num_frames: ``media_io_kwargs.video.num_frames``, overriding the model's frame count.
         fps: ``media_io_kwargs.video.fps``, for rate-based samplers.
         system_prompt: the request's system (or developer) messages joined by newlines; None keeps
             the model's (its template's, or the serve config's ``system_prompt``).
+        turns: the earlier user and assistant messages, oldest first (the core's
+            :attr:`~videolmm.types.Request.turns`); empty for a single question.
     """
 
     request_id: str
@@ -52,6 +55,7 @@ class ChatJob:
     num_frames: int | None = None
     fps: float | None = None
     system_prompt: str | None = None
+    turns: tuple[Turn, ...] = ()
 
     @property
     def videos(self) -> tuple[MediaRef, ...]:

@@ -5,11 +5,14 @@ question, its images and videos become the request's visuals (placed before the 
 the seeds do, unless the text already holds ``<image>``/``<video>`` placeholders), and decoding
 is greedy unless ``temperature`` > 0.
 
-videolmm answers one user turn. System (or ``developer``) messages before it replace the
-system prompt for that request (else the model's template's, or the serve config's
-``system_prompt``), so a judge that sends a system prompt can use the app. The core has no
-conversation history, so assistant and tool messages, and a second user turn, are refused rather
-than silently dropped.
+A conversation maps to the core's :attr:`~videolmm.types.Request.turns`: user and assistant
+messages alternate from a user message and end with the user message to answer; each user message
+may carry images and videos (counted together against the per-request limits), assistant messages
+carry text. System (or ``developer``) messages before the first of them replace the system prompt
+for that request (else the model's template's, or the serve config's ``system_prompt``), so a judge
+that sends a system prompt can use the app. Tool messages, media in an assistant message, and
+histories the model's template cannot render (two user or two assistant messages in a row, a
+conversation that does not end with a user message) are refused with a 400 naming the message.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from videolmm.serve.config import LimitsConfig, ModelConfig
-from videolmm.serve.errors import ApiError, bad_request, unprocessable
+from videolmm.serve.errors import ApiError, ServeError, bad_request, unprocessable
 from videolmm.serve.jobs import ChatJob, MediaRef
 from videolmm.serve.protocol import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatMessage,
     Choice,
     ChunkChoice,
     Delta,
@@ -34,68 +38,41 @@ from videolmm.serve.protocol import (
     UsageInfo,
     VideoLMMInfo,
 )
-from videolmm.types import GenerationSettings, Result
+from videolmm.types import GenerationSettings, Result, Turn
 
 #: Roles whose messages set the system prompt (OpenAI's newer name for it is ``developer``).
 SYSTEM_ROLES = frozenset({"system", "developer"})
 
 
-def _system_prompt(req: ChatCompletionRequest) -> str | None:
-    """The system (or developer) messages before the user turn, joined by newlines; None when there are none.
+def _text_only(message: ChatMessage, at: str) -> str:
+    """A system or assistant message's text: a string, or text parts joined by newlines.
 
     Raises:
-        ServeError: 400 when one follows the user message or carries an image or a video.
+        ServeError: 400 naming the part that is an image or a video, or the message without content.
     """
-    texts: list[str] = []
-    seen_user = False
-    for i, message in enumerate(req.messages):
-        if message.role == "user":
-            seen_user = True
-            continue
-        if message.role not in SYSTEM_ROLES:
-            continue
-        if seen_user:
-            raise bad_request(
-                f"messages[{i}]: a {message.role} message after the user message is not supported; put it first",
-                param=f"messages[{i}]",
-                code="unsupported_role",
-            )
-        content = message.content
-        if isinstance(content, list):
-            parts = []
-            for j, part in enumerate(content):
-                if not isinstance(part, TextPart):
-                    raise bad_request(
-                        f"messages[{i}].content[{j}]: a {message.role} message takes text only, got {part.type}",
-                        param=f"messages[{i}].content[{j}]",
-                    )
-                parts.append(part.text)
-            content = "\n".join(parts)
-        texts.append(content or "")
-    return "\n".join(texts) if texts else None
-
-
-def _user_content(req: ChatCompletionRequest) -> tuple[str, tuple[MediaRef, ...]]:
-    """The user turn's text and its media (each named by where it sits in the request)."""
-    others = sorted({m.role for m in req.messages if m.role != "user" and m.role not in SYSTEM_ROLES})
-    if others:
-        raise bad_request(
-            f"messages with role(s) {others} are not supported: videolmm answers a single user turn "
-            "(after optional system messages) with the model's own template",
-            param="messages",
-            code="unsupported_role",
-        )
-    users = [i for i, m in enumerate(req.messages) if m.role == "user"]
-    if len(users) != 1:
-        raise bad_request(
-            f"got {len(users)} user messages; videolmm answers a single user turn",
-            param="messages",
-            code="unsupported_multi_turn",
-        )
-    at = f"messages[{users[0]}]"
-    content = req.messages[users[0]].content
+    content = message.content
     if content is None:
-        raise bad_request("the user message has no content", param=f"{at}.content")
+        what = " (tool calls are not supported)" if message.role == "assistant" else ""
+        raise bad_request(f"{at}: the {message.role} message has no content{what}", param=f"{at}.content")
+    if isinstance(content, str):
+        return content
+    texts: list[str] = []
+    for j, part in enumerate(content):
+        if not isinstance(part, TextPart):
+            raise bad_request(
+                f"{at}.content[{j}]: a {message.role} message takes text only, got {part.type}",
+                param=f"{at}.content[{j}]",
+                code="invalid_conversation" if message.role == "assistant" else "invalid_request",
+            )
+        texts.append(part.text)
+    return "\n".join(texts)
+
+
+def _user_content(message: ChatMessage, at: str) -> tuple[str, tuple[MediaRef, ...]]:
+    """A user message's text (text parts joined by newlines) and its media (each named by where it sits)."""
+    content = message.content
+    if content is None:
+        raise bad_request(f"{at}: the user message has no content", param=f"{at}.content")
     if isinstance(content, str):
         return content, ()
     texts: list[str] = []
@@ -111,6 +88,85 @@ def _user_content(req: ChatCompletionRequest) -> tuple[str, tuple[MediaRef, ...]
     return "\n".join(texts), tuple(media)
 
 
+@dataclass(frozen=True)
+class Conversation:
+    """A request's messages in the core's terms.
+
+    Attributes:
+        system_prompt: the system (or developer) messages joined by newlines; None when there are none.
+        turns: the user and assistant messages before the last user message.
+        question: the last user message's text.
+        media: every user message's images and videos, in message order.
+    """
+
+    system_prompt: str | None
+    turns: tuple[Turn, ...]
+    question: str
+    media: tuple[MediaRef, ...]
+
+
+def _invalid(message: str, at: str) -> ServeError:
+    return bad_request(message, param=at, code="invalid_conversation")
+
+
+def conversation(req: ChatCompletionRequest) -> Conversation:
+    """Map a request's messages (a chat UI's history included) to a :class:`Conversation`.
+
+    Raises:
+        ServeError: 400 naming the message: a tool message or a system message after the
+            conversation began (``unsupported_role``); two user or two assistant messages in a
+            row, a conversation that starts with an assistant message or does not end with a user
+            message, media in an assistant message (``invalid_conversation``); no content.
+    """
+    systems: list[str] = []
+    turns: list[Turn] = []
+    media: list[MediaRef] = []
+    last_role: str | None = None
+    for i, message in enumerate(req.messages):
+        at = f"messages[{i}]"
+        if message.role in SYSTEM_ROLES:
+            if last_role is not None:
+                raise bad_request(
+                    f"{at}: a {message.role} message after the conversation began is not supported; put it first",
+                    param=at,
+                    code="unsupported_role",
+                )
+            systems.append(_text_only(message, at))
+            continue
+        if message.role not in ("user", "assistant"):
+            raise bad_request(
+                f"{at}: {message.role} messages are not supported (no tool use); send system, user and assistant "
+                "messages",
+                param=at,
+                code="unsupported_role",
+            )
+        if message.role == last_role:
+            raise _invalid(
+                f"{at}: two {message.role} messages in a row (messages[{i - 1}] and {at}); user and assistant "
+                "messages must alternate",
+                at,
+            )
+        if last_role is None and message.role == "assistant":
+            raise _invalid(f"{at}: the conversation starts with an assistant message; start with a user message", at)
+        last_role = message.role
+        if message.role == "user":
+            text, refs = _user_content(message, at)
+            media.extend(refs)
+            n_videos = sum(1 for r in refs if r.kind == "video")
+            turns.append(Turn("user", text, videos=n_videos, images=len(refs) - n_videos))
+        else:
+            turns.append(Turn("assistant", _text_only(message, at)))
+    if not turns:
+        raise bad_request("messages: no user message to answer", param="messages", code="invalid_conversation")
+    if last_role != "user":
+        at = f"messages[{len(req.messages) - 1}]"
+        raise _invalid(
+            f"{at}: the conversation ends with an assistant message; it must end with the user message to answer", at
+        )
+    question = turns.pop()
+    return Conversation("\n".join(systems) if systems else None, tuple(turns), question.text, tuple(media))
+
+
 def to_job(req: ChatCompletionRequest, *, request_id: str, model: ModelConfig, limits: LimitsConfig) -> ChatJob:
     """Validate a request against the limits and reduce it to a :class:`ChatJob`.
 
@@ -121,11 +177,11 @@ def to_job(req: ChatCompletionRequest, *, request_id: str, model: ModelConfig, l
         limits: the app's limits.
 
     Raises:
-        ServeError: 400 for roles or turns the core cannot answer (system messages are taken); 422
-            for counts or values beyond the limits.
+        ServeError: 400 for roles or histories the core cannot answer (see :func:`conversation`); 422
+            for counts (every user message's media together) or values beyond the limits.
     """
-    question, media = _user_content(req)
-    system_prompt = _system_prompt(req)
+    conv = conversation(req)
+    media = conv.media
     n_videos = sum(1 for m in media if m.kind == "video")
     n_images = len(media) - n_videos
     if n_videos > limits.max_videos_per_request:
@@ -157,12 +213,13 @@ def to_job(req: ChatCompletionRequest, *, request_id: str, model: ModelConfig, l
     return ChatJob(
         request_id=request_id,
         model_id=model.model_id,
-        question=question,
+        question=conv.question,
         media=media,
         generation=generation,
         num_frames=num_frames,
         fps=video_kw.fps if video_kw else None,
-        system_prompt=system_prompt,
+        system_prompt=conv.system_prompt,
+        turns=conv.turns,
     )
 
 
@@ -276,4 +333,14 @@ def stream_events(
     yield from events.finish(result)
 
 
-__all__ = ["DONE_EVENT", "StreamEvents", "completion", "finish_reason", "stream_events", "to_job", "usage"]
+__all__ = [
+    "Conversation",
+    "DONE_EVENT",
+    "StreamEvents",
+    "completion",
+    "conversation",
+    "finish_reason",
+    "stream_events",
+    "to_job",
+    "usage",
+]

@@ -67,7 +67,7 @@ ContentPart = Annotated[TextPart | ImagePart | VideoPart, Field(discriminator="t
 
 
 class ChatMessage(BaseModel):
-    """One message; videolmm answers a single user turn (see :mod:`videolmm.serve.openai`)."""
+    """One message of the conversation (how a history maps to the core: :mod:`videolmm.serve.openai`)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
