@@ -180,3 +180,26 @@ def test_a_long_answer_does_not_hold_the_others(tiny_llava_next_video: Path, cli
     assert results[0].usage.completion_tokens == 48  # the random tiny model never says EOS this early
     assert order == [1, 2, 3, 0]
     assert [r.text for r in results] == [r.text for r in _alone(engine, requests)]
+
+
+def test_broken_callbacks_and_a_cancelled_future_fail_only_their_own_request(trained, clips: dict[str, Path]) -> None:
+    """A stream consumer that raises fails its own request; a metrics callback that raises stops
+    nothing; a caller cancelling the future (asyncio.wrap_future) cancels the request."""
+
+    def boom(*_: object) -> None:
+        raise RuntimeError("consumer went away")
+
+    requests = _requests(clips, (30, 8, 8))
+    scheduler = Scheduler(trained, max_batch_size=3, on_step=boom)
+    broken = scheduler.submit(trained.decode(requests[0]), boom)
+    cancelled = scheduler.submit(trained.decode(requests[0]))
+    cancelled.future.cancel()
+    fine = scheduler.submit(trained.decode(requests[1]))
+    later = scheduler.submit(trained.decode(requests[2]))
+    failed = broken.result(timeout=60)
+    assert not failed.ok and "stream consumer failed" in failed.error
+    assert [fine.result(timeout=60).text, later.result(timeout=60).text] == [
+        r.text for r in _alone(trained, requests[1:])
+    ]
+    assert cancelled.future.cancelled()
+    scheduler.close()

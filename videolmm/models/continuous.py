@@ -359,7 +359,10 @@ class RunningBatch:
             elif len(row.ids) >= row.generation.max_new_tokens:
                 row.done = "length"
             if delta and row.sink is not None:
-                row.sink(delta)
+                try:
+                    row.sink(delta)
+                except Exception as exc:  # a broken consumer fails its own request only
+                    row.done, row.error = "error", f"{type(exc).__name__}: the stream consumer failed: {exc}"
 
 
 def row_result(row: Row, finish: str) -> Result:

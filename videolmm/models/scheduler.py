@@ -23,11 +23,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any
 
 from videolmm.models.batch import DecodedRequest, error_text
 from videolmm.models.continuous import Row, RunningBatch, row_result
-from videolmm.types import Result
+from videolmm.types import Result, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +163,15 @@ def generate_continuous(
     return [results[i] for i in range(count)]
 
 
+def _resolve(ticket: Ticket, result: Result) -> None:
+    """Set a ticket's result unless its future was cancelled (or already set) by the caller."""
+    if not ticket.future.done():
+        try:
+            ticket.future.set_result(result)
+        except Exception:  # cancelled by the caller between the check and the set (InvalidStateError)
+            logger.debug("request %s: result dropped, the caller cancelled", ticket.item.request.request_id or "-")
+
+
 class Ticket:
     """A request submitted to a :class:`Scheduler`.
 
@@ -174,6 +184,8 @@ class Ticket:
         self.item = item
         self._scheduler = scheduler
         self.submitted = time.perf_counter()
+        # a caller that cancels the future (asyncio.wrap_future on a cancelled task) cancels the request
+        self.future.add_done_callback(lambda f: self.cancel() if f.cancelled() else None)
 
     def cancel(self) -> None:
         """Stop generating for this request at the next step and free its slot."""
@@ -253,26 +265,29 @@ class Scheduler:
                 self._admit(batch, waiting, running)
                 for row in _step(batch):
                     ticket = running.pop(id(row))
-                    ticket.future.set_result(finish(self.engine, row))
+                    _resolve(ticket, finish(self.engine, row))
             except Exception:  # never lose the thread: fail what runs and go on
                 logger.exception("scheduler loop failed; failing %d running requests", len(running))
                 for ticket in running.values():
-                    if not ticket.future.done():
-                        ticket.future.set_result(_failed(ticket.item, "RuntimeError: the scheduler failed"))
+                    _resolve(ticket, _failed(ticket.item, "RuntimeError: the scheduler failed"))
                 running.clear()
                 batch = RunningBatch(self.engine)
             if self.on_step is not None:
-                self.on_step(len(batch), len(waiting))
+                try:
+                    self.on_step(len(batch), len(waiting))
+                except Exception:  # a metrics callback never stops the scheduler
+                    logger.exception("scheduler on_step callback failed")
 
     def _drop_cancelled(self, batch: RunningBatch, waiting: deque, running: dict[int, Ticket]) -> None:
         for entry in list(waiting):
             if self._take_cancelled(entry[0]):
                 waiting.remove(entry)
-                entry[0].future.set_result(_failed(entry[0].item, "RequestCancelled: the client went away"))
+                _resolve(entry[0], _failed(entry[0].item, "RequestCancelled: the client went away"))
         gone = [i for i, row in enumerate(batch.rows) if self._take_cancelled(running[id(row)])]
         for row in batch.drop(gone):
             ticket = running.pop(id(row))
-            ticket.future.set_result(_failed(ticket.item, "RequestCancelled: the client went away"))
+            cancelled = _failed(ticket.item, "RequestCancelled: the client went away")
+            _resolve(ticket, replace(cancelled, usage=Usage(row.prompt_tokens, len(row.ids), row.visual_tokens)))
 
     def _admit(self, batch: RunningBatch, waiting: deque, running: dict[int, Ticket]) -> None:
         room = self.max_batch_size - len(batch)
@@ -283,17 +298,17 @@ class Scheduler:
         joining = [(t, s) for t, s in taken if (t, s) not in static]
         for ticket, _ in static:
             if ticket.item.error is not None:
-                ticket.future.set_result(_failed(ticket.item, ticket.item.error))
+                _resolve(ticket, _failed(ticket.item, ticket.item.error))
             else:
-                ticket.future.set_result(self.engine.generate_static([ticket.item], batch_size=1)[0])
+                _resolve(ticket, self.engine.generate_static([ticket.item], batch_size=1)[0])
         if not joining:
             return
         entries = admit(batch, [t.item for t, _ in joining], [s for _, s in joining])
         for (ticket, _), entry in zip(joining, entries, strict=True):
             if isinstance(entry, Result):
-                ticket.future.set_result(entry)
+                _resolve(ticket, entry)
             elif entry.done is not None:
-                ticket.future.set_result(finish(self.engine, entry))
+                _resolve(ticket, finish(self.engine, entry))
             else:
                 running[id(entry)] = ticket
 

@@ -117,7 +117,7 @@ class LoadedEngine:
         self.peaks: dict[int, int] = {}
         self.lock = threading.Lock()
         self.scheduler: Scheduler | None = None
-        if engine.scheduler == "continuous" and not _batches_hooked(engine):
+        if engine.continuous:
             self.scheduler = Scheduler(engine, max_batch_size=max_batch_size, on_step=self._on_step)
 
     def _on_step(self, running: int, waiting: int) -> None:
@@ -139,13 +139,6 @@ class LoadedEngine:
 
     def __del__(self) -> None:
         self.close()
-
-
-def _batches_hooked(engine: Engine) -> bool:
-    """Whether a plugin's ``generate_batch`` hook wraps this engine's batches: then it generates on
-    the static path, as :meth:`Engine.generate` does."""
-    check = getattr(engine, "_batches_hooked", None)
-    return bool(check()) if callable(check) else False
 
 
 @serve.deployment(name="ModelServer")
