@@ -305,3 +305,13 @@ def test_a_long_history_is_refused_by_the_context_check(lnv: Engine, clips: dict
     assert long_one.error is not None and long_one.error.startswith("ContextLengthExceeded")
     assert "request hx" in long_one.error and "exceed the model's context" in long_one.error
     assert short_one.ok, short_one.error
+
+
+def test_mistral_instruct_wraps_a_given_system_message_on_a_single_turn_too() -> None:
+    """LLAMA_2's ``wrap_sys`` applies to the first user message whatever the turn count; with the
+    template's own (empty) system message a single turn is the plain ``[INST] ... [/INST]``."""
+    from videolmm.models.prompts import BUILTIN_TEMPLATES
+
+    template = {t.name: t for t in BUILTIN_TEMPLATES}["mistral_instruct"]
+    assert template.render("<video>\nQ?") == "[INST] <video>\nQ? [/INST]"
+    assert template.render("<video>\nQ?", system="S") == "[INST] <<SYS>>\nS\n<</SYS>>\n\n<video>\nQ? [/INST]"

@@ -87,6 +87,9 @@ class PromptTemplate:
         """
         sys_msg = self.system if system is None else system
         if not self.use_chat_template:
+            if sys_msg and "{system}" not in self.format and self.style in CONVERSATION_STYLES:
+                # a format without a system slot (LLAMA_2's): the seed still wraps a given system message
+                return CONVERSATION_STYLES[self.style](sys_msg, [content])
             return self.format.format(system=sys_msg, content=content)
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise PromptError(f"template {self.name!r} needs a tokenizer with a chat template")
