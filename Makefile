@@ -47,12 +47,13 @@ serve-tiny: install
 	$(VENV)/bin/videolmm tiny --family video_llava --out $(ART)/tiny-video-llava
 	$(VENV)/bin/serve run serve_configs/tiny.yaml
 
-# Benchmarks (not tests; ~25 min on 2 cores): each writes benchmarks/results/*.json, a plot and its
+# Benchmarks (not tests; ~30 min on 2 cores): each writes benchmarks/results/*.json, a plot and its
 # section of docs/benchmarks.md. Every number there is a ratio measured side by side in one run.
 bench: install
 	$(PY) benchmarks/decode_bench.py
 	$(PY) benchmarks/eval_bench.py
 	$(PY) benchmarks/serve_bench.py
+	$(PY) benchmarks/scheduler_bench.py
 
 clean:
 	rm -rf $(ART) .pytest_cache .ruff_cache

@@ -1,20 +1,21 @@
-"""Serve benchmark: throughput and p50/p99 latency at concurrency 1, 4, 16 for the effect of batching
-and of the separate decode deployment, and the overhead of HTTP + Ray over an in-process engine call,
-measured side by side in one run.
+"""Serve benchmark: the continuous scheduler against the static one, the separate decode deployment,
+token streaming, and the overhead of HTTP + Ray over an in-process engine call, side by side in one run.
 
 Three copies of the ``serve_configs/tiny.yaml`` app run at once in one Ray cluster:
 
-* ``/batched``: the default shape, videos decoded in the MediaDecoder deployment, ``max_batch_size: 8``;
-* ``/unbatched``: the same with ``max_batch_size: 1`` (the effect of batching);
-* ``/colocated``: ``decode_in: model_replica`` (no MediaDecoder: the model replica decodes, then batches
-  up to 8), the effect of the separate decode deployment.
+* ``/continuous``: the default shape: videos decoded in the MediaDecoder deployment, the continuous
+  scheduler (requests join the running batch at step boundaries and leave at their own end), 8 slots;
+* ``/static``: the same with ``scheduler: static`` (``@serve.batch``: a batch runs to its longest answer);
+* ``/colocated``: continuous, ``decode_in: model_replica`` (no MediaDecoder: the model replica decodes).
 
-Two workloads: ``generate-heavy`` (the 64-px 16-frame clip, 256 new tokens: the engine call is the
-expensive step) and ``decode-heavy`` (a 480-px 8-s 30-fps clip, 16 new tokens: decoding is). The runs
-alternate between the apps at each concurrency, so all see the same machine state. The in-process
-baseline is ``Engine.generate`` on the same request in this process (decode included, no HTTP, no Ray).
+Three workloads: ``generate-heavy`` (the 64-px 16-frame clip, 128 new tokens), ``mixed`` (the same clip,
+``max_tokens`` cycling through 16, 32, 64, 128, 256 request by request) and ``decode-heavy`` (a 480-px
+8-s 30-fps clip, 16 new tokens). The runs alternate between the apps at each concurrency, so all see the
+same machine state. Then streamed requests (48 tokens) at concurrency 1 and 16 measure the content
+deltas and the time to first token. The in-process baseline is ``Engine.generate`` on the same request
+in this process (decode included, no HTTP, no Ray).
 
-    python benchmarks/serve_bench.py                      # ~7 min on 2 cores; writes the results
+    python benchmarks/serve_bench.py                      # ~10 min on 2 cores; writes the results
     python benchmarks/serve_bench.py --seconds 4 --pairs 10 --no-write
 
 Writes ``docs/serve_bench.png`` and the Serve section of ``docs/benchmarks.md`` (between markers,
@@ -47,11 +48,17 @@ MARK_BEGIN = "<!-- serve-bench:begin -->"
 MARK_END = "<!-- serve-bench:end -->"
 MODEL = "tiny-llava-next-video"
 CONCURRENCIES = (1, 4, 16)
-#: app name → (max_batch_size, decode_in)
-MODES = {"batched": (8, "media_deployment"), "unbatched": (1, "media_deployment"), "colocated": (8, "model_replica")}
-#: workload → (clip, new tokens option)
-WORKLOADS = ("generate-heavy", "decode-heavy")
-STYLES = {"batched": ("o-", "tab:blue"), "unbatched": ("s--", "tab:orange"), "colocated": ("^-.", "tab:green")}
+#: app name → (max_batch_size, decode_in, scheduler)
+MODES = {
+    "continuous": (8, "media_deployment", "continuous"),
+    "static": (8, "media_deployment", "static"),
+    "colocated": (8, "model_replica", "continuous"),
+}
+WORKLOADS = ("generate-heavy", "mixed", "decode-heavy")
+#: the ``mixed`` workload's max_tokens, cycled request by request
+MIXED_TOKENS = (16, 32, 64, 128, 256)
+STREAM_TOKENS = 48
+STYLES = {"continuous": ("o-", "tab:blue"), "static": ("s--", "tab:orange"), "colocated": ("^-.", "tab:green")}
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,22 @@ class Run:
     decode_ms: float = float("nan")
     generate_ms: float = float("nan")
     mean_batch: float = float("nan")
+    tokens_per_s: float = float("nan")
+
+
+@dataclass(frozen=True)
+class StreamRun:
+    """Streamed requests of one app at one concurrency."""
+
+    mode: str
+    concurrency: int
+    requests: int
+    deltas_p50: float
+    first_share_p50: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    total_p50_ms: float
+    same_text: bool
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -98,7 +121,7 @@ def build_inputs(work: Path) -> tuple[Path, dict[str, Path]]:
     return ckpt, {"generate-heavy": small, "decode-heavy": large}
 
 
-def app_args(ckpt: Path, media: Path, max_batch_size: int, decode_in: str) -> dict[str, Any]:
+def app_args(ckpt: Path, media: Path, max_batch_size: int, decode_in: str, scheduler: str) -> dict[str, Any]:
     """tiny.yaml's app with one model, generous queues (latency, not 503s, is measured here).
 
     CPU shares are small (0.65 per app at most) so that the three apps fit the 2-CPU cluster; they
@@ -107,7 +130,7 @@ def app_args(ckpt: Path, media: Path, max_batch_size: int, decode_in: str) -> di
     from videolmm.serve.config import load_serve_config
 
     args = load_serve_config(REPO / "serve_configs" / "tiny.yaml")
-    args["models"] = [{**args["models"][0], "model_id": MODEL, "pretrained": str(ckpt)}]
+    args["models"] = [{**args["models"][0], "model_id": MODEL, "pretrained": str(ckpt), "scheduler": scheduler}]
     args["security"] = {"media_roots": [str(media)]}
     args["batching"] = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.01}
     args["decode_in"] = decode_in
@@ -148,34 +171,42 @@ def payload(clip: Path, max_tokens: int) -> dict[str, Any]:
     }
 
 
-def load_run(url: str, body: dict[str, Any], workload: str, mode: str, concurrency: int, seconds: float) -> Run:
-    """``concurrency`` closed-loop clients for ``seconds`` (after a short warm-up); bounded by timeouts."""
+def load_run(
+    url: str, bodies: list[dict[str, Any]], workload: str, mode: str, concurrency: int, seconds: float
+) -> Run:
+    """``concurrency`` closed-loop clients for ``seconds`` (after a short warm-up), each cycling through
+    ``bodies``; bounded by timeouts."""
     import httpx
 
     latencies: list[float] = []
     stages: list[dict[str, float]] = []
+    tokens = [0]
     errors = [0]
     lock = threading.Lock()
 
-    def client_loop(deadline: float, record: bool) -> None:
+    def client_loop(deadline: float, record: bool, offset: int) -> None:
         with httpx.Client(timeout=120) as http:
+            n = offset
             while time.monotonic() < deadline:
                 start = time.perf_counter()
-                response = http.post(url, json=body)
+                response = http.post(url, json=bodies[n % len(bodies)])
+                n += 1
                 elapsed = time.perf_counter() - start
                 if record:
                     with lock:
                         if response.status_code == 200:
                             latencies.append(elapsed)
-                            info = response.json()["videolmm"]
-                            stages.append({**info["timings"], "batch_size": info["batch_size"]})
+                            data = response.json()
+                            info = data["videolmm"]
+                            tokens[0] += data["usage"]["completion_tokens"]
+                            stages.append({**info["timings"], "batch_size": info.get("batch_size", float("nan"))})
                         else:
                             errors[0] += 1
 
     for record, duration in ((False, min(3.0, seconds / 3)), (True, seconds)):
         deadline = time.monotonic() + duration
         started = time.monotonic()
-        threads = [threading.Thread(target=client_loop, args=(deadline, record)) for _ in range(concurrency)]
+        threads = [threading.Thread(target=client_loop, args=(deadline, record, i)) for i in range(concurrency)]
         for t in threads:
             t.start()
         for t in threads:
@@ -190,7 +221,53 @@ def load_run(url: str, body: dict[str, Any], workload: str, mode: str, concurren
     # "generate" is per engine call (a whole batch); batch size as seen by each request
     return Run(workload, mode, concurrency, len(latencies), errors[0], measured, len(latencies) / measured,
                percentile(ms, 50), percentile(ms, 99), 1000 * mean("decode"), 1000 * mean("generate"),
-               mean("batch_size"))  # fmt: skip
+               mean("batch_size"), tokens[0] / measured)  # fmt: skip
+
+
+def stream_run(url: str, body: dict[str, Any], mode: str, concurrency: int, rounds: int, expect: str) -> StreamRun:
+    """``rounds`` rounds of ``concurrency`` simultaneous streamed requests: content deltas, time to
+    first content delta, total time, and whether the streamed text equals the non-streamed answer."""
+    import httpx
+
+    lock = threading.Lock()
+    rows: list[tuple[int, float, float, str]] = []
+
+    def one() -> None:
+        start = time.perf_counter()
+        first, deltas, parts = float("nan"), 0, []
+        with httpx.Client(timeout=120) as http, http.stream("POST", url, json={**body, "stream": True}) as response:
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                for choice in chunk.get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        deltas += 1
+                        parts.append(text)
+                        if deltas == 1:
+                            first = time.perf_counter() - start
+        with lock:
+            rows.append((deltas, first, time.perf_counter() - start, "".join(parts)))
+
+    for _ in range(rounds):
+        threads = [threading.Thread(target=one) for _ in range(concurrency)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=300)
+    ttft = [r[1] * 1000 for r in rows]
+    return StreamRun(
+        mode,
+        concurrency,
+        len(rows),
+        percentile([float(r[0]) for r in rows], 50),
+        percentile([r[1] / r[2] for r in rows], 50),
+        percentile(ttft, 50),
+        percentile(ttft, 99),
+        percentile([r[2] * 1000 for r in rows], 50),
+        all(r[3] == expect for r in rows),
+    )
 
 
 def make_engine_request(ckpt: Path, clip: Path, max_tokens: int) -> tuple[Any, Any]:
@@ -241,7 +318,7 @@ def plot(runs: list[Run], meta: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    fig, axes = plt.subplots(len(WORKLOADS), 2, figsize=(11, 3.6 * len(WORKLOADS)))
     for row, workload in enumerate(WORKLOADS):
         ax_tp, ax_lat = axes[row]
         for mode, (style, colour) in STYLES.items():
@@ -249,11 +326,11 @@ def plot(runs: list[Run], meta: dict[str, Any], path: Path) -> None:
             if not rows:
                 continue
             xs = [r.concurrency for r in rows]
-            ax_tp.plot(xs, [r.throughput for r in rows], style, color=colour, label=mode)
+            ax_tp.plot(xs, [r.tokens_per_s for r in rows], style, color=colour, label=mode)
             ax_lat.plot(xs, [r.p50_ms for r in rows], style, color=colour, label=f"{mode} p50")
             ax_lat.plot(xs, [r.p99_ms for r in rows], style, color=colour, alpha=0.35, label=f"{mode} p99")
         tokens = meta["workloads"][workload]["max_tokens"]
-        for ax, title, unit in ((ax_tp, "throughput", "requests / s"), (ax_lat, "latency", "ms")):
+        for ax, title, unit in ((ax_tp, "output tokens / s", "tokens / s"), (ax_lat, "latency", "ms")):
             ax.set_xscale("log", base=2)
             ax.set_xticks(list(CONCURRENCIES), [str(c) for c in CONCURRENCIES])
             ax.set_xlabel("concurrent clients")
@@ -267,49 +344,72 @@ def plot(runs: list[Run], meta: dict[str, Any], path: Path) -> None:
 
 
 def ratio_line(by: dict, a: str, b: str, workload: str) -> str:
-    """``1: 1.1×, 4: 1.2×, 16: 1.6×``: throughput of mode ``a`` ÷ mode ``b`` by concurrency."""
+    """``1: 1.1×, 4: 1.2×, 16: 1.6×``: output tokens/s of mode ``a`` ÷ mode ``b`` by concurrency."""
     return ", ".join(
-        f"{c}: {by[(workload, a, c)].throughput / by[(workload, b, c)].throughput:.2f}×" for c in CONCURRENCIES
+        f"{c}: {by[(workload, a, c)].tokens_per_s / by[(workload, b, c)].tokens_per_s:.2f}×" for c in CONCURRENCIES
     )
 
 
-def markdown(runs: list[Run], overhead: dict[str, Any], meta: dict[str, Any]) -> str:
+def markdown(runs: list[Run], streams: list[StreamRun], overhead: dict[str, Any], meta: dict[str, Any]) -> str:
     lat, diff = overhead["latency_ms"], overhead["overhead_ms"]
     by = {(r.workload, r.mode, r.concurrency): r for r in runs}
-    top = CONCURRENCIES[-1]
+    top, one = CONCURRENCIES[-1], CONCURRENCIES[0]
     wl = meta["workloads"]
-    sep = {w: by[(w, "batched", top)].throughput / by[(w, "colocated", top)].throughput for w in WORKLOADS}
-    if all(v < 0.95 for v in sep.values()):
-        sep_verdict = (
-            "on this machine it did not pay: at concurrency {top} the default shape reached "
-            + ", ".join(f"{v:.2f}× the colocated throughput ({w})" for w, v in sep.items())
-            + "."
-        )
-    elif all(v > 1.05 for v in sep.values()):
-        sep_verdict = "it paid at concurrency {top}: " + ", ".join(f"{v:.2f}× ({w})" for w, v in sep.items()) + "."
-    else:
-        sep_verdict = (
-            "no consistent effect at concurrency {top}: " + ", ".join(f"{v:.2f}× ({w})" for w, v in sep.items()) + "."
-        )
-    sep_verdict = sep_verdict.replace("{top}", str(top))
+
+    def scale(workload: str, mode: str) -> float:
+        return by[(workload, mode, top)].tokens_per_s / by[(workload, mode, one)].tokens_per_s
+
+    def vs(workload: str, a: str, b: str) -> float:
+        return by[(workload, a, top)].tokens_per_s / by[(workload, b, top)].tokens_per_s
+
     lines = [
         MARK_BEGIN,
         "## Serve",
         "",
-        f"Measured {meta['date']} with `python benchmarks/serve_bench.py` ({meta['machine']}; the machine "
-        "was shared with other jobs, so absolute numbers are noisy, and every comparison below comes from one "
-        f"interleaved run). Model: `{MODEL}` (a tiny random checkpoint), videos by `file://`, the family's "
-        "default 32 frames, greedy. Three copies of the tiny.yaml app ran at once in one Ray cluster (one replica "
-        "per deployment, queues large enough that nothing was refused):",
+        f"Measured {meta['date']} with `python benchmarks/serve_bench.py` ({meta['machine']}; every comparison "
+        f"below comes from one interleaved run). Model: `{MODEL}` (a tiny random checkpoint: it never says EOS "
+        "early, so every request generates its `max_tokens`), videos by `file://`, the family's default 32 frames, "
+        "greedy. Three copies of the tiny.yaml app ran at once in one Ray cluster (one replica per deployment, "
+        "queues large enough that nothing was refused):",
         "",
-        "| app | videos decoded in | `max_batch_size` |",
-        "|---|---|---:|",
-        "| `batched` (the default shape) | the MediaDecoder deployment | 8 |",
-        "| `unbatched` | the MediaDecoder deployment | 1 |",
-        "| `colocated` (`decode_in: model_replica`) | the model replica, before batching; no MediaDecoder | 8 |",
+        "| app | scheduler | videos decoded in | slots / `max_batch_size` |",
+        "|---|---|---|---:|",
+        "| `continuous` (the default shape) | continuous: join and leave at step boundaries | the MediaDecoder "
+        "deployment | 8 |",
+        "| `static` | static (`@serve.batch`: a batch runs to its longest answer) | the MediaDecoder deployment | 8 |",
+        "| `colocated` (`decode_in: model_replica`) | continuous | the model replica; no MediaDecoder | 8 |",
         "",
-        "`batched` vs `unbatched` is the effect of batching; `batched` vs `colocated` the effect of the separate "
-        "decode deployment.",
+        "**Against the targets** (issue: a serving engine):",
+        "",
+        f"- output tokens/s at concurrency {top} ÷ concurrency {one}, {wl['generate-heavy']['max_tokens']} new tokens "
+        f"(generate-heavy): continuous **{scale('generate-heavy', 'continuous'):.2f}×**, static "
+        f"{scale('generate-heavy', 'static'):.2f}× (target ≥ 4× for continuous); mixed max_tokens: continuous "
+        f"{scale('mixed', 'continuous'):.2f}×, static {scale('mixed', 'static'):.2f}×;",
+        f"- continuous ÷ static output tokens/s at concurrency {top}: "
+        + ", ".join(f"{w} {vs(w, 'continuous', 'static'):.2f}×" for w in WORKLOADS)
+        + ";",
+        f"- the default topology ÷ colocated at concurrency {top} (target ≥ 0.95): "
+        + ", ".join(f"{w} {vs(w, 'continuous', 'colocated'):.2f}×" for w in WORKLOADS)
+        + ";",
+        "- HTTP + Ray overhead over an in-process call at concurrency 1, paired p50 (target ≤ 10 ms): "
+        + ", ".join(f"{m} {percentile(diff[m], 50):+.0f} ms" for m in MODES if m in diff)
+        + ".",
+        "",
+        f"**Streaming** ({STREAM_TOKENS}-token answers, `stream: true`, the 64-px clip): content deltas per answer, "
+        "the first delta's share of the answer's total time, and the time to first token (TTFT):",
+        "",
+        "| app | concurrency | requests | content deltas (p50) | first delta at (share of total, p50) "
+        "| TTFT p50 (ms) | TTFT p99 (ms) | total p50 (ms) | streamed text = non-streamed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for s in streams:
+        lines.append(
+            f"| {s.mode} | {s.concurrency} | {s.requests} | {s.deltas_p50:.0f} | {s.first_share_p50:.0%} | "
+            f"{s.ttft_p50_ms:.0f} | {s.ttft_p99_ms:.0f} | {s.total_p50_ms:.0f} | {'yes' if s.same_text else 'NO'} |"
+        )
+    lines += [
+        "",
+        "The static scheduler has no tokens to stream before its batch ends: its answer arrives as one delta.",
         "",
         "**Overhead of HTTP + Ray over an in-process core call.** "
         f"{meta['pairs']} rounds of sequential requests (64-px clip, {meta['overhead_tokens']} new tokens), each "
@@ -329,59 +429,47 @@ def markdown(runs: list[Run], overhead: dict[str, Any], meta: dict[str, Any]) ->
             )
     lines += [
         "",
-        "The overhead is JSON + HTTP through Serve's proxy, the ingress → media → model handle calls (one fewer "
-        "for `colocated`), the frames through the object store and, for the batching apps, the batch wait "
-        "(`batch_wait_timeout_s`).",
-        "",
         f"**Throughput and latency under load.** Closed-loop clients for {meta['seconds']:g} s per row (after a "
-        "warm-up), the rows alternating between the apps at each concurrency. Two workloads: "
-        f"*generate-heavy* ({wl['generate-heavy']['clip']}, {wl['generate-heavy']['max_tokens']} new tokens: the "
-        f"engine call is the expensive step) and *decode-heavy* ({wl['decode-heavy']['clip']}, "
-        f"{wl['decode-heavy']['max_tokens']} new tokens: decoding is).",
+        "warm-up), the rows alternating between the apps at each concurrency. Workloads: "
+        f"*generate-heavy* ({wl['generate-heavy']['clip']}, {wl['generate-heavy']['max_tokens']} new tokens), "
+        f"*mixed* (the same clip, max_tokens cycling {', '.join(map(str, MIXED_TOKENS))}) and *decode-heavy* "
+        f"({wl['decode-heavy']['clip']}, {wl['decode-heavy']['max_tokens']} new tokens: decoding is the expensive "
+        "step).",
         "",
-        "| workload | app | concurrency | requests | errors | throughput (req/s) | p50 (ms) | p99 (ms) "
-        "| decode (ms) | generate call (ms) | batch size |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| workload | app | concurrency | requests | errors | output tokens/s | requests/s | p50 (ms) | p99 (ms) "
+        "| decode (ms) | generate (ms) | batch size |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         lines.append(
-            f"| {r.workload} | {r.mode} | {r.concurrency} | {r.requests} | {r.errors} | {r.throughput:.1f} | "
-            f"{r.p50_ms:.0f} | {r.p99_ms:.0f} | {r.decode_ms:.0f} | {r.generate_ms:.0f} | {r.mean_batch:.1f} |"
+            f"| {r.workload} | {r.mode} | {r.concurrency} | {r.requests} | {r.errors} | {r.tokens_per_s:.0f} | "
+            f"{r.throughput:.1f} | {r.p50_ms:.0f} | {r.p99_ms:.0f} | {r.decode_ms:.0f} | {r.generate_ms:.0f} | "
+            f"{r.mean_batch:.1f} |"
         )
     lines += [
         "",
-        "`decode`, `generate call` and `batch size` come from each response's `videolmm` object (means over "
-        "the row's requests): fetch + decode + sampling (in the media deployment, or in the model replica for "
-        "`colocated`), the engine call that generated the request's batch, and how many requests that call held.",
+        "`decode`, `generate` and `batch size` come from each response's `videolmm` object (means over the row's "
+        "requests): fetch + decode + sampling; for continuous the request's own time from admission to its last "
+        "token (static: the batch's engine call); and how many requests ran beside it at most (static: in its "
+        "engine call).",
         "",
-        "Throughput ratios by concurrency (each from one interleaved run):",
+        "Output tokens/s ratios by concurrency (each from one interleaved run):",
         "",
     ]
     for workload in WORKLOADS:
-        lines += [
-            f"- {workload}: batching (`batched` ÷ `unbatched`) {ratio_line(by, 'batched', 'unbatched', workload)}; "
-            "separate decode deployment (`batched` ÷ `colocated`) "
-            f"{ratio_line(by, 'batched', 'colocated', workload)}; "
-            f"mean batch size at concurrency {top}: batched {by[(workload, 'batched', top)].mean_batch:.1f}, "
-            f"colocated {by[(workload, 'colocated', top)].mean_batch:.1f}."
-        ]
+        lines.append(
+            f"- {workload}: continuous ÷ static {ratio_line(by, 'continuous', 'static', workload)}; "
+            "separate decode deployment (continuous ÷ colocated) "
+            f"{ratio_line(by, 'continuous', 'colocated', workload)}."
+        )
     lines += [
         "",
-        "Batching: requests that wait at the model replica together share one engine call, whose cost grows far "
-        "less than linearly with the batch (left padding, one forward pass per token for the whole batch), so it "
-        "pays when generation is the expensive step and requests queue (generate-heavy, high concurrency); at "
-        "concurrency 1 there is nothing to batch, and when decoding is the bottleneck requests reach the model "
-        "one by one (batch size ≈ 1) and batching changes nothing but the batch wait.",
-        "",
-        f"The separate decode deployment: {sep_verdict} Two costs of the separate deployment show in the "
-        "table: the decoded frames cross processes twice (MediaDecoder → ingress → model replica: the ingress "
-        "awaits the decoded request before it calls the model; 32 frames of a 480-px clip are 22 MB), where "
-        "colocated decoding hands them to the batch in memory; and one MediaDecoder replica (pinned here) is a "
-        "queue of its own (its `decode` time includes waiting for its threads). What the separate deployment buys "
-        "is isolation and independent scaling: decoding scales out on its own replicas (to other nodes, in a "
-        "cluster), and a GPU model replica's CPU stays free to feed the GPU; on 2 shared cores there is nowhere "
-        "to scale to. Passing the media call's response straight into the model call (Serve resolves a "
-        "`DeploymentResponse` argument without the ingress materialising it) would remove the second copy.",
+        "Continuous batching: a request joins the running batch at the next step (its prompt prefilled, its KV "
+        "rows merged into the running cache) and leaves at its own end, so a slot never idles while a batch waits "
+        "for its longest answer, and a newcomer never waits for a batch to finish; the static scheduler collects "
+        "what has arrived (`batch_wait_timeout_s`) and runs it to the longest `max_tokens` in it, which is why "
+        "mixed lengths cost it most. The media stage's response goes straight into the model call (Serve "
+        "resolves a `DeploymentResponse` argument in the model replica), so decoded frames cross processes once.",
         "",
         f"![Serve throughput and latency]({PLOT.name})",
         "",
@@ -398,7 +486,8 @@ def write_docs(section: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per row")
-    parser.add_argument("--max-tokens", type=int, default=256, help="new tokens per request, generate-heavy load")
+    parser.add_argument("--max-tokens", type=int, default=128, help="new tokens per request, generate-heavy load")
+    parser.add_argument("--stream-rounds", type=int, default=4, help="rounds of streamed requests per concurrency")
     parser.add_argument("--decode-tokens", type=int, default=16, help="new tokens per request, decode-heavy load")
     parser.add_argument("--overhead-tokens", type=int, default=8, help="new tokens in the overhead rounds")
     parser.add_argument("--pairs", type=int, default=40, help="rounds of the sequential overhead measurement")
@@ -409,8 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     if opts.from_json:
         data = json.loads(opts.from_json.read_text())
         runs = [Run(**r) for r in data["runs"]]
+        streams = [StreamRun(**s) for s in data["streams"]]
         plot(runs, data["meta"], PLOT)
-        print(f"wrote {write_docs(markdown(runs, data['overhead'], data['meta']))}, {PLOT}")
+        print(f"wrote {write_docs(markdown(runs, streams, data['overhead'], data['meta']))}, {PLOT}")
         return 0
 
     for key, value in {
@@ -425,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpt, clips = build_inputs(work)
     workloads = {
         "generate-heavy": {"clip": "64-px 16-frame 8-fps clip", "max_tokens": opts.max_tokens},
+        "mixed": {"clip": "64-px 16-frame 8-fps clip", "max_tokens": "16-256"},
         "decode-heavy": {"clip": "480-px 240-frame 30-fps clip", "max_tokens": opts.decode_tokens},
     }
     chosen = [w for w in opts.workloads.split(",") if w]
@@ -444,8 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 120})
-        for mode, (batch, decode_in) in MODES.items():
-            app = build_app(ServeArgs.model_validate(app_args(ckpt, work / "media", batch, decode_in)))
+        for mode, (batch, decode_in, scheduler) in MODES.items():
+            app = build_app(ServeArgs.model_validate(app_args(ckpt, work / "media", batch, decode_in, scheduler)))
             # serve.run waits without a deadline (e.g. for a replica that cannot be scheduled): bound it
             deploy = threading.Thread(target=serve.run, args=(app,), kwargs={"name": mode, "route_prefix": f"/{mode}"},
                                       daemon=True)  # fmt: skip
@@ -457,13 +548,27 @@ def main(argv: list[str] | None = None) -> int:
         small = payload(clips["generate-heavy"], opts.overhead_tokens)
         overhead = paired_overhead(engine, request, urls, small, opts.pairs)
         print({k: percentile(v, 50) for k, v in overhead["latency_ms"].items()}, flush=True)
+        clip_of = {"generate-heavy": clips["generate-heavy"], "mixed": clips["generate-heavy"],
+                   "decode-heavy": clips["decode-heavy"]}  # fmt: skip
         for workload in chosen:
-            body = payload(clips[workload], workloads[workload]["max_tokens"])
+            tokens = MIXED_TOKENS if workload == "mixed" else (workloads[workload]["max_tokens"],)
+            bodies = [payload(clip_of[workload], n) for n in tokens]
             for concurrency in CONCURRENCIES:
                 for mode in MODES:
-                    run = load_run(urls[mode], body, workload, mode, concurrency, opts.seconds)
+                    run = load_run(urls[mode], bodies, workload, mode, concurrency, opts.seconds)
                     print(run, flush=True)
                     runs.append(run)
+        import httpx
+
+        body48 = payload(clips["generate-heavy"], STREAM_TOKENS)
+        expect = httpx.post(urls["continuous"], json=body48, timeout=120).json()["choices"][0]["message"]["content"]
+        streams: list[StreamRun] = []
+        for concurrency in (1, CONCURRENCIES[-1]):
+            for mode in ("continuous", "static"):
+                rounds = opts.stream_rounds if concurrency == 1 else max(1, opts.stream_rounds // 2)
+                srun = stream_run(urls[mode], body48, mode, concurrency, rounds, expect)
+                print(srun, flush=True)
+                streams.append(srun)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -480,14 +585,15 @@ def main(argv: list[str] | None = None) -> int:
         "pairs": opts.pairs,
         "raw_path": "benchmarks/results/serve_bench.json",
     }
-    section = markdown(runs, overhead, meta) if set(chosen) == set(WORKLOADS) else ""
+    section = markdown(runs, streams, overhead, meta) if set(chosen) == set(WORKLOADS) else ""
     print(section or "\n".join(str(r) for r in runs))
     if not opts.no_write:
         if not section:
             parser.error("writing the results needs every workload; pass --no-write with --workloads")
         raw = REPO / meta["raw_path"]
         raw.parent.mkdir(parents=True, exist_ok=True)
-        data = {"meta": meta, "runs": [asdict(r) for r in runs], "overhead": overhead}
+        data = {"meta": meta, "runs": [asdict(r) for r in runs], "streams": [asdict(s) for s in streams],
+                "overhead": overhead}  # fmt: skip
         raw.write_text(json.dumps(data, indent=1) + "\n")
         plot(runs, meta, PLOT)
         print(f"wrote {write_docs(section)}, {PLOT}, {raw}")
