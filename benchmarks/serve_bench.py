@@ -4,7 +4,8 @@ token streaming, and the overhead of HTTP + Ray over an in-process engine call, 
 Three copies of the ``serve_configs/tiny.yaml`` app run at once in one Ray cluster:
 
 * ``/continuous``: the default shape: videos decoded in the MediaDecoder deployment, the continuous
-  scheduler (requests join the running batch at step boundaries and leave at their own end), 8 slots;
+  scheduler (requests join the running batch at step boundaries and leave at their own end), 16 slots
+  (``batching.max_batch_size`` of tiny.yaml);
 * ``/static``: the same with ``scheduler: static`` (``@serve.batch``: a batch runs to its longest answer);
 * ``/colocated``: continuous, ``decode_in: model_replica`` (no MediaDecoder: the model replica decodes).
 
@@ -50,9 +51,9 @@ MODEL = "tiny-llava-next-video"
 CONCURRENCIES = (1, 4, 16)
 #: app name → (max_batch_size, decode_in, scheduler)
 MODES = {
-    "continuous": (8, "media_deployment", "continuous"),
-    "static": (8, "media_deployment", "static"),
-    "colocated": (8, "model_replica", "continuous"),
+    "continuous": (16, "media_deployment", "continuous"),
+    "static": (16, "media_deployment", "static"),
+    "colocated": (16, "model_replica", "continuous"),
 }
 WORKLOADS = ("generate-heavy", "mixed", "decode-heavy")
 #: the ``mixed`` workload's max_tokens, cycled request by request
@@ -375,9 +376,10 @@ def markdown(runs: list[Run], streams: list[StreamRun], overhead: dict[str, Any]
         "| app | scheduler | videos decoded in | slots / `max_batch_size` |",
         "|---|---|---|---:|",
         "| `continuous` (the default shape) | continuous: join and leave at step boundaries | the MediaDecoder "
-        "deployment | 8 |",
-        "| `static` | static (`@serve.batch`: a batch runs to its longest answer) | the MediaDecoder deployment | 8 |",
-        "| `colocated` (`decode_in: model_replica`) | continuous | the model replica; no MediaDecoder | 8 |",
+        "deployment | 16 |",
+        "| `static` | static (`@serve.batch`: a batch runs to its longest answer) | the MediaDecoder deployment "
+        "| 16 |",
+        "| `colocated` (`decode_in: model_replica`) | continuous | the model replica; no MediaDecoder | 16 |",
         "",
         "**Against the targets** (issue: a serving engine):",
         "",

@@ -98,7 +98,9 @@ def _test_args(tiny_lnv: Path, tiny_vl: Path, media_root: Path, cache_root: Path
             "allowed_networks": [f"{REDIRECT_HOST}/32"],
         },
     }
-    # Small queues make backpressure reachable; one model replica keeps 2 shared cores usable.
+    # Small queues make backpressure reachable; one model replica keeps 2 shared cores usable; 8 slots
+    # (tiny.yaml's 16 would not fit the 8 ongoing requests a replica takes here).
+    args["batching"] = {**args.get("batching", {}), "max_batch_size": 8}
     args["model_deployment"] = _merge(
         args["model_deployment"],
         {

@@ -359,7 +359,9 @@ class VideoLMM(lmms):
 
         t0 = time.perf_counter()
         wait_before = self._wait_s
-        generate_continuous(self.engine, items(), max_batch_size=self.batch_size_per_gpu, on_result=record)
+        # newcomers join once half the slots are free: prefilled together, as a static batch would be
+        slots = self.batch_size_per_gpu
+        generate_continuous(self.engine, items(), max_batch_size=slots, on_result=record, min_join=max(1, slots // 2))
         sums["generate"] += time.perf_counter() - t0 - (self._wait_s - wait_before)
 
     def _add_stats(self, samples: int, batches: int, wall: float, wait: float, gen: float, dec: float) -> None:

@@ -104,6 +104,7 @@ def generate_continuous(
     *,
     max_batch_size: int,
     on_result: Callable[[int, Result], None] | None = None,
+    min_join: int = 1,
 ) -> list[Result]:
     """Answer ``items`` with at most ``max_batch_size`` running at once, joining as others leave.
 
@@ -115,6 +116,8 @@ def generate_continuous(
         items: decoded requests (a failed decode is answered with its error).
         max_batch_size: running requests at most.
         on_result: called with ``(index, result)`` as each request finishes (in finishing order).
+        min_join: while requests run, newcomers join only once this many slots are free, so that
+            they are prefilled together (throughput: evaluation); 1 admits each at once (latency).
 
     Returns:
         One :class:`Result` per item, in the items' order.
@@ -133,6 +136,8 @@ def generate_continuous(
     exhausted = False
     while not exhausted or len(batch):
         room = max(1, max_batch_size) - len(batch)
+        if len(batch) and room < min(max(1, min_join), max(1, max_batch_size)):
+            room = 0  # wait for more free slots: one prefill for several newcomers
         taken: list[tuple[int, DecodedRequest]] = []
         while room > len(taken) and not exhausted:
             item = next(source, None)
