@@ -203,3 +203,27 @@ def test_broken_callbacks_and_a_cancelled_future_fail_only_their_own_request(tra
     ]
     assert cancelled.future.cancelled()
     scheduler.close()
+
+
+def test_newcomers_wait_for_min_join_free_slots_and_answers_do_not_change(trained, clips: dict[str, Path]) -> None:
+    """Evaluation's admission (join once half the slots are free): prefills are grouped, answers equal."""
+    import videolmm.models.scheduler as scheduler_module
+
+    requests = _requests(clips, (3, 16, 1, 9, 24, 5, 12, 2), stop=(".",))
+    sizes: list[int] = []
+    real_admit = scheduler_module.admit
+
+    def counting_admit(batch, items, sinks):  # noqa: ANN001, ANN202
+        sizes.append(len(items))
+        return real_admit(batch, items, sinks)
+
+    scheduler_module.admit = counting_admit
+    try:
+        together = scheduler_module.generate_continuous(
+            trained, [trained.decode(r) for r in requests], max_batch_size=4, min_join=2
+        )
+    finally:
+        scheduler_module.admit = real_admit
+    assert [r.text for r in together] == [r.text for r in _alone(trained, requests)]
+    assert sizes[0] == 4 and sum(sizes) == len(requests)
+    assert all(n >= 2 for n in sizes[:-1])  # never one newcomer alone while others run (the last may be)
