@@ -45,6 +45,7 @@ def test_tiny_then_inspect_reports_the_effective_settings(
     assert info["video"]["num_source_frames"] == 40 and info["video"]["duration"] == pytest.approx(5.0)
     assert info["pooling"] == {"mode": "average", "stride": 2, "where": "before the projector", "grid_after_pool": 2}
     assert info["visual_tokens_per_frame"] == 4 and info["visual_tokens_total"] == 32
+    assert info["scheduler"] == "continuous"
     assert info["prompt"].startswith("A chat between a curious user")
     assert info["prompt"].endswith("USER: <video>\nWhich way? ASSISTANT:")  # expanded to 32 tokens by the processor
 

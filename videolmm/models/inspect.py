@@ -25,6 +25,7 @@ def describe(engine: Any, request: Request | None = None) -> dict[str, Any]:
         "model_class": engine.family.model_class,
         "template": s.template,
         "system_prompt": s.system_prompt if s.system_prompt is not None else engine.template.system,
+        "scheduler": engine.scheduler,
         "decoder": s.media.decoder,
         "frame_cache": str(engine.frame_cache.root) if engine.frame_cache is not None else None,
         "sampler": s.media.sampler,
