@@ -115,6 +115,33 @@ def read_config_dict(pretrained: str | os.PathLike[str], revision: str | None = 
         raise ConfigError(f"{pretrained}: cannot read config.json ({type(exc).__name__}: {exc})") from exc
 
 
+def load_converted_config(
+    pretrained: str, load: LoadOptions, *, model_type: str, package: str, config_class: str, convert_hint: str
+) -> Any:
+    """Load a videolmm-converted checkpoint's config with its family's own config class.
+
+    Args:
+        pretrained: checkpoint directory or hub id.
+        load: revision and remote-code options.
+        model_type: the ``model_type`` a converted checkpoint declares.
+        package: the family package whose ``configuration`` module registers the class.
+        config_class: the config class name in that module.
+        convert_hint: the ``videolmm convert`` arguments that make an original loadable.
+
+    Raises:
+        ConfigError: the checkpoint is not a converted one (the message names the convert command).
+    """
+    raw = read_config_dict(pretrained, revision=load.revision)
+    if raw.get("model_type") != model_type:
+        raise ConfigError(
+            f"{pretrained}: model_type={raw.get('model_type')!r} is not a converted {model_type} checkpoint; run "
+            f"`videolmm convert {convert_hint.format(pretrained=pretrained)}` first"
+        )
+    import_string(f"{package}.configuration.register_auto_config")()
+    cls = import_string(f"{package}.configuration.{config_class}")
+    return cls.from_pretrained(pretrained, revision=load.revision)
+
+
 @dataclass(frozen=True)
 class Family:
     """Base class of model families. Subclass it and override what differs.
@@ -297,6 +324,7 @@ def _quantization_config(kind: str) -> Any:
 
 
 __all__ = [
+    "load_converted_config",
     "CLIP_MEAN",
     "CLIP_STD",
     "clip_processor_kwargs",

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from videolmm.errors import ConfigError
-from videolmm.models.families.base import LoadOptions, import_string, read_config_dict
+from videolmm.models.families.base import LoadOptions, load_converted_config
 from videolmm.models.families.video_llava.family import VideoLlavaFamily
 from videolmm.types import MediaSettings, SamplingSpec
 
@@ -36,16 +36,14 @@ class LlavaHoundFamily(VideoLlavaFamily):
 
     def load_config(self, pretrained: str, load: LoadOptions) -> Any:
         """Load :class:`LlavaHoundConfig` (refuses an unconverted ShareGPTVideo checkpoint by name)."""
-        raw = read_config_dict(pretrained, revision=load.revision)
-        if raw.get("model_type") != "llava_hound":
-            raise ConfigError(
-                f"{pretrained}: model_type={raw.get('model_type')!r} is not a converted LLaVA-Hound checkpoint; run "
-                f"`videolmm convert --source llava_hound --input {pretrained} --video-tower DIR --image-tower DIR "
-                "--output OUT` first"
-            )
-        import_string(f"{_PACKAGE}.configuration.register_auto_config")()
-        cls = import_string(f"{_PACKAGE}.configuration.LlavaHoundConfig")
-        return cls.from_pretrained(pretrained, revision=load.revision)
+        return load_converted_config(
+            pretrained,
+            load,
+            model_type="llava_hound",
+            package=_PACKAGE,
+            config_class="LlavaHoundConfig",
+            convert_hint="--source llava_hound --input {pretrained} --video-tower DIR --image-tower DIR --output OUT",
+        )
 
     def content_extras(self, frames: Any, config: Any = None) -> str | None:
         """No extra text; refuses the one frame source the seed's sampling cannot apply to.

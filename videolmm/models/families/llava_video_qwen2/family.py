@@ -25,7 +25,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from videolmm.errors import ConfigError
-from videolmm.models.families.base import Family, LoadOptions, import_string, left_padded, read_config_dict
+from videolmm.models.families.base import (
+    Family,
+    LoadOptions,
+    import_string,
+    left_padded,
+    load_converted_config,
+)
 from videolmm.models.spec import parse_bool
 from videolmm.types import Frames, MediaSettings, SamplingSpec
 
@@ -68,15 +74,14 @@ class LlavaVideoQwen2Family(Family):
 
     def load_config(self, pretrained: str, load: LoadOptions) -> Any:
         """Load :class:`LlavaVideoQwen2Config` (refuses an unconverted lmms-lab checkpoint by name)."""
-        raw = read_config_dict(pretrained, revision=load.revision)
-        if raw.get("model_type") != "llava_video_qwen2":
-            raise ConfigError(
-                f"{pretrained}: model_type={raw.get('model_type')!r} is not a converted LLaVA-Video checkpoint; run "
-                f"`videolmm convert --source llava_video_qwen2 --input {pretrained} --output DIR` first"
-            )
-        import_string(f"{_PACKAGE}.configuration.register_auto_config")()
-        cls = import_string(f"{_PACKAGE}.configuration.LlavaVideoQwen2Config")
-        return cls.from_pretrained(pretrained, revision=load.revision)
+        return load_converted_config(
+            pretrained,
+            load,
+            model_type="llava_video_qwen2",
+            package=_PACKAGE,
+            config_class="LlavaVideoQwen2Config",
+            convert_hint="--source llava_video_qwen2 --input {pretrained} --output DIR",
+        )
 
     def apply_options(self, config: Any, options: Mapping[str, Any]) -> None:
         from videolmm.models.families.llava_video_qwen2.configuration import NEWLINE_POSITIONS, POOL_MODES, pooled_side
