@@ -196,8 +196,52 @@ def test_seed_defaults(qwen2_engine: Engine) -> None:
         "spatial_pool_stride": 2,
         "mm_newline_position": "grid",
         "add_time_instruction": True,
+        "preset": "training",
     }
     assert qwen2_engine.template.system == "You are a helpful assistant."
+
+
+def test_lmms_eval_readme_preset_is_the_documented_eval_command(qwen2_tiny: Path, clips: dict[str, Path]) -> None:
+    """preset=lmms_eval_readme: average pooling, grid newlines, no time instruction, 64 linspace
+    frames (LLaVA-NeXT docs/LLaVA_Video_1003.md with lmms-eval llava_vid of that date); the
+    default stays the training-faithful one; explicit values still win; inspect shows both."""
+    from videolmm.models.spec import EngineSpec
+
+    spec = EngineSpec.from_options({"pretrained": str(qwen2_tiny), "preset": "lmms_eval_readme"})
+    engine = load_engine(spec, load_model=False)
+    info = engine.describe(ask(clips["red_right"]))
+    assert info["family_options"] == {
+        "spatial_pool_mode": "average",
+        "spatial_pool_stride": 2,
+        "mm_newline_position": "grid",
+        "add_time_instruction": False,
+        "preset": "lmms_eval_readme",
+    }
+    assert info["prompt"] == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<video>\n"
+        "What colour is the square?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert info["video"]["sampled_indices"] == [int(i) for i in np.linspace(0, 15, 64, dtype=int)]
+    assert info["visual_tokens_total"] == 64 * 6  # 4×4 patches → 2×2 average + 2 row newlines
+    assert set(info["presets"]) == {"training", "lmms_eval_readme"}
+    default = load_engine(str(qwen2_tiny), load=CPU, load_model=False).describe()
+    assert default["family_options"]["preset"] == "training"
+    assert default["family_options"]["spatial_pool_mode"] == "bilinear"
+    mixed = load_engine(
+        EngineSpec.from_options(
+            {
+                "pretrained": str(qwen2_tiny),
+                "preset": "lmms_eval_readme",
+                "mm_spatial_pool_mode": "max",
+                "max_frames_num": 8,
+            }
+        ),
+        load_model=False,
+    )
+    assert mixed.settings.family_options["spatial_pool_mode"] == "max"
+    assert mixed.settings.media.sampling.num_frames == 8
+    with pytest.raises(ConfigError, match="known presets: lmms_eval_readme, training"):
+        load_engine(EngineSpec.from_options({"pretrained": str(qwen2_tiny), "preset": "paper"}), load_model=False)
 
 
 def test_forced_sampling_picks_linspace_64(qwen2_engine: Engine, clips: dict[str, Path]) -> None:

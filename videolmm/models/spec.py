@@ -95,6 +95,13 @@ class EngineSpec:
         default=None,
         metadata=_opt("directory of decoded frames shared across runs and replicas (also VIDEOLMM_FRAME_CACHE)"),
     )
+    preset: str | None = field(
+        default=None,
+        metadata=_opt(
+            "a family's named bundle of defaults (llava_video_qwen2: training, lmms_eval_readme); "
+            "explicit values still win; videolmm inspect lists them"
+        ),
+    )
     family_options: Mapping[str, Any] = field(
         default_factory=dict,
         metadata=_opt("family-specific options, e.g. spatial_pool_stride (names checked by the family)"),
@@ -320,6 +327,23 @@ def detect_family(pretrained: str, *, hooks: Any, revision: str | None = None) -
     return name
 
 
+def family_preset(family: Family, name: str | None) -> dict[str, Any]:
+    """The settings of ``family``'s preset ``name`` (``{}`` for None): :class:`EngineSpec` field
+    names and family options, applied above the checkpoint's and the family's defaults and below
+    explicit values. A family declares its presets in a ``presets`` mapping (name → settings).
+
+    Raises:
+        ConfigError: the family has no preset of that name (the message lists its presets).
+    """
+    if name is None:
+        return {}
+    presets: Mapping[str, Mapping[str, Any]] = getattr(family, "presets", {}) or {}
+    if name not in presets:
+        known = ", ".join(sorted(presets)) or "none"
+        raise ConfigError(f"preset={name!r}: family {family.name!r} has no such preset; known presets: {known}")
+    return dict(presets[name])
+
+
 @dataclass(frozen=True)
 class ResolvedSpec:
     """A spec with its defaults applied, before any weights are loaded.
@@ -354,8 +378,14 @@ def resolve(spec: EngineSpec, registry: Registry, hooks: Any = None) -> Resolved
     """
     name = spec.family or detect_family(spec.pretrained, hooks=hooks, revision=spec.revision)
     family: Family = registry.family(name)
-    options = family.check_options(spec.family_options)
-    own = read_checkpoint_defaults(spec.pretrained)
+    given = dict(spec.family_options)
+    preset_name = spec.preset if spec.preset is not None else given.pop("preset", None)
+    given.pop("preset", None)
+    preset = family_preset(family, preset_name)
+    options = family.check_options({**{k: v for k, v in preset.items() if k not in _META}, **given})
+    if "preset" in options:  # a family with presets shows the one in effect (videolmm inspect)
+        options["preset"] = preset_name or options["preset"]
+    own = {**read_checkpoint_defaults(spec.pretrained), **{k: v for k, v in preset.items() if k in _META}}
     base, sampling = family.media, family.media.sampling
 
     def pick(explicit: Any, key: str, default: Any) -> Any:
@@ -392,6 +422,7 @@ __all__ = [
     "EngineSpec",
     "ResolvedSpec",
     "detect_family",
+    "family_preset",
     "parse_bool",
     "parse_scalar",
     "read_checkpoint_defaults",

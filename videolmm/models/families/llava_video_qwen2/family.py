@@ -22,7 +22,7 @@ methods that receive a loaded config.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from videolmm.errors import ConfigError
 from videolmm.models.families.base import (
@@ -41,6 +41,27 @@ TRAINED_MAX_FRAMES = 110
 DEFAULT_FRAMES = 64
 
 _PACKAGE = "videolmm.models.families.llava_video_qwen2"
+
+#: Named bundles of defaults, chosen with the EngineSpec field ``preset`` (``--model_args
+#: preset=...``, a serve entry's ``preset:``, ``videolmm ... --preset``); explicit values win.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The default: the checkpoint's own config (pool mode, newline, time instruction, as the
+    # converter read them) and the demo's frames (fps 1, force_sample, 64): what training used.
+    "training": {},
+    # The authors' documented eval command (LLaVA-NeXT docs/LLaVA_Video_1003.md @ ec87e87,
+    # 2024-10-03): `--model llava_vid --model_args ...,conv_template=qwen_1_5,max_frames_num=64,
+    # mm_spatial_pool_mode=average`. lmms-eval's llava_vid of that date (ff0802c) then ran average
+    # pooling, stride 2, grid newlines, no time instruction and linspace(0, N-1, 64) frames.
+    "lmms_eval_readme": {
+        "spatial_pool_mode": "average",
+        "spatial_pool_stride": 2,
+        "mm_newline_position": "grid",
+        "add_time_instruction": False,
+        "num_frames": 64,
+        "fps": 1.0,
+        "force_sample": True,
+    },
+}
 
 
 def time_instruction(frames: Frames) -> str:
@@ -68,6 +89,9 @@ def _patch_grid(config: Any) -> int:
 
 class LlavaVideoQwen2Family(Family):
     """The ``llava_video_qwen2`` family."""
+
+    #: See :data:`PRESETS` (read by :func:`videolmm.models.spec.family_preset`).
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = PRESETS
 
     def default_template(self, config: Any) -> str:
         return "qwen_1_5"
@@ -100,6 +124,8 @@ class LlavaVideoQwen2Family(Family):
             config.mm_newline_position = position
         if "add_time_instruction" in options:
             config.add_time_instruction = parse_bool(options["add_time_instruction"], "add_time_instruction")
+        if "preset" in options:
+            config.videolmm_preset = str(options["preset"])
         pooled_side(_patch_grid(config), config.spatial_pool_stride, config.spatial_pool_mode)  # validate now
 
     def effective_options(self, config: Any) -> dict[str, Any]:
@@ -108,6 +134,7 @@ class LlavaVideoQwen2Family(Family):
             "spatial_pool_stride": config.spatial_pool_stride,
             "mm_newline_position": config.mm_newline_position,
             "add_time_instruction": bool(getattr(config, "add_time_instruction", True)),
+            "preset": getattr(config, "videolmm_preset", "training"),
         }
 
     def content_extras(self, frames: Any, config: Any = None) -> str | None:
@@ -156,6 +183,9 @@ class LlavaVideoQwen2Family(Family):
             "newline": f"{config.mm_newline_position} (image_newline embedding)",
             "time_instruction": bool(getattr(config, "add_time_instruction", True)),
             "trained_max_frames": TRAINED_MAX_FRAMES,
+            "presets": {
+                name: dict(values) or "the checkpoint's config + the demo" for name, values in PRESETS.items()
+            },
             "text_model": getattr(config.text_config, "model_type", ""),
         }
 
@@ -178,6 +208,7 @@ LLAVA_VIDEO_QWEN2 = LlavaVideoQwen2Family(
         "spatial_pool_stride": None,
         "mm_newline_position": None,
         "add_time_instruction": None,
+        "preset": "training",
     },
 )
 
@@ -185,6 +216,7 @@ __all__ = [
     "DEFAULT_FRAMES",
     "LLAVA_VIDEO_QWEN2",
     "LlavaVideoQwen2Family",
+    "PRESETS",
     "TRAINED_MAX_FRAMES",
     "time_instruction",
 ]
