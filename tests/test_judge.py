@@ -56,7 +56,7 @@ class FakeJudge:
     * ``junk`` → prose with no verdict; ``majority`` → numbers but no ``Score:`` line
     * ``rate-limited <x>`` → 429 (``Retry-After: 0``) the first time this prompt is seen, then as ``<x>``
     * ``flaky <x>`` → 500 the first time, then as ``<x>``; ``slow <x>`` → sleeps ``slow_s`` the first time
-    * ``down`` → 503 always; ``refused`` → 400 always
+    * ``down`` → 503 always; ``refused`` → 400 always; ``overflow`` → ``{'pred': 'yes', 'score': 1e999}``
 
     Counts every request (``requests``) and the most requests in flight at once (``max_in_flight``).
     """
@@ -65,6 +65,7 @@ class FakeJudge:
         self.delay_s = delay_s
         self.slow_s = slow_s
         self.requests: list[dict[str, Any]] = []
+        self.retry_counts: list[str | None] = []  # the SDK's x-stainless-retry-count on each request
         self.seen: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -77,6 +78,8 @@ class FakeJudge:
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with judge._lock:
+                    judge.retry_counts.append(self.headers.get("x-stainless-retry-count"))
                 status, headers, payload = judge.answer(self.path, body)
                 data = json.dumps(payload).encode()
                 try:
@@ -116,6 +119,8 @@ class FakeJudge:
 
     @staticmethod
     def _verdict(answer: str, caption: bool) -> str:
+        if answer.startswith("overflow"):
+            return "Explanation: perfect.\nScore: " + "9" * 400 if caption else "{'pred': 'yes', 'score': 1e999}"
         if answer.startswith("junk"):
             return "I cannot judge this one, sorry."
         if answer.startswith("majority"):
@@ -311,6 +316,9 @@ def test_braces_in_inputs_pass_through_untouched() -> None:
         ("Sure! {'pred': 'yes', 'score': 4}", None, None, False),  # literal_eval fails, as in the seeds
         ("junk", None, None, False),
         ("['yes', 4]", None, None, False),
+        ("{'pred': 'yes', 'score': 1e999}", "yes", None, False),  # inf: int() would raise OverflowError
+        ("{'pred': 'no', 'score': -1e999}", "no", None, False),
+        ("{'pred': 'yes', 'score': " + "9" * 400 + "}", "yes", None, False),  # an int no float mean can hold
     ],
 )
 def test_parse_python_dict(reply, pred, score, parsed) -> None:
@@ -328,6 +336,7 @@ def test_parse_python_dict(reply, pred, score, parsed) -> None:
         ("{'pred': 'yes'}", "yes", None, False),  # accuracy counts it, the score mean does not
         ("I do not know", "no", None, False),  # "no" is in the raw reply ("not"), exactly as the seed reads it
         ("junk", None, None, False),
+        ("{'pred': 'yes', 'score': " + "9" * 5000 + "}", "yes", None, False),  # past int()'s 4300-digit limit
     ],
 )
 def test_parse_hound_official(reply, pred, score, parsed) -> None:
@@ -356,6 +365,15 @@ def test_caption_reply_without_numbers_is_a_parse_failure_not_a_score_of_one() -
     assert (v.pred, v.score, v.parsed) == (None, None, False)
 
 
+@pytest.mark.parametrize(
+    "reply", ["Score: " + "9" * 400, "between " + "9" * 400 + " and 3", "9" * 308 + " or " + "8" * 308]
+)
+def test_caption_scores_that_overflow_are_parse_failures(reply: str) -> None:
+    v = parse_caption_score(reply)
+    assert (v.pred, v.score, v.parsed) == (None, None, False)
+    assert "finite" in v.problem or "overflow" in v.problem
+
+
 # ----------------------------------------------------------------------------- settings from the environment
 
 
@@ -379,26 +397,33 @@ def test_settings_precedence_and_defaults() -> None:
         "MODEL_VERSION": "ignored",
         "VIDEOLMM_JUDGE_CACHE": "off",
         "VIDEOLMM_JUDGE_CONCURRENCY": "2",
+        "VIDEOLMM_JUDGE_BREAKER": "0",
         "VIDEOLMM_CACHE": "/tmp/x",
     }
     s = JudgeSettings.from_env("gpt-3.5-turbo", env)
-    assert (s.base_url, s.model, s.api_key, s.cache_path, s.max_concurrency) == (
+    assert (s.base_url, s.model, s.api_key, s.cache_path, s.max_concurrency, s.breaker_threshold) == (
         "http://127.0.0.1:8000/v1",
         "local-judge",
         "EMPTY",  # a custom server with no key configured
         None,
         2,
+        0,
     )
     seed = JudgeSettings.from_env("gpt-3.5-turbo-0301", {"VIDEOLMM_CACHE": "/tmp/x"})
-    assert (seed.model, seed.base_url, seed.api_key, seed.cache_path) == (
+    assert (seed.model, seed.base_url, seed.api_key, seed.cache_path, seed.breaker_threshold, seed.backoff_s) == (
         "gpt-3.5-turbo-0301",
         None,
         None,
         "/tmp/x/judge-cache.sqlite",
+        5,
+        0.5,
     )
 
 
-@pytest.mark.parametrize(("name", "value"), [("VIDEOLMM_JUDGE_TIMEOUT", "soon"), ("VIDEOLMM_JUDGE_MAX_ATTEMPTS", "0")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("VIDEOLMM_JUDGE_TIMEOUT", "soon"), ("VIDEOLMM_JUDGE_MAX_ATTEMPTS", "0"), ("VIDEOLMM_JUDGE_BREAKER", "-1")],
+)
 def test_bad_settings_name_the_variable(name, value) -> None:
     with pytest.raises(JudgeConfigError, match=name):
         JudgeSettings.from_env("m", {name: value})
@@ -481,22 +506,105 @@ def test_timeouts_are_retried(judge_server: FakeJudge, tmp_path: Path, reliabili
 def test_a_judge_that_stays_down_is_a_counted_failure_after_bounded_attempts(
     judge_server: FakeJudge, tmp_path, reliability
 ) -> None:
-    waits: list[float] = []
-    client = JudgeClient(settings(judge_server, tmp_path, max_attempts=4, backoff_s=1.0), sleep=waits.append)
+    # the SDK's own retries (max_retries = attempts - 1), its schedule scaled to backoff_s = 0.05:
+    # 0.05, 0.1, 0.2 s, each jittered down by at most 25 %
+    client = JudgeClient(settings(judge_server, tmp_path, max_attempts=4, backoff_s=0.05))
     before = judge_server.count()
+    t0 = time.monotonic()
     reply = client.complete(vcgpt("down"))
+    elapsed = time.monotonic() - t0
     assert not reply.ok and reply.text is None and reply.attempts == 4
     assert reply.error and reply.error.startswith("InternalServerError")
     assert judge_server.count() == before + 4
-    assert len(waits) == 3 and all(0.5 * 2**i <= w <= 2**i for i, w in enumerate(waits))  # exponential, jittered
+    assert judge_server.retry_counts[-4:] == ["0", "1", "2", "3"]  # the SDK retried, and said so
+    assert 0.26 <= elapsed < 2.0, elapsed  # 0.35 s x (0.75..1) of backoff, not the SDK's default 3.5 s
     assert client.cache is not None and len(client.cache) == 0  # failures are not cached
     reliability(
         "Load and faults",
         "judge stays down (HTTP 503 on every attempt)",
         "judge",
-        "bounded attempts with exponential backoff, then a counted failure that is not cached",
-        f"attempts={reply.attempts}, backoffs={[round(w, 2) for w in waits]} s, error={reply.error[:60]!r}, "
-        f"cached entries={len(client.cache)}",
+        "bounded attempts with the SDK's exponential backoff, then a counted failure that is not cached",
+        f"attempts={reply.attempts} (server saw x-stainless-retry-count {judge_server.retry_counts[-4:]}), "
+        f"{elapsed:.2f} s, error={reply.error[:60]!r}, cached entries={len(client.cache)}",
+    )
+
+
+def test_circuit_breaker_stops_calling_a_dead_judge(judge_server: FakeJudge, tmp_path: Path, reliability) -> None:
+    client = JudgeClient(settings(judge_server, tmp_path, max_attempts=2, breaker_threshold=3))
+
+    def judge(answer: str) -> dict:
+        return judge_prediction(VIDEO_CHATGPT_QA, question=Q, answer=answer, prediction=P, client=client)
+
+    before = judge_server.count()
+    assert judge("good fresh")["status"] == "scored"
+    assert [judge("refused")["status"] for _ in range(4)] == ["judge_failure"] * 4  # one request's 400s: no trip
+    assert not client.breaker_open
+    t0 = time.monotonic()
+    records = [judge(f"down {i}") for i in range(20)]
+    elapsed = time.monotonic() - t0
+    assert client.breaker_open and client.short_circuited == 17
+    assert judge_server.count() == before + 1 + 4 + 3 * 2  # 3 failed calls of 2 attempts; then none
+    assert [r["status"] for r in records] == ["judge_failure"] * 20
+    assert [r["attempts"] for r in records] == [2, 2, 2] + [0] * 17
+    tripped = records[-1]["problem"]
+    assert tripped.startswith("JudgeCircuitOpen: the judge at http://127.0.0.1:")
+    assert "failed 3 consecutive calls" in tripped and "InternalServerError" in tripped
+    assert judge_failures(records) == 20 and math.isnan(accuracy(records))
+    assert judge("good later")["problem"] == tripped  # stays open for the run
+    assert (
+        JudgeClient(settings(judge_server, tmp_path))
+        .complete(JudgeRequest(VIDEO_CHATGPT_QA.messages(question=Q, answer="good fresh", prediction=P)))
+        .cached
+    )  # the cache still answers
+    reliability(
+        "Load and faults",
+        "judge down for a whole run: 20 docs, breaker threshold 3, 2 attempts per call",
+        "judge",
+        "after 3 consecutive failed calls no more calls; the rest are judge failures at once, visibly",
+        f"server calls {judge_server.count() - before - 5} (3 calls x 2 attempts), {client.short_circuited} docs "
+        f"answered by the breaker, {elapsed:.2f} s for all 20; problem={tripped[:70]!r}...",
+    )
+
+
+def test_a_success_resets_the_breaker_count(judge_server: FakeJudge, tmp_path: Path) -> None:
+    client = JudgeClient(settings(judge_server, tmp_path, max_attempts=1, breaker_threshold=2, cache_path=None))
+    for i in range(3):
+        assert client.complete(vcgpt(f"down {i}")).error.startswith("InternalServerError")
+        assert client.complete(vcgpt(f"good {i}")).ok
+    assert not client.breaker_open
+    off = JudgeClient(settings(judge_server, tmp_path, max_attempts=1, breaker_threshold=0, cache_path=None))
+    assert all(off.complete(vcgpt(f"down {i}")).attempts == 1 for i in range(4)) and not off.breaker_open
+
+
+def test_cache_is_keyed_on_the_base_url(judge_server: FakeJudge, tmp_path: Path) -> None:
+    port = judge_server.server.server_address[1]
+    first = JudgeClient(settings(judge_server, tmp_path)).complete(vcgpt("good keyed"))
+    other_url = settings(
+        judge_server, tmp_path, base_url=f"http://localhost:{port}/v1"
+    )  # another judge, same model id
+    again = JudgeClient(other_url).complete(vcgpt("good keyed"))
+    assert first.ok and not first.cached and again.ok and not again.cached
+    assert JudgeClient(other_url).complete(vcgpt("good keyed")).cached
+    msgs = [{"role": "user", "content": "x"}]
+    assert cache_key("m", msgs, {}, base_url="http://a/v1") == cache_key("m", msgs, {}, base_url="http://a/v1/")
+    assert len({cache_key("m", msgs, {}, base_url=u) for u in (None, "http://a/v1", "http://b/v1")}) == 3
+
+
+@pytest.mark.parametrize("protocol", [VIDEO_CHATGPT_QA, HOUND_CAPTION_QA], ids=lambda p: p.name)
+def test_an_overflowing_score_is_a_parse_failure(
+    judge_server: FakeJudge, tmp_path: Path, protocol, reliability
+) -> None:
+    client = JudgeClient(settings(judge_server, tmp_path))
+    record = judge_prediction(protocol, question=Q, answer="overflow", prediction=P, caption=C, client=client)
+    assert (record["status"], record["judge_score"]) == ("parse_failure", None)
+    assert "not a finite number" in record["problem"]
+    assert json.dumps(record) and math.isnan(mean_score([record]))
+    reliability(
+        "Hostile inputs",
+        f"judge replies with an overflowing score ({protocol.name}: {record['judge_reply'][-40:]!r})",
+        "judge",
+        "a counted parse failure, never a crash or an infinite mean",
+        f"status={record['status']}, problem={record['problem'][:70]!r}",
     )
 
 

@@ -1,6 +1,6 @@
 """A persistent judge-reply cache in SQLite, safe for concurrent writers.
 
-Keyed by the judge model id and the full request (messages and sampling parameters), so a
+Keyed by the judge's base URL, its model id and the full request (messages and sampling parameters), so a
 re-run with the same judge makes zero calls and a different judge or prompt never hits another's
 entry. Only successful replies are stored; a failed call is retried on the next run.
 
@@ -37,10 +37,21 @@ CREATE TABLE IF NOT EXISTS judge_replies (
 """
 
 
-def cache_key(model: str, messages: Sequence[Mapping[str, str]], params: Mapping[str, Any]) -> str:
-    """SHA-256 over the canonical JSON of (judge model, messages, sampling parameters)."""
+def cache_key(
+    model: str,
+    messages: Sequence[Mapping[str, str]],
+    params: Mapping[str, Any],
+    *,
+    base_url: str | None = None,
+) -> str:
+    """SHA-256 over the canonical JSON of (judge base URL, judge model, messages, sampling parameters).
+
+    The base URL is part of the key: the same model id served by two endpoints (OpenAI and a local
+    proxy, two vLLM servers) are two judges. ``None`` stands for the SDK's default (OpenAI).
+    """
+    where = base_url.rstrip("/") if base_url else None
     payload = json.dumps(
-        {"model": model, "messages": [dict(m) for m in messages], "params": dict(params)},
+        {"base_url": where, "model": model, "messages": [dict(m) for m in messages], "params": dict(params)},
         sort_keys=True,
         ensure_ascii=False,
         separators=(",", ":"),
@@ -56,7 +67,7 @@ class CachedReply:
         reply: the judge's text.
         model: the judge model id the request named.
         served_model: the model id the server reported, if any.
-        base_url: where the reply came from (for audit; not part of the key).
+        base_url: where the reply came from (also part of the key).
     """
 
     reply: str

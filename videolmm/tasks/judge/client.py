@@ -1,4 +1,5 @@
-"""The judge client: any OpenAI-compatible chat endpoint, with retries, a concurrency bound and a cache.
+"""The judge client: any OpenAI-compatible chat endpoint, with retries, a circuit breaker, a concurrency
+bound and a cache.
 
 Where the judge is comes from the environment, read when a client is asked for (never at
 import), so the same task can be judged by OpenAI, a proxy, a local vLLM / videolmm Serve app or
@@ -13,25 +14,38 @@ a test server:
 ``VIDEOLMM_JUDGE_API_KEY``        else ``OPENAI_API_KEY``; else ``EMPTY`` when a base URL is set
 ``VIDEOLMM_JUDGE_TIMEOUT``        seconds per request (default 60)
 ``VIDEOLMM_JUDGE_MAX_ATTEMPTS``   attempts per request, retries included (default 6)
-``VIDEOLMM_JUDGE_BACKOFF``        first backoff in seconds, doubled per retry up to 30 (default 1)
+``VIDEOLMM_JUDGE_BACKOFF``        first backoff in seconds (default 0.5, the SDK's); the SDK's
+                                  schedule (doubled per retry, jittered) is scaled to it, capped
+                                  at 30 s
+``VIDEOLMM_JUDGE_BREAKER``        consecutive failed calls that open the circuit breaker
+                                  (default 5; ``0`` disables it)
 ``VIDEOLMM_JUDGE_CONCURRENCY``    requests in flight per process (default 8)
 ``VIDEOLMM_JUDGE_CACHE``          SQLite cache file; ``off`` disables it (default
                                   ``$VIDEOLMM_CACHE/judge-cache.sqlite``)
 ================================  ===========================================================
 
-Retried (bounded, exponential backoff with jitter, ``Retry-After`` honoured up to the cap): HTTP
-429, 408, 409 and 5xx, timeouts and connection errors. Other errors (400, 401, 404, ...) fail at
-once. A request that still fails is returned as a :class:`JudgeReply` with ``error`` set; nothing
-here raises for a failed call. The ``openai`` package is imported on first use only.
+Retries are the ``openai`` SDK's own (``max_retries``): HTTP 429, 408, 409 and 5xx, timeouts and
+connection errors, with its exponential backoff and ``Retry-After`` handling. Other errors (400,
+401, 404, ...) fail at once. The attempts a call took are read back from the SDK
+(``x-stainless-retry-count`` on the last request sent, ``retries_taken`` on a reply). A request
+that still fails is returned as a :class:`JudgeReply` with ``error`` set; nothing here raises for
+a failed call.
+
+**Circuit breaker.** After ``VIDEOLMM_JUDGE_BREAKER`` consecutive calls that failed for a reason
+that is not about the one request (connection, timeout, 5xx, 429, 401/403/404), the client stops
+calling: every later request is answered at once with a ``JudgeCircuitOpen`` error (counted as a
+judge failure by the task, with no HTTP attempt), and the opening is logged once at ERROR. A
+judge that is down costs K calls' retries, not minutes per remaining doc. The breaker stays open
+for the life of the client (one eval run); a successful call before it opens resets the count.
+The ``openai`` package is imported on first use only.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import random
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,8 +60,11 @@ ENV_PREFIX = "VIDEOLMM_JUDGE_"
 #: lmms-eval's judge variables (its GPT-judged tasks read these), honoured as fallbacks.
 LMMS_EVAL_URL_ENV = "OPENAI_API_URL"
 LMMS_EVAL_MODEL_ENV = "MODEL_VERSION"
-RETRY_STATUS = frozenset({408, 409, 429})
 BACKOFF_CAP_S = 30.0
+#: The SDK's first retry delay (``openai._constants.INITIAL_RETRY_DELAY``); ``backoff_s`` scales from it.
+SDK_INITIAL_BACKOFF_S = 0.5
+#: Failures that say nothing about the judge as a whole (one request refused) and never trip the breaker.
+REQUEST_ERRORS = ("BadRequestError", "UnprocessableEntityError", "ConflictError", "EmptyReply")
 NO_KEY = "EMPTY"
 
 
@@ -91,9 +108,12 @@ class JudgeSettings:
         api_key: bearer token (kept out of ``repr``).
         timeout_s: seconds per HTTP request.
         max_attempts: attempts per request, the first included.
-        backoff_s: first retry delay; doubled per retry up to :data:`BACKOFF_CAP_S`.
+        backoff_s: first retry delay; the SDK's schedule (doubled per retry, jittered) scaled to
+            it, each delay capped at :data:`BACKOFF_CAP_S`; a server's ``Retry-After`` wins.
         max_concurrency: requests in flight at once in this process.
         cache_path: SQLite cache file, or None for no cache.
+        breaker_threshold: consecutive judge-level failures that open the circuit breaker
+            (0: never).
     """
 
     model: str
@@ -101,9 +121,10 @@ class JudgeSettings:
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float = 60.0
     max_attempts: int = 6
-    backoff_s: float = 1.0
+    backoff_s: float = SDK_INITIAL_BACKOFF_S
     max_concurrency: int = 8
     cache_path: str | None = None
+    breaker_threshold: int = 5
 
     @classmethod
     def from_env(cls, default_model: str, env: Mapping[str, str] | None = None) -> JudgeSettings:
@@ -136,9 +157,10 @@ class JudgeSettings:
             api_key=api_key,
             timeout_s=_number(env, ENV_PREFIX + "TIMEOUT", 60.0, float, 0.001),
             max_attempts=_number(env, ENV_PREFIX + "MAX_ATTEMPTS", 6, int, 1),
-            backoff_s=_number(env, ENV_PREFIX + "BACKOFF", 1.0, float, 0.0),
+            backoff_s=_number(env, ENV_PREFIX + "BACKOFF", SDK_INITIAL_BACKOFF_S, float, 0.0),
             max_concurrency=_number(env, ENV_PREFIX + "CONCURRENCY", 8, int, 1),
             cache_path=cache_path,
+            breaker_threshold=_number(env, ENV_PREFIX + "BREAKER", 5, int, 0),
         )
 
 
@@ -173,8 +195,9 @@ class JudgeReply:
         model: the judge model id the request named.
         served_model: the model id the server reported (None from cache entries without one).
         cached: True when the reply came from the cache (no call made).
-        attempts: HTTP attempts made for this request (0 for a cache hit).
-        error: ``"ErrorType: message"`` when every attempt failed or the call was refused.
+        attempts: HTTP attempts made for this request (0 for a cache hit or an open breaker).
+        error: ``"ErrorType: message"`` when every attempt failed or the call was refused
+            (``"JudgeCircuitOpen: ..."`` when the breaker answered without calling).
     """
 
     text: str | None
@@ -190,115 +213,154 @@ class JudgeReply:
         return self.text is not None and self.error is None
 
 
-def _retry_delay(exc: Exception, attempt: int, backoff_s: float) -> float:
-    """Exponential backoff with jitter; a server's ``Retry-After`` (seconds) wins up to the cap."""
-    response = getattr(exc, "response", None)
-    header = response.headers.get("retry-after") if response is not None else None
-    if header:
-        try:
-            return min(BACKOFF_CAP_S, max(0.0, float(header)))
-        except ValueError:
-            pass
-    return min(BACKOFF_CAP_S, backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-
-
-def _retryable(exc: Exception) -> bool:
+@functools.cache
+def _sdk_client_class() -> type:
+    """``openai.OpenAI`` whose retry delays are scaled to ``backoff_s`` (built on first use)."""
     import openai
 
-    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in RETRY_STATUS or exc.status_code >= 500
-    return False
+    class JudgeOpenAI(openai.OpenAI):
+        """The SDK client; only the length of its backoff differs (``Retry-After`` still wins)."""
+
+        backoff_scale = 1.0
+
+        def _calculate_retry_timeout(
+            self, remaining_retries: int, options: Any, response_headers: Any = None
+        ) -> float:
+            delay = super()._calculate_retry_timeout(remaining_retries, options, response_headers)
+            retry_after = self._parse_retry_after_header(response_headers)
+            if retry_after is not None and 0 < retry_after <= delay:  # the server's delay, as the SDK chose it
+                return delay
+            return min(BACKOFF_CAP_S, delay * self.backoff_scale)
+
+    return JudgeOpenAI
+
+
+def _attempts(exc: Exception) -> int:
+    """HTTP attempts behind a failed SDK call: the SDK stamps ``x-stainless-retry-count`` on each request."""
+    request = getattr(exc, "request", None)
+    count = request.headers.get("x-stainless-retry-count") if request is not None else None
+    return int(count) + 1 if count is not None and count.isdigit() else 1
 
 
 class JudgeClient:
     """Calls one judge (one :class:`JudgeSettings`), caching replies and bounding concurrency.
 
     Thread-safe: lmms-eval's post-processing threads share one client per settings through
-    :func:`get_client`.
+    :func:`get_client` (and so share its circuit breaker).
 
     Args:
         settings: the judge.
-        sleep: how to wait between attempts (injectable for tests of the schedule).
     """
 
-    def __init__(self, settings: JudgeSettings, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, settings: JudgeSettings) -> None:
         self.settings = settings
         self.cache = JudgeCache(settings.cache_path) if settings.cache_path else None
-        self._sleep = sleep
         self._slots = threading.BoundedSemaphore(settings.max_concurrency)
         self._lock = threading.Lock()
         self._openai: Any = None
+        self._consecutive_failures = 0
+        self._open_reason: str | None = None
+        #: requests answered by the open breaker without a call (for logs and tests)
+        self.short_circuited = 0
 
     def __repr__(self) -> str:
         return f"JudgeClient({self.settings!r})"
 
+    @property
+    def breaker_open(self) -> bool:
+        """True once the breaker stopped calling the judge."""
+        return self._open_reason is not None
+
     def _client(self) -> Any:
         with self._lock:
             if self._openai is None:
-                import openai
-
                 if not self.settings.api_key:
                     raise JudgeConfigError(
                         "no judge API key: set VIDEOLMM_JUDGE_API_KEY (or OPENAI_API_KEY), "
                         "or VIDEOLMM_JUDGE_BASE_URL for a server that needs none"
                     )
-                self._openai = openai.OpenAI(
+                client = _sdk_client_class()(
                     api_key=self.settings.api_key,
                     base_url=self.settings.base_url,
                     timeout=self.settings.timeout_s,
-                    max_retries=0,  # retries are ours: bounded, counted, cached
+                    max_retries=self.settings.max_attempts - 1,
                 )
+                client.backoff_scale = self.settings.backoff_s / SDK_INITIAL_BACKOFF_S
+                self._openai = client
             return self._openai
+
+    def _record(self, error: str | None) -> None:
+        """Count a finished call toward the breaker (``error`` None: it succeeded)."""
+        threshold = self.settings.breaker_threshold
+        with self._lock:
+            if error is None:
+                self._consecutive_failures = 0
+                return
+            if error.split(":", 1)[0] in REQUEST_ERRORS:
+                return
+            self._consecutive_failures += 1
+            if threshold and self._open_reason is None and self._consecutive_failures >= threshold:
+                where = self.settings.base_url or "the OpenAI API"
+                self._open_reason = (
+                    f"JudgeCircuitOpen: the judge at {where} failed {self._consecutive_failures} consecutive "
+                    f"calls (VIDEOLMM_JUDGE_BREAKER={threshold}); not called again in this run. Last error: {error}"
+                )
+                logger.error("judge circuit breaker open: %s", self._open_reason)
+
+    def _short_circuit(self, model: str) -> JudgeReply | None:
+        with self._lock:
+            if self._open_reason is None:
+                return None
+            self.short_circuited += 1
+            return JudgeReply(None, model, attempts=0, error=self._open_reason)
 
     def complete(self, request: JudgeRequest) -> JudgeReply:
         """Ask the judge once (cache first). Never raises for a failed call; see :attr:`JudgeReply.error`."""
         import openai
 
         model, params = self.settings.model, request.params()
-        key = cache_key(model, request.messages, params)
+        key = cache_key(model, request.messages, params, base_url=self.settings.base_url)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
                 return JudgeReply(hit.reply, model, served_model=hit.served_model, cached=True)
-        attempts, error = 0, "no attempt made"
-        while attempts < self.settings.max_attempts:
-            attempts += 1
-            try:
-                client = self._client()
-                with self._slots:
-                    response = client.chat.completions.create(
-                        model=model, messages=[dict(m) for m in request.messages], **params
-                    )
-            except JudgeConfigError as exc:
-                return JudgeReply(None, model, attempts=0, error=f"{type(exc).__name__}: {exc}")
-            except openai.OpenAIError as exc:  # HTTP, timeout and connection errors; anything else is a bug
-                error = f"{type(exc).__name__}: {exc}"
-                if not _retryable(exc) or attempts == self.settings.max_attempts:
-                    break
-                delay = _retry_delay(exc, attempts, self.settings.backoff_s)
-                logger.info("judge %s: %s; retry %d in %.2fs", model, error, attempts, delay)
-                self._sleep(delay)
-                continue
-            choice = response.choices[0] if response.choices else None
-            text = choice.message.content if choice is not None else None
-            if text is None:
-                error = "EmptyReply: the judge returned no message content"
-                break
-            if self.cache is not None:
-                request_record = {"messages": [dict(m) for m in request.messages], **params}
-                self.cache.put(
-                    key,
-                    model=model,
-                    request=request_record,
-                    reply=text,
-                    served_model=response.model,
-                    base_url=self.settings.base_url,
+        refused = self._short_circuit(model)
+        if refused is not None:
+            return refused
+        try:
+            client = self._client()
+            with self._slots:
+                raw = client.chat.completions.with_raw_response.create(
+                    model=model, messages=[dict(m) for m in request.messages], **params
                 )
-            return JudgeReply(text, model, served_model=response.model, attempts=attempts)
-        logger.warning("judge %s failed after %d attempt(s): %s", model, attempts, error)
-        return JudgeReply(None, model, attempts=attempts, error=error)
+                response = raw.parse()
+        except JudgeConfigError as exc:
+            return JudgeReply(None, model, attempts=0, error=f"{type(exc).__name__}: {exc}")
+        except openai.OpenAIError as exc:  # HTTP, timeout and connection errors; anything else is a bug
+            error, attempts = f"{type(exc).__name__}: {exc}", _attempts(exc)
+            logger.warning("judge %s failed after %d attempt(s): %s", model, attempts, error)
+            self._record(error)
+            return JudgeReply(None, model, attempts=attempts, error=error)
+        attempts = raw.retries_taken + 1
+        choice = response.choices[0] if response.choices else None
+        text = choice.message.content if choice is not None else None
+        if text is None:
+            self._record(None)  # the judge is up; this request got no content
+            return JudgeReply(
+                None, model, attempts=attempts, error="EmptyReply: the judge returned no message content"
+            )
+        self._record(None)
+        if self.cache is not None:
+            request_record = {"messages": [dict(m) for m in request.messages], **params}
+            self.cache.put(
+                key,
+                model=model,
+                request=request_record,
+                reply=text,
+                served_model=response.model,
+                base_url=self.settings.base_url,
+            )
+        return JudgeReply(text, model, served_model=response.model, attempts=attempts)
 
     def complete_many(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
         """:meth:`complete` over many requests in a thread pool of ``max_concurrency`` workers, in order."""

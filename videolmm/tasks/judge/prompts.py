@@ -24,6 +24,7 @@ This module is pure: no I/O, no third-party imports.
 from __future__ import annotations
 
 import ast
+import math
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -77,6 +78,14 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _finite(score: float) -> bool:
+    """Whether a parsed score is a real number a mean can use (``1e999``, NaN and 10**400 are not)."""
+    try:
+        return math.isfinite(float(score))
+    except OverflowError:
+        return False
+
+
 # ----------------------------------------------------------------------------- parsers
 
 
@@ -94,17 +103,20 @@ def parse_python_dict(reply: str) -> Verdict:
     missing = [k for k in ("pred", "score") if k not in value]
     if missing:
         return Verdict(None, None, problem=f"dict lacks {', '.join(missing)}: {_short(reply)!r}")
+    raw_score = value["score"]
     try:
-        score: int | None = int(value["score"])
-        score_problem = None
+        score: int | None = int(raw_score) if _finite(raw_score) else None
+        score_problem = None if score is not None else f"score {_short(repr(raw_score))} is not a finite number"
     except (TypeError, ValueError):
-        score, score_problem = None, f"score {value['score']!r} is not an integer"
+        score, score_problem = None, f"score {_short(repr(raw_score))} is not an integer"
     pred = _yes_no(value["pred"]) if isinstance(value["pred"], str) else None
     pred_problem = None if pred else f"pred {value['pred']!r} is neither yes nor no"
     problem = "; ".join(p for p in (score_problem, pred_problem) if p) or None
     return Verdict(pred, score, problem=problem)
 
 
+#: Longest integer score accepted (a float mean must hold it; larger is a parse failure, not a crash).
+_MAX_SCORE_DIGITS = 300
 _HOUND_SCORE = re.compile(r"'score'\s*:\s*(\d+)|\"score\"\s*:\s*(\d+)|'score':(\d+)|\"score\":(\d+)")
 
 
@@ -114,10 +126,14 @@ def parse_hound_official(reply: str) -> Verdict:
     ``{'pred': 'yes', 'score': 4.8}`` gives ``Verdict("yes", 4)`` (``\\d+`` stops at the dot).
     """
     match = _HOUND_SCORE.search(reply)
-    score = next(int(g) for g in match.groups() if g is not None) if match else None
+    digits = next(g for g in match.groups() if g is not None) if match else None
+    # a digit string too long for int() (Python's 4300-digit limit) or for a float mean is no score
+    score = int(digits) if digits is not None and len(digits) <= _MAX_SCORE_DIGITS else None
     pred = _yes_no(reply)
     problems = []
-    if score is None:
+    if digits is not None and score is None:
+        problems.append(f"score of {len(digits)} digits is not a usable number")
+    elif score is None:
         problems.append("no 'score': <int> in reply")
     if pred is None:
         problems.append("neither yes nor no in reply")
@@ -141,14 +157,20 @@ def parse_caption_score(reply: str) -> Verdict:
     note = None
     if match:
         score = float(match.group(1))
+        if not _finite(score):
+            return Verdict(None, None, problem=f"score {_short(match.group(1), 20)} is not a finite number")
     else:
         numbers = [float(n) for n in _NUMBER.findall(reply)]
         if not numbers:
             return Verdict(None, None, problem=f"no 'Score: N' and no number in reply: {_short(reply)!r}")
+        if not all(_finite(n) for n in numbers):
+            return Verdict(None, None, problem=f"a number in the reply is not finite: {_short(reply)!r}")
         counts = Counter(numbers).most_common()
         top = counts[0][1]
         candidates = [n for n, c in counts if c == top]
         score = sum(candidates) / len(candidates)
+        if not _finite(score):  # finite numbers whose sum overflows
+            return Verdict(None, None, problem=f"the numbers in the reply overflow: {_short(reply)!r}")
         note = f"no 'Score: N' line; majority vote over numbers {numbers}"
     return Verdict("yes" if score >= CAPTION_PASS_SCORE else "no", score, note=note)
 
