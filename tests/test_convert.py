@@ -210,6 +210,29 @@ def test_qwen2_pool_and_newline_come_from_the_original_config(tmp_path: Path) ->
     assert manifest.vocab == {"original": 448, "converted": 448}  # Qwen2's padded rows hold the new tokens
 
 
+@pytest.mark.parametrize(("time_instr", "force"), [(False, False), (None, None), (True, False)])
+def test_qwen2_time_instruction_and_force_sample_come_from_the_original_config(
+    tmp_path: Path, clips: dict[str, Path], time_instr: bool | None, force: bool | None
+) -> None:
+    """As LLaVA-NeXT's video_demo.py: both read from the config, absent meaning False (#16 item 7)."""
+    orig = originals.build_original_llava_video_qwen2(
+        tmp_path / "o", add_time_instruction=time_instr, force_sample=force
+    )
+    manifest = convert_checkpoint("llava_video_qwen2", options(orig, tmp_path / "c"), progress=quiet)
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert config["add_time_instruction"] is bool(time_instr)
+    assert json.loads((tmp_path / "c" / "videolmm.json").read_text()) == {"force_sample": bool(force)}
+    origin = manifest.settings["force_sample"]["from"]
+    assert origin == (
+        "config.json" if force is not None else "video_demo.py's getattr default (key absent from config.json)"
+    )
+    engine = load_engine(str(tmp_path / "c"), num_frames=4, load=CPU, load_model=False)
+    assert engine.settings.media.sampling.force_sample is bool(force)
+    info = engine.describe(Request(question="Q?", videos=(str(clips["red_right"]),)))
+    assert ("frames are uniformly sampled" in info["prompt"]) is bool(time_instr)
+    assert info["video"]["sampled_indices"] == ([0, 5, 10, 15] if force else [0, 8])  # 16 frames at 8 fps
+
+
 def test_hound_without_tower_copies_and_with_bin_shards(tmp_path: Path) -> None:
     orig = originals.build_original_llava_hound(tmp_path / "o", fmt="bin")
     manifest = convert_checkpoint("llava_hound", options(orig, tmp_path / "h", dtype="float32"), progress=quiet)

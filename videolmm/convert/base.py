@@ -88,6 +88,9 @@ class Prepared:
         added_tokens: token → id added to the tokenizer (plus the pad token).
         original_vocab: the original embedding rows.
         settings: every choice the layout made, with where it came from (for the manifest).
+        checkpoint_defaults: engine defaults the original config declares, written to the converted
+            checkpoint's ``videolmm.json`` (:data:`videolmm.models.spec.CHECKPOINT_DEFAULTS`), e.g.
+            LLaVA-Video's ``force_sample``; empty writes no file.
     """
 
     family: str
@@ -101,6 +104,7 @@ class Prepared:
     added_tokens: Mapping[str, int] = field(default_factory=dict)
     original_vocab: int = 0
     settings: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint_defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 class SourceLayout(ABC):

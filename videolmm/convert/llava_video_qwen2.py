@@ -11,7 +11,9 @@ llava_video_qwen2``), which adds LLaVA-Video's video path: the pool mode and str
 newline position are read from the original config (``mm_spatial_pool_mode``,
 ``mm_spatial_pool_stride``, ``mm_newline_position``); when a key is absent: ``bilinear``
 (LLaVA-NeXT #408), stride 2 (hard-coded at LLaVA-NeXT HEAD) and ``one_token`` (LLaVA-NeXT's
-``getattr`` default). The manifest records which. ``<image>`` and ``<video>`` are added as in
+``getattr`` default). ``add_time_instruction`` (into the config) and ``force_sample`` (into the
+checkpoint's ``videolmm.json``) are read as the seed's ``video_demo.py`` reads them: from the
+config, absent meaning False. The manifest records which. ``<image>`` and ``<video>`` are added as in
 transformers' OneVision checkpoints (151646 / 151647 for Qwen2's tokenizer); Qwen2's padded
 vocabulary (152064 rows for 7B) holds them without growing.
 """
@@ -81,6 +83,10 @@ class LlavaVideoQwen2Layout(SourceLayout):
         pool_mode = require(original, "mm_spatial_pool_mode", list(POOL_MODES), "bilinear")
         stride = int(original.get("mm_spatial_pool_stride", 2))
         newline = require(original, "mm_newline_position", list(NEWLINE_POSITIONS), "one_token")
+        # LLaVA-NeXT's video_demo.py reads both from the model config, getattr default False (the
+        # Video-Only checkpoint's card shows no time instruction): read them the same way.
+        time_instr = _flag(original, "add_time_instruction")
+        force_sample = _flag(original, "force_sample")
         aspect = str(original.get("image_aspect_ratio", "anyres_max_9"))
         if not re.fullmatch(r"anyres_max_\d+", aspect):
             raise ConfigError(f"config.json image_aspect_ratio={aspect!r}: OneVision's image path needs anyres_max_N")
@@ -96,6 +102,14 @@ class LlavaVideoQwen2Layout(SourceLayout):
             "mm_newline_position": {
                 "value": newline,
                 "from": _origin(original, "mm_newline_position", "LLaVA-NeXT's getattr default"),
+            },
+            "add_time_instruction": {
+                "value": time_instr,
+                "from": _origin(original, "add_time_instruction", "video_demo.py's getattr default"),
+            },
+            "force_sample": {
+                "value": force_sample,
+                "from": _origin(original, "force_sample", "video_demo.py's getattr default"),
             },
         }
 
@@ -136,6 +150,7 @@ class LlavaVideoQwen2Layout(SourceLayout):
             spatial_pool_mode=pool_mode,
             spatial_pool_stride=stride,
             mm_newline_position=newline,
+            add_time_instruction=time_instr,
             tie_word_embeddings=bool(original.get("tie_word_embeddings", False)),
         )
         template = chat_template("qwen_1_5")
@@ -156,7 +171,18 @@ class LlavaVideoQwen2Layout(SourceLayout):
             added_tokens=added,
             original_vocab=int(original["vocab_size"]),
             settings=settings,
+            checkpoint_defaults={"force_sample": force_sample},
         )
+
+
+def _flag(original: Mapping[str, Any], key: str) -> bool:
+    """A boolean of the original config; absent is False, as the seed's ``getattr(config, key, None)``."""
+    value = original.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ConfigError(f"config.json {key}={value!r}: expected true or false")
+    return value
 
 
 def _origin(original: Mapping[str, Any], key: str, default: str) -> str:

@@ -15,6 +15,7 @@ output is always complete.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from collections import Counter
@@ -37,6 +38,7 @@ from videolmm.convert.shards import (
     sha256_file,
 )
 from videolmm.errors import ConfigError
+from videolmm.models.spec import CHECKPOINT_DEFAULTS
 
 _REPORT_EVERY = 200
 
@@ -203,6 +205,9 @@ def _save_components(prepared: Prepared, dtype_name: str, out: Path) -> None:
     config.save_pretrained(out)
     prepared.generation_config.save_pretrained(out)
     prepared.processor.save_pretrained(out)
+    if prepared.checkpoint_defaults:
+        text = json.dumps(dict(prepared.checkpoint_defaults), indent=2, sort_keys=True) + "\n"
+        (out / CHECKPOINT_DEFAULTS).write_text(text, encoding="utf-8")
 
 
 def _records(root: Path, files: list[Path], group: str, hashes: bool) -> list[FileRecord]:

@@ -188,6 +188,8 @@ def build_original_llava_video_qwen2(
     seed: int = 0,
     pool_mode: str | None = "bilinear",
     newline: str | None = "grid",
+    add_time_instruction: bool | None = True,
+    force_sample: bool | None = True,
 ) -> OriginalCheckpoint:
     """A tiny lmms-lab LLaVA-Video-Qwen2 checkpoint in LLaVA-NeXT's ``llava_qwen`` layout.
 
@@ -201,6 +203,8 @@ def build_original_llava_video_qwen2(
         seed: weight seed.
         pool_mode: ``mm_spatial_pool_mode`` to write (None leaves the key out).
         newline: ``mm_newline_position`` to write (None leaves the key out).
+        add_time_instruction: ``add_time_instruction`` to write (None leaves the key out).
+        force_sample: ``force_sample`` to write (None leaves the key out).
 
     Returns:
         The checkpoint, its tower directory and every tensor written.
@@ -272,6 +276,9 @@ def build_original_llava_video_qwen2(
         config["mm_spatial_pool_mode"] = pool_mode
     if newline is not None:
         config["mm_newline_position"] = newline
+    for key, value in (("add_time_instruction", add_time_instruction), ("force_sample", force_sample)):
+        if value is not None:
+            config[key] = value
     write_json(ckpt / "config.json", config)
     tokenizer.save_pretrained(ckpt)
     return OriginalCheckpoint(ckpt, {"vision": tower}, {f"checkpoint:{k}": v for k, v in tensors.items()})
