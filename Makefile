@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install demo test test-all lint format bench serve-tiny clean
+.PHONY: install demo test test-all lint format bench serve-tiny dist clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,5 +55,9 @@ bench: install
 	$(PY) benchmarks/serve_bench.py
 	$(PY) benchmarks/scheduler_bench.py
 
+# A wheel (and sdist) in dist/ for machines without a package index: pip install dist/videolmm-*.whl[eval]
+dist: install
+	$(PY) -m build --outdir dist .
+
 clean:
-	rm -rf $(ART) .pytest_cache .ruff_cache
+	rm -rf $(ART) .pytest_cache .ruff_cache build dist

@@ -80,8 +80,6 @@ def test_unknown_names_exit_2_with_the_choices(
 ) -> None:
     code, _, err = run(capsys, "inspect", str(tiny_llava_next_video), "--template", "nope")
     assert code == 2 and "unknown template 'nope'" in err and "vicuna_v1" in err
-    code, _, err = run(capsys, "tiny", "--family", "nope", "--out", "x")
-    assert code == 2 and "llava_next_video" in err
 
 
 def test_plugins_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
@@ -104,3 +102,110 @@ def test_tiny_trained_materialises_the_shipped_checkpoint(capsys: pytest.Capture
     trained = json.loads((Path(out.strip()) / "videolmm_trained.json").read_text())
     # the checkpoint samples the frame count it was trained with (its videolmm.json defaults)
     assert json.loads((Path(out.strip()) / "videolmm.json").read_text())["num_frames"] == trained["recipe"]["frames"]
+
+
+def test_version_is_the_one_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    import videolmm
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"videolmm {videolmm.__version__}"
+    assert version("videolmm") == videolmm.__version__  # the installed metadata reads the same source
+
+
+def _walk(parser: object, path: str = "videolmm") -> list[tuple[str, object]]:
+    import argparse
+
+    found = [(path, parser)]
+    for action in parser._actions:  # type: ignore[attr-defined]
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found += _walk(child, f"{path} {name}")
+    return found
+
+
+def test_every_flag_of_every_command_is_described_and_lists_its_choices() -> None:
+    import argparse
+
+    from videolmm.cli import build_parser
+
+    parsers = _walk(build_parser())
+    assert {p for p, _ in parsers} >= {f"videolmm {c}" for c in ("tiny", "train", "inspect", "generate", "config")}
+    undocumented = []
+    for path, parser in parsers:
+        text = parser.format_help()  # type: ignore[attr-defined]
+        if path != "videolmm":
+            assert "examples:" in text, f"{path} --help shows no example"
+        for action in parser._actions:  # type: ignore[attr-defined]
+            if isinstance(action, argparse._SubParsersAction) or action.help == argparse.SUPPRESS:
+                continue
+            if not action.help:
+                undocumented.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+            for choice in action.choices or ():
+                if not isinstance(action, argparse._SubParsersAction):
+                    assert str(choice) in text, f"{path}: choice {choice!r} of {action.dest} not listed in --help"
+    assert not undocumented, f"flags without help: {undocumented}"
+
+
+def test_family_flags_list_the_registered_families(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tiny", "--family", "nope", "--out", "x"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'nope'" in err and "llava_next_video" in err and "video_llava" in err
+
+
+@pytest.mark.parametrize("name", ["tiny", "video"])
+def test_config_writes_a_shipped_serve_config_that_validates(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str
+) -> None:
+    from videolmm.serve.config import ServeArgs, load_serve_config
+
+    code, out, _ = run(capsys, "config", name)
+    assert code == 0
+    repo_copy = Path(__file__).resolve().parents[1] / "serve_configs" / f"{name}.yaml"
+    assert out == repo_copy.read_text()  # the repo's serve_configs/ and the wheel's copy are one file
+    target = tmp_path / "my.yaml"
+    code, printed, _ = run(capsys, "config", name, "--out", str(target))
+    assert code == 0 and printed.strip() == str(target) and target.read_text() == out
+    assert isinstance(ServeArgs.model_validate(load_serve_config(target)), ServeArgs)
+
+
+def test_inspect_contact_sheet_draws_each_sampled_frame(
+    capsys: pytest.CaptureFixture[str], tiny_llava_next_video: Path, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from videolmm.load import load_engine
+    from videolmm.media.contact_sheet import TILE_WIDTH
+    from videolmm.types import Request
+
+    sheet_path = tmp_path / "sheets" / "frames.png"
+    code, out, _ = run(capsys, "inspect", str(tiny_llava_next_video), "--video", str(clips["red_right"]),
+                       "--frames", "6", "--contact-sheet", str(sheet_path), "--sheet-columns", "4")  # fmt: skip
+    info = json.loads(out)
+    assert code == 0 and info["contact_sheet"] == str(sheet_path)
+    sheet = np.asarray(Image.open(sheet_path).convert("RGB"))
+    engine = load_engine(str(tiny_llava_next_video), num_frames=6, load_model=False)
+    frames = engine.decode(Request(question="q", videos=(str(clips["red_right"]),))).videos[0]
+    assert list(frames.indices) == info["video"]["sampled_indices"]
+    _, h, w, _ = frames.array.shape
+    tile_h = round(h * TILE_WIDTH / w)
+    assert sheet.shape[1] == 4 * (TILE_WIDTH + 4) + 4  # 4 columns, 2 rows for 6 frames
+    assert sheet.shape[0] == 2 * (tile_h + 16 + 4) + 4
+    for i in range(6):  # each tile is its frame, scaled: the mean colour matches
+        row, col = divmod(i, 4)
+        x, y = 4 + col * (TILE_WIDTH + 4), 4 + row * (tile_h + 16 + 4)
+        tile = sheet[y : y + tile_h, x : x + TILE_WIDTH].astype(float)
+        assert np.abs(tile.mean(axis=(0, 1)) - frames.array[i].astype(float).mean(axis=(0, 1))).max() < 3
+        label = sheet[y + tile_h : y + tile_h + 16, x : x + TILE_WIDTH]
+        assert (label > 200).any(), f"tile {i} has no label"
+    assert not (sheet[4 + tile_h + 20 :, 4 + 2 * (TILE_WIDTH + 4) :] > 40).any()  # row 2 holds only 2 tiles
+
+
+def test_inspect_contact_sheet_needs_a_video(capsys: pytest.CaptureFixture[str], tiny_llava_next_video: Path) -> None:
+    code, _, err = run(capsys, "inspect", str(tiny_llava_next_video), "--contact-sheet", "x.png")
+    assert code == 2 and "--contact-sheet" in err and "--video" in err

@@ -4,8 +4,10 @@
     videolmm tiny --family llava_next_video --trained --out c/ # copy the shipped trained one
     videolmm train --family llava_next_video --out ckpt/       # retrain it on synthetic clips
     videolmm inspect ckpt/ --video clip.mp4 --frames 8         # effective settings as JSON
+    videolmm inspect ckpt/ --video clip.mp4 --contact-sheet f.png  # draw the frames the model sees
     videolmm generate ckpt/ --video clip.mp4 --question "..."  # answer one question
     videolmm plugins                                            # registered components
+    videolmm config video > my.yaml                             # a shipped Serve config
     videolmm convert --source llava_video_qwen2 --input ORIG --output DIR   # original weights -> loadable
 
 Flags mirror the seeds' video demo script; their original spellings are accepted as aliases
@@ -50,7 +52,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
             *flags, dest=name, type=convert, default=None, choices=meta["choices"] or None, help=meta["help"] + shown
         )
     for name, (flag, seed_flag, convert) in _FAMILY_OPTION_FLAGS.items():
-        g.add_argument(flag, seed_flag, dest=name, type=convert, default=None, help=f"family option {name}")
+        g.add_argument(
+            flag, seed_flag, dest=name, type=convert, default=None, help=f"family option {name} (LLaVA-NeXT-Video)"
+        )
     g.add_argument("--load-4bit", "--load_4bit", dest="load_in_4bit", action="store_true", help="quantization=4bit")
     g.add_argument("--load-8bit", "--load_8bit", dest="load_in_8bit", action="store_true", help="quantization=8bit")
     g.add_argument(
@@ -115,17 +119,44 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe = replace(recipe, steps=args.steps)
     if args.clips is not None:
         recipe = replace(recipe, num_clips=args.clips)
-    manifest = train(recipe, args.out, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    manifest = train(
+        recipe, args.out, log=lambda msg: print(msg, file=sys.stderr, flush=True), progress=not args.no_progress
+    )
     print(json.dumps(manifest, indent=2))
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from videolmm.errors import ConfigError
     from videolmm.types import Request
 
+    if args.contact_sheet and not args.video:
+        raise ConfigError("--contact-sheet draws the sampled frames of a video: give --video too")
     engine = _engine(args, load_model=False)
     request = Request(question=args.question, videos=(args.video,)) if args.video else None
-    print(json.dumps(engine.describe(request), indent=2, default=str))
+    described = engine.describe(request)
+    if args.contact_sheet and "error" not in described:
+        from videolmm.media.contact_sheet import write_contact_sheet
+
+        decoded = engine.decode(request)
+        described["contact_sheet"] = str(
+            write_contact_sheet(decoded.videos[0], args.contact_sheet, columns=args.sheet_columns)
+        )
+    print(json.dumps(described, indent=2, default=str))
+    return 1 if "error" in described else 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from importlib.resources import files
+
+    text = files("videolmm").joinpath("serve", "configs", f"{args.name}.yaml").read_text()
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(text)
+        print(args.out)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -210,6 +241,8 @@ def _add_convert_parser(sub: Any) -> None:
     p = sub.add_parser(
         "convert",
         help="convert an original checkpoint (lmms-lab LLaVA-NeXT-Video / LLaVA-Video, LLaVA-Hound) for videolmm",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  videolmm convert --source lmms-lab/LLaVA-Video-7B-Qwen2 --input orig/ --output conv/\n",
         description="Stream an original checkpoint's shards into a directory videolmm loads (and stock "
         "transformers 5, for LLaVA-NeXT-Video); refuses unknown or missing tensors, listing them; writes config, "
         "tokenizer, processor, chat template and conversion_manifest.json.",
@@ -225,7 +258,12 @@ def _add_convert_parser(sub: Any) -> None:
     p.add_argument("--vision-tower", help="local copy of the vision tower config.json names (LLaVA-NeXT layouts)")
     p.add_argument("--video-tower", help="local LanguageBind_Video_merge directory (LLaVA-Hound)")
     p.add_argument("--image-tower", help="local LanguageBind_Image directory (LLaVA-Hound)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "bfloat16", "float16", "float32"],
+        help="dtype of the written tensors (default: auto, as stored)",
+    )
     p.add_argument("--max-shard-size", default="5GB", help="output shard size (default 5GB)")
     p.add_argument("--rope-factor", type=float, default=None, help="Vicuna linear RoPE factor (default 2.0; 0 = off)")
     p.add_argument("--no-hash", action="store_true", help="skip the SHA-256 of every file in the manifest")
@@ -233,55 +271,127 @@ def _add_convert_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_convert)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="videolmm", description="Evaluate and serve LLaVA-family video LMMs faithfully."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+_EXAMPLES = """\
+examples:
+  videolmm tiny --family llava_next_video --trained --out ckpt/
+  videolmm inspect ckpt/ --video clip.mp4 --frames 8 --contact-sheet frames.png
+  videolmm generate ckpt/ --video clip.mp4 --question "What moves?"
+  videolmm config tiny > my.yaml && serve run my.yaml
+  lmms-eval --model llava_next_video --model_args pretrained=ckpt/ --tasks videolmm_synthetic
+"""
 
-    p = sub.add_parser("tiny", help="build a deterministic tiny checkpoint of a family, offline")
-    p.add_argument("--family", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+
+def _sub(sub: Any, name: str, help: str, examples: str = "") -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help[:1].upper() + help[1:] + ".",
+        epilog=("examples:\n" + examples) if examples else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _family_names() -> list[str]:
+    from videolmm.plugin.manager import get_registry
+
+    return sorted(get_registry().families)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from videolmm import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="videolmm",
+        description="Evaluate and serve LLaVA-family video LMMs faithfully.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"videolmm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    families = _family_names()
+
+    p = _sub(
+        sub,
+        "tiny",
+        "build a deterministic tiny checkpoint of a family, offline",
+        "  videolmm tiny --family video_llava --out tiny-vl/\n"
+        "  videolmm tiny --family llava_next_video --trained --out c/\n",
+    )
+    p.add_argument("--family", required=True, choices=families, help="the model family to build")
+    p.add_argument("--out", required=True, help="the directory to write the checkpoint to")
+    p.add_argument("--seed", type=int, default=0, help="weights seed (default: 0)")
     p.add_argument(
         "--geometry",
         default="tiny",
         choices=["tiny", "published"],
-        help="tiny: 32px frames; published: the real checkpoints' vision geometry, tiny widths",
+        help="tiny: 32px frames; published: the real checkpoints' vision geometry, tiny widths (default: tiny)",
     )
     p.add_argument("--trained", action="store_true", help="copy the trained tiny checkpoint shipped with videolmm")
     p.set_defaults(func=cmd_tiny)
 
-    p = sub.add_parser("train", help="train a tiny checkpoint on synthetic clips (CPU, minutes)")
-    p.add_argument("--family", required=True)
-    p.add_argument("--out", required=True)
+    p = _sub(
+        sub,
+        "train",
+        "train a tiny checkpoint on synthetic clips (CPU, minutes)",
+        "  videolmm train --family llava_next_video --out trained/ --steps 200\n",
+    )
+    p.add_argument("--family", required=True, choices=families, help="the model family to train")
+    p.add_argument("--out", required=True, help="the directory to write the trained checkpoint to")
     p.add_argument("--seed", type=int, default=None, help="weights and batch seed (default: the recipe's)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the shipped recipe's)")
     p.add_argument("--clips", type=int, default=None, help="training clips (default: the shipped recipe's)")
+    p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("inspect", help="print the effective settings (family, sampler, prompt, tokens) as JSON")
+    p = _sub(
+        sub,
+        "inspect",
+        "print the effective settings (family, sampler, prompt, tokens) as JSON",
+        "  videolmm inspect llava-hf/LLaVA-NeXT-Video-7B-hf\n"
+        "  videolmm inspect ckpt/ --video clip.mp4 --frames 8 --contact-sheet frames.png\n",
+    )
     _add_engine_args(p)
     p.add_argument("--video", help="a video to sample and count tokens for")
-    p.add_argument("--question", default="Describe the video.")
+    p.add_argument("--question", default="Describe the video.", help="the question put in the prompt")
+    p.add_argument(
+        "--contact-sheet",
+        metavar="PNG",
+        help="draw the sampled frames of --video in a grid, each labelled with its index and timestamp",
+    )
+    p.add_argument("--sheet-columns", type=int, default=8, help="frames per row of the contact sheet (default: 8)")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("generate", help="answer one question about a video (or images)")
+    p = _sub(
+        sub,
+        "generate",
+        "answer one question about a video (or images)",
+        '  videolmm generate ckpt/ --video clip.mp4 --question "What colour is the square?"\n',
+    )
     _add_engine_args(p)
     p.add_argument("--video", action="append", help="video path (repeatable)")
     p.add_argument("--image", action="append", help="image path (repeatable)")
-    p.add_argument("--question", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--num-beams", type=int, default=1)
-    p.add_argument("--stop", action="append")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--question", required=True, help="the user's question")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate at most (default: 128)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default: 0)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (with --temperature > 0)")
+    p.add_argument("--num-beams", type=int, default=1, help="beam search width (default: 1)")
+    p.add_argument("--stop", action="append", help="stop string (repeatable)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("plugins", help="list plugins and the components each registered")
+    p = _sub(sub, "plugins", "list plugins and the components each registered", "  videolmm plugins\n")
     p.set_defaults(func=cmd_plugins)
+
+    p = _sub(
+        sub,
+        "config",
+        "print a Serve config shipped with videolmm (a starting point for `serve run`)",
+        "  videolmm config tiny > my.yaml\n  videolmm config video --out video.yaml\n",
+    )
+    p.add_argument("name", choices=["tiny", "video"], help="tiny: CPU, tiny checkpoints; video: GPU, real models")
+    p.add_argument("--out", help="write to this file instead of standard output")
+    p.set_defaults(func=cmd_config)
 
     _add_convert_parser(sub)
     return parser

@@ -139,7 +139,12 @@ def evaluate(engine: Any, docs: list[dict[str, Any]], folder: Path, batch_size: 
 
 
 def train(
-    recipe: Recipe, out_dir: str | Path, *, log: Callable[[str], None] = print, eval_every: int = 0
+    recipe: Recipe,
+    out_dir: str | Path,
+    *,
+    log: Callable[[str], None] = print,
+    eval_every: int = 0,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train ``recipe.family`` and write the checkpoint plus ``videolmm_trained.json`` to ``out_dir``.
 
@@ -148,6 +153,8 @@ def train(
         out_dir: where the checkpoint goes.
         log: progress sink.
         eval_every: score 24 held-out clips every this many steps (0: only at the end).
+        progress: show a tqdm bar over the optimiser steps (loss in its postfix) instead of a
+            log line every 100 steps.
 
     Returns:
         The manifest: recipe, seconds, final loss and held-out accuracy per question kind.
@@ -177,6 +184,11 @@ def train(
         pad_id = engine.processor.tokenizer.pad_token_id
         order: list[int] = []
         ema = None
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=recipe.steps, desc=f"train {recipe.family}", unit="step")
         for step in range(recipe.steps):
             if len(order) < recipe.batch_size:
                 order += random.sample(range(len(examples)), len(examples))
@@ -189,12 +201,17 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-            if step % 100 == 0 or step == recipe.steps - 1:
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{ema:.4f}", refresh=False)
+            elif step % 100 == 0 or step == recipe.steps - 1:
                 log(f"{recipe.family}: step {step:5d} loss {ema:.4f} ({time.perf_counter() - start:.0f}s)")
             if eval_every and step and step % eval_every == 0:
                 model.eval()
                 log(f"{recipe.family}: step {step:5d} held-out {evaluate(engine, heldout_docs(recipe, 24), clips)}")
                 model.train()
+        if bar is not None:
+            bar.close()
         model.eval()
         accuracy = evaluate(engine, heldout_docs(recipe), clips)
         log(f"{recipe.family}: held-out {accuracy}")
