@@ -70,6 +70,19 @@ class MediaTooLarge(MediaError):
     kind = "too large"
 
 
+class UnsupportedContainer(MediaError):
+    """The bytes are a container format the media layer does not demux (playlists, concat
+    scripts, SDP, image sequences, anything outside ``videolmm.media.probe.CONTAINER_FORMATS``)."""
+
+    kind = "unsupported container"
+
+
+class DecodeTimeout(MediaError):
+    """Decoding passed its wall-clock deadline (or was cancelled) and stopped itself."""
+
+    kind = "decode deadline exceeded"
+
+
 class DecoderUnavailable(MediaError):
     """The named decoder's library is not installed."""
 
@@ -91,6 +104,7 @@ class TokenCountMismatch(VideoLMMError, RuntimeError):
 __all__ = [
     "ConfigError",
     "ContextLengthExceeded",
+    "DecodeTimeout",
     "DecoderUnavailable",
     "MediaError",
     "MediaNotFound",
@@ -102,5 +116,6 @@ __all__ = [
     "RegistryError",
     "TokenCountMismatch",
     "UnsupportedCodec",
+    "UnsupportedContainer",
     "VideoLMMError",
 ]

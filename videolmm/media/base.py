@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
@@ -270,6 +270,7 @@ def read_sampled(
     *,
     sampler_name: str = "",
     decoder_name: str = "",
+    before_decode: Callable[[OpenedVideo, FrameSelection], None] | None = None,
 ) -> Frames:
     """Let the sampler pick frames of an opened video and decode them.
 
@@ -283,6 +284,8 @@ def read_sampled(
         spec: how many frames and at which rate.
         sampler_name: recorded in the result.
         decoder_name: recorded in the result.
+        before_decode: called with the video and the checked selection before any pixel is
+            decoded (size and work budgets); may raise.
 
     Returns:
         The decoded frames with their provenance.
@@ -290,6 +293,8 @@ def read_sampled(
     info = video.info
     selection = sampler(info, spec)
     _check_selection(selection, info, sampler_name)
+    if before_decode is not None:
+        before_decode(video, selection)
     array = video.read(selection.indices)
     indices = tuple(int(i) for i in selection.indices)
     timestamps = tuple(float(t) for t in selection.timestamps)

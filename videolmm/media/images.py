@@ -5,6 +5,11 @@ only these in a frames directory, and the lmms-eval model routes a visual path e
 them to the image path. ``.gif`` is not among them: an animated GIF is a video, decoded by the
 container decoders.
 
+Every image is opened through :func:`open_image`: Pillow tries only :data:`IMAGE_FORMATS` (never
+EPS, which reaches Ghostscript where it is installed, nor any other of Pillow's ~40 readers), and
+a header declaring more pixels than Pillow's decompression-bomb limit is refused as
+:class:`~videolmm.errors.MediaTooLarge` before any pixel is decoded.
+
 Pillow is imported lazily, inside the functions that need it.
 """
 
@@ -13,16 +18,62 @@ from __future__ import annotations
 import importlib
 import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from videolmm.errors import DecoderUnavailable, MediaNotFound, MediaUnreadable
+from videolmm.errors import DecoderUnavailable, MediaNotFound, MediaTooLarge, MediaUnreadable
 
 #: Suffixes of still-image files (lower case; compare with ``suffix.lower()``). A tuple, so that
 #: ``name.lower().endswith(IMAGE_SUFFIXES)`` works too.
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+#: The Pillow formats :func:`open_image` lets Pillow try (``Image.open(..., formats=...)``): the
+#: suffixes above, plus GIF (an image URL may point at one; its first frame is the image).
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+
+
+@contextmanager
+def open_image(source: Any, label: str, what: str = "") -> Iterator[Any]:
+    """Open an image path, bytes or binary file with Pillow, limited to :data:`IMAGE_FORMATS`.
+
+    Args:
+        source: a path, ``bytes`` or a binary file object.
+        label: the source's printable name for errors.
+        what: prefix naming the item inside the source (e.g. ``"frame file x.png"``), or empty.
+
+    Yields:
+        The opened ``PIL.Image.Image`` (header read, pixels not yet decoded).
+
+    Raises:
+        MediaTooLarge: the header declares more pixels than Pillow's decompression-bomb limit.
+        MediaUnreadable: not an image in one of :data:`IMAGE_FORMATS` (EPS and every other format
+            included: Pillow never runs their readers).
+    """
+    image_mod = pil_image_module(label)
+    prefix = f"{what} " if what else ""
+    target = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    try:
+        image = image_mod.open(target, formats=IMAGE_FORMATS)
+    except image_mod.DecompressionBombError as exc:
+        raise MediaTooLarge(label, f"{prefix}declares too many pixels, refused before decoding ({exc})") from exc
+    except (OSError, ValueError) as exc:  # UnidentifiedImageError is an OSError
+        raise MediaUnreadable(
+            label, f"{prefix}is not a readable image in an accepted format ({', '.join(IMAGE_FORMATS)}): {exc}"
+        ) from exc
+    with image:
+        yield image
+
+
+def image_rgb(image: Any, label: str, what: str = "") -> np.ndarray:
+    """Decode an opened image to uint8 RGB ``(H, W, 3)``; decoding failures as MediaUnreadable."""
+    try:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        prefix = f"{what} " if what else ""
+        raise MediaUnreadable(label, f"{prefix}is not a readable image ({exc})") from exc
 
 
 def load_image(source: Any) -> np.ndarray:
@@ -33,7 +84,7 @@ def load_image(source: Any) -> np.ndarray:
         MediaUnreadable: the bytes or file are not a decodable image, or an array has the
             wrong shape or dtype.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if isinstance(source, np.ndarray):
         if source.ndim != 3 or source.shape[-1] != 3 or source.dtype != np.uint8:
@@ -42,17 +93,14 @@ def load_image(source: Any) -> np.ndarray:
     if isinstance(source, Image.Image):
         return np.asarray(source.convert("RGB"))
     if isinstance(source, (bytes, bytearray)):
-        name, opener = f"<bytes:{len(source)}>", (lambda: io.BytesIO(source))
+        name, target = f"<bytes:{len(source)}>", bytes(source)
     else:
         path = Path(source)
         if not path.is_file():
             raise MediaNotFound(path, "no such file")
-        name, opener = str(path), (lambda: path.open("rb"))
-    try:
-        with opener() as fh, Image.open(fh) as img:
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise MediaUnreadable(name, f"not a readable image ({exc})") from exc
+        name, target = str(path), path
+    with open_image(target, name) as img:
+        return image_rgb(img, name)
 
 
 def pil_image_module(label: str) -> Any:
@@ -65,14 +113,10 @@ def pil_image_module(label: str) -> Any:
 
 def load_image_file(path: Path, label: str, what: str) -> np.ndarray:
     """Decode one image file to uint8 RGB; errors name the source ``label`` and ``what`` (e.g. the frame file)."""
-    image_mod = pil_image_module(label)
     if not path.exists():
         raise MediaNotFound(label, f"{what} {path} does not exist")
-    try:
-        with image_mod.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise MediaUnreadable(label, f"{what} {path} is not a readable image ({exc})") from exc
+    with open_image(path, label, f"{what} {path}") as image:
+        return image_rgb(image, label, f"{what} {path}")
 
 
 def array_to_rgb(array: np.ndarray, label: str, what: str) -> np.ndarray:
@@ -98,4 +142,14 @@ def image_to_rgb(item: Any, label: str, what: str) -> np.ndarray:
     raise MediaUnreadable(label, f"{what} is a {type(item).__name__}, not an image (array, PIL image or path)")
 
 
-__all__ = ["IMAGE_SUFFIXES", "array_to_rgb", "image_to_rgb", "load_image", "load_image_file", "pil_image_module"]
+__all__ = [
+    "IMAGE_FORMATS",
+    "IMAGE_SUFFIXES",
+    "array_to_rgb",
+    "image_rgb",
+    "image_to_rgb",
+    "load_image",
+    "load_image_file",
+    "open_image",
+    "pil_image_module",
+]

@@ -44,6 +44,7 @@ import numpy as np
 
 from videolmm.errors import MediaError, MediaUnreadable, NoFrames
 from videolmm.media.base import OpenedVideo, OpenedVideoBase, describe_source, module_importable
+from videolmm.media.deadline import check_deadline, current_deadline, deadline_scope
 from videolmm.media.packets import PacketIndex, read_packet_index
 from videolmm.media.probe import container_source, import_av, open_container, stream_facts, video_stream
 from videolmm.media.pyav import frame_to_rgb
@@ -234,11 +235,13 @@ class KeyframeVideo(OpenedVideoBase):
             loads[k] += self._run_cost(run)
         handles = [self._live(), *(self._extra_handle(k) for k in range(1, workers))]
         errors: list[BaseException] = []
+        deadline = current_deadline()  # each worker checks the caller's deadline
 
         def work(k: int) -> None:
             try:
-                for run in sorted(shares[k]):
-                    self._decode_run(*handles[k], run, out)
+                with deadline_scope(deadline):
+                    for run in sorted(shares[k]):
+                        self._decode_run(*handles[k], run, out)
             except BaseException as exc:  # handed to the calling thread below
                 errors.append(exc)
 
@@ -275,6 +278,7 @@ class KeyframeVideo(OpenedVideoBase):
             self._bump(seeks=1)
             skipping = False
             for packet in container.demux(stream):
+                check_deadline(self.info.source)
                 if wanted_pts is not None and packet.size > 0:
                     skip = packet.pts not in wanted_pts
                     if skip != skipping:
@@ -332,6 +336,7 @@ class KeyframeVideo(OpenedVideoBase):
         try:
             for position, frame in enumerate(container.decode(stream)):
                 decoded = position + 1
+                check_deadline(label)
                 if position == target:
                     out.put(slot, frame, target)
                     item = next(pending, None)

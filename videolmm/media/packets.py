@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from videolmm.errors import MediaUnreadable
+from videolmm.media.deadline import check_deadline
 
 if TYPE_CHECKING:
     from av.container import InputContainer
@@ -92,6 +93,7 @@ def read_packet_index(av: Any, container: InputContainer, stream: VideoStream, l
     missing = False
     try:
         for packet in container.demux(stream):
+            check_deadline(label)
             if packet.size <= 0:
                 continue  # the demuxer's flush packet
             if packet.pts is None:

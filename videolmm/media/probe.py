@@ -3,6 +3,14 @@
 Containers are probed with PyAV before decord or torchcodec see them, so garbage, audio files and
 images are rejected with a typed :class:`~videolmm.errors.MediaError` naming the source and the
 reason, instead of reaching an older bundled FFmpeg. PyAV is imported lazily.
+
+**FFmpeg's attack surface.** Every container is opened by :func:`open_container` with FFmpeg's
+``format_whitelist`` set to :data:`CONTAINER_FORMATS` and ``protocol_whitelist`` to ``file``:
+FFmpeg refuses any other demuxer after probing and before reading the header, so HLS playlists,
+``ffconcat`` scripts (relative paths), SDP descriptions (which bind UDP ports and block) and image2
+patterns are never demuxed, from bytes or from files; nested opens can only read local files,
+never network protocols. Before FFmpeg sees them, :func:`sniff_refused` recognises those text
+formats and still images by their first bytes, so the error says what the input is.
 """
 
 from __future__ import annotations
@@ -23,8 +31,10 @@ from videolmm.errors import (
     NoFrames,
     NoVideoStream,
     UnsupportedCodec,
+    UnsupportedContainer,
 )
 from videolmm.media.base import is_bytes
+from videolmm.media.deadline import check_deadline
 from videolmm.types import VideoSource
 
 if TYPE_CHECKING:
@@ -36,6 +46,26 @@ if TYPE_CHECKING:
 MAX_FRAME_PIXELS = 8192 * 8192
 #: FFmpeg demuxers of still images (refused as "not a video").
 IMAGE_DEMUXERS = frozenset({"image2", "image2pipe"})
+#: The only demuxers FFmpeg may use (``format_whitelist``): MP4/MOV, Matroska/WebM, AVI, GIF,
+#: MPEG-TS/PS, FLV and Ogg. No playlist, script, network-description or image-sequence demuxer.
+CONTAINER_FORMATS = (
+    "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "gif", "mpegts", "mpeg", "flv", "ogg",
+)  # fmt: skip
+#: FFmpeg protocols a container may open (``protocol_whitelist``): the file itself, nothing nested
+#: over a network. Bytes are read through PyAV's own I/O and open no protocol at all.
+PROTOCOLS = ("file",)
+#: The options every :func:`open_container` call passes to ``avformat_open_input``.
+OPEN_OPTIONS = {"format_whitelist": ",".join(CONTAINER_FORMATS), "protocol_whitelist": ",".join(PROTOCOLS)}
+#: First bytes of inputs refused before FFmpeg sees them: (prefix, what it is, still image?).
+_SIGNATURES: tuple[tuple[bytes, str, bool], ...] = (
+    (b"#EXTM3U", "an HLS playlist (#EXTM3U)", False),
+    (b"ffconcat", "an FFmpeg concat script (ffconcat)", False),
+    (b"v=0", "an SDP session description (v=0)", False),
+    (b"\x89PNG\r\n\x1a\n", "a still image (png)", True),
+    (b"\xff\xd8\xff", "a still image (jpeg)", True),
+    (b"BM", "a still image (bmp)", True),
+    (b"%!PS", "a PostScript/EPS document", False),
+)
 
 
 @dataclass(frozen=True)
@@ -91,13 +121,48 @@ def container_source(source: VideoSource, label: str) -> Path | bytes:
     raise MediaUnreadable(label, f"a {type(source).__name__} is not a video container (path or bytes)")
 
 
+def _head(data: Path | bytes, size: int = 64) -> bytes:
+    if isinstance(data, bytes):
+        return data[:size]
+    with data.open("rb") as fh:
+        return fh.read(size)
+
+
+def sniff_refused(data: Path | bytes, label: str) -> None:
+    """Refuse, by their first bytes, inputs no video decoder may demux (before FFmpeg sees them).
+
+    Raises:
+        NoVideoStream: a still image (PNG, JPEG, BMP).
+        UnsupportedContainer: an HLS playlist, an ``ffconcat`` script, an SDP description, PostScript.
+    """
+    head = _head(data).lstrip(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark does not hide a playlist
+    text = head.lstrip()
+    for prefix, what, still in _SIGNATURES:
+        if (head if still else text).startswith(prefix):
+            if still:
+                raise NoVideoStream(label, f"this is {what}, not a video")
+            raise UnsupportedContainer(label, f"this is {what}: refused, only video containers are demuxed")
+
+
 def open_container(av: Any, data: Path | bytes, label: str) -> InputContainer:
-    """``av.open`` with its failures turned into MediaErrors."""
+    """``av.open`` under :data:`OPEN_OPTIONS` (demuxer and protocol allow-lists), failures as MediaErrors.
+
+    Raises:
+        UnsupportedContainer: the input is a format outside :data:`CONTAINER_FORMATS` (FFmpeg's
+            ``format_whitelist`` refused it before reading its header) or a refused text format.
+        NoVideoStream: the input is a still image.
+        MediaUnreadable: FFmpeg cannot parse it.
+    """
+    sniff_refused(data, label)
     target: Any = str(data) if isinstance(data, Path) else io.BytesIO(data)
     try:
-        return av.open(target, mode="r")
+        return av.open(target, mode="r", container_options=dict(OPEN_OPTIONS))
     except FileNotFoundError as exc:
         raise MediaNotFound(label, "no such file") from exc
+    except av.error.ValueError as exc:  # EINVAL: FFmpeg's "Format not on whitelist" (after probing)
+        raise UnsupportedContainer(
+            label, f"not one of the accepted container formats ({', '.join(CONTAINER_FORMATS)}); refused ({exc})"
+        ) from exc
     except (av.error.FFmpegError, EOFError, OSError) as exc:
         raise MediaUnreadable(label, f"not a readable media container ({exc})") from exc
 
@@ -192,7 +257,11 @@ def count_packets(data: Path | bytes, label: str) -> int:
     with open_container(av, data, label) as container:
         stream = video_stream(av, container, label)
         try:
-            return sum(1 for packet in container.demux(stream) if packet.size > 0)
+            count = 0
+            for packet in container.demux(stream):
+                check_deadline(label)
+                count += packet.size > 0
+            return count
         except (av.error.FFmpegError, EOFError) as exc:
             raise MediaUnreadable(label, f"demuxing failed while counting frames ({exc})") from exc
 
@@ -206,7 +275,10 @@ def frame_count(data: Path | bytes, label: str, facts: StreamFacts) -> int:
 
 
 __all__ = [
+    "CONTAINER_FORMATS",
     "IMAGE_DEMUXERS",
+    "OPEN_OPTIONS",
+    "PROTOCOLS",
     "MAX_FRAME_PIXELS",
     "StreamFacts",
     "check_file",
@@ -218,6 +290,7 @@ __all__ = [
     "import_av",
     "open_container",
     "probe",
+    "sniff_refused",
     "stream_facts",
     "video_stream",
 ]

@@ -13,6 +13,7 @@ import numpy as np
 
 from videolmm.errors import MediaUnreadable, NoFrames
 from videolmm.media.base import OpenedVideo, OpenedVideoBase, describe_source, module_importable
+from videolmm.media.deadline import check_deadline
 from videolmm.media.probe import container_source, frame_count, import_av, open_container, probe, video_stream
 from videolmm.types import VideoInfo, VideoSource
 
@@ -55,6 +56,7 @@ class PyAVVideo(OpenedVideoBase):
         try:
             for position, frame in enumerate(container.decode(stream)):
                 decoded = position + 1
+                check_deadline(label)
                 if position == target:
                     frames.append(frame_to_rgb(frame))
                     target = next(pending, None)
