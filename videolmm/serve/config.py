@@ -112,6 +112,23 @@ class LimitsConfig(_Strict):
     max_videos_per_request: int = Field(default=4, ge=1, description="Videos in one request (422).")
     max_images_per_request: int = Field(default=8, ge=0, description="Images in one request (422).")
     max_tokens: int = Field(default=4096, ge=1, description="Upper bound on max_tokens (422).")
+    max_source_fps: float = Field(
+        default=240.0, gt=0, description="Declared frame rate of a video (413): bounds N for a given duration."
+    )
+    max_source_frames: int = Field(default=648_000, ge=1, description="Frames N in a video stream (413).")
+    max_decode_frames: int = Field(
+        default=100_000,
+        ge=1,
+        description="Frames decoded to reach the sampled ones, from the packet index before decoding (413).",
+    )
+    max_decoded_bytes: int = Field(
+        default=1 << 30,
+        ge=1,
+        description="Decoded RGB bytes of a request's media, F·H·W·3 summed over its videos and images (413).",
+    )
+    decode_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Wall-clock decoding time of one request; the decoder stops (504)."
+    )
 
 
 class RemoteFetchConfig(_Strict):
