@@ -27,6 +27,7 @@ from serve_helpers import (
     API_KEY,
     HOUND,
     LNV,
+    NAT64_HOSTS,
     QWEN2,
     QWEN2_FRAMES,
     REDIRECT_HOST,
@@ -91,11 +92,14 @@ def _test_args(tiny_lnv: Path, tiny_vl: Path, media_root: Path, cache_root: Path
                 "169.254.169.254",
                 "unresolvable.invalid",
                 REDIRECT_HOST,
+                *NAT64_HOSTS,
             ],
             "allowed_schemes": ["http", "https"],
             "timeout_s": 3,
             # the one exempt address: test_serve_attacks' redirecting server (127.0.0.1 stays refused)
             "allowed_networks": [f"{REDIRECT_HOST}/32"],
+            # the local test servers listen on ephemeral ports (production default: 443 only)
+            "allowed_ports": [80, 443, "1024-65535"],
         },
     }
     # Small queues make backpressure reachable; one model replica keeps 2 shared cores usable; 8 slots

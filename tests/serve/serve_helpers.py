@@ -22,6 +22,9 @@ API_KEY = "sk-videolmm-test-key"
 STARTUP_TIMEOUT_S = 240
 #: A loopback address the test app exempts (``allowed_networks``) for a redirecting test server.
 REDIRECT_HOST = "127.0.0.2"
+#: IPv6 literals the test app allow-lists (issue 15.10): each wraps a non-public IPv4 address, so each
+#: must be refused by the address check (NAT64, IPv4-translated, IPv4-compatible, local-use NAT64).
+NAT64_HOSTS = ("64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "::ffff:0:7f00:1", "::a00:1", "64:ff9b:1::808:808")
 
 #: Limits small enough that test files cross them (the clips are 64 px, 16 frames at 8 fps, 2 s).
 TEST_LIMITS = {

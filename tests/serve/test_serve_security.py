@@ -1,19 +1,23 @@
 """Security checks without Ray: API keys, address classes, data URLs, media roots, and the remote
-fetcher against a real HTTP server on loopback (its redirects, size limits, deadline and IP pinning)."""
+fetcher against a real HTTP server on loopback (its redirects, size limits, deadline and IP pinning,
+ports, encodings); then the issue-15.10 refusals over real HTTP through the shared session app."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import ipaddress
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from serve_helpers import LNV, NAT64_HOSTS, REDIRECT_HOST, TEST_LIMITS, video_message
 
 from videolmm.serve.config import ModelConfig, ServeArgs
 from videolmm.serve.decode import MediaPipeline
@@ -26,6 +30,7 @@ from videolmm.serve.security import (
     api_key_matches,
     is_public_address,
     parse_data_url,
+    parse_ports,
 )
 
 # ----------------------------------------------------------------------------------- API key
@@ -74,6 +79,19 @@ def test_api_key_matches(header: str | None, ok: bool) -> None:
         ("::ffff:8.8.8.8", True),
         ("2002:7f00:1::", False),  # 6to4 wrapping 127.0.0.1
         ("2002:a00:1::", False),  # 6to4 wrapping 10.0.0.1
+        # issue 15.10: forms Python's is_global calls global although they reach the IPv4 inside
+        ("64:ff9b::7f00:1", False),  # NAT64 (RFC 6052) of 127.0.0.1
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254
+        ("64:ff9b::a00:1", False),  # NAT64 of 10.0.0.1
+        ("64:ff9b::808:808", True),  # NAT64 of 8.8.8.8: public
+        ("64:ff9b:1::808:808", False),  # local-use NAT64 prefix (RFC 8215): refused whole
+        ("64:ff9b:1:7f00:1::", False),
+        ("::127.0.0.1", False),  # IPv4-compatible
+        ("::10.0.0.1", False),
+        ("::ffff:0:127.0.0.1", False),  # IPv4-translated (RFC 2765)
+        ("::ffff:0:169.254.169.254", False),
+        ("::ffff:0:8.8.8.8", True),
+        ("::ffff:10.0.0.1", False),  # IPv4-mapped, written the other way
     ],
 )
 def test_only_public_unicast_addresses_pass(address: str, public: bool) -> None:
@@ -162,9 +180,11 @@ def test_media_roots_refuse_escapes_and_non_files(roots: tuple[MediaRoots, Path,
 class _Handler(BaseHTTPRequestHandler):
     routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
     seen_hosts: list[str] = []
+    seen_encodings: list[str | None] = []
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         self.seen_hosts.append(self.headers.get("Host", ""))
+        self.seen_encodings.append(self.headers.get("Accept-Encoding"))
         if self.path == "/slow":
             time.sleep(2)
         if self.path == "/chunked":
@@ -198,6 +218,8 @@ def http_server() -> Iterator[int]:
         "/to-other-host": (302, {"Location": f"http://notlisted.example:{port}/clip.mp4"}, b""),
         "/to-metadata": (302, {"Location": "http://169.254.169.254/latest/meta-data/"}, b""),
         "/loop": (302, {"Location": "/loop"}, b""),
+        "/to-port-22": (302, {"Location": "http://127.0.0.1:22/clip.mp4"}, b""),
+        "/gzip": (200, {"Content-Encoding": "gzip"}, gzip.compress(b"\0" * (1 << 20))),  # 1 KB → 1 MB
         "/big": (200, {}, b"b" * 5000),
     }
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -219,6 +241,7 @@ def _fetcher(**kwargs: object) -> RemoteFetcher:
         "timeout_s": 1.0,
         "max_redirects": 2,
         "address_allowed": _loopback_ok,
+        "allowed_ports": (80, range(1024, 65536)),
         **kwargs,
     }
     return RemoteFetcher(FetchPolicy(**policy))  # type: ignore[arg-type]
@@ -286,3 +309,114 @@ def test_remote_fetching_is_off_by_default(tiny_llava_next_video: Path) -> None:
     for url, reason in [("https://example.com/a.mp4", "disabled"), ("ftp://x/a.mp4", "unsupported URL scheme")]:
         status, message = _status(asyncio.run, pipeline.source(MediaRef("video", url, "p")))
         assert status == 400 and reason in message
+
+
+# ----------------------------------------------------------------------------------- ports, encodings (15.10)
+
+
+def test_parse_ports() -> None:
+    assert parse_ports([443, "8443", " 8000-8999 "]) == (443, 8443, range(8000, 9000))
+    for bad in ("0", "65536", "9-8", "http", "1-x"):
+        with pytest.raises(ValueError, match="allowed_ports"):
+            parse_ports([bad])
+    assert FetchPolicy().allowed_ports == (443,) and not FetchPolicy().port_allowed(80)
+
+
+def test_fetch_refuses_ports_off_the_list_on_every_hop(http_server: int) -> None:
+    status, message = _status(_fetch, _fetcher(allowed_ports=(443,)), f"http://127.0.0.1:{http_server}/clip.mp4")
+    assert (status, message) == (400, f"p: port {http_server} is not allowed for remote media (allowed: 443)")
+    status, message = _status(_fetch, _fetcher(), f"http://127.0.0.1:{http_server}/to-port-22")
+    assert status == 400 and "port 22 is not allowed" in message and "1024-65535" in message
+
+
+def test_fetch_asks_for_identity_and_refuses_a_compressed_body(http_server: int) -> None:
+    _Handler.seen_encodings.clear()
+    assert _fetch(_fetcher(), f"http://127.0.0.1:{http_server}/clip.mp4") == b"v" * 2000
+    assert _Handler.seen_encodings == ["identity"]
+    # 1 KB of gzip that would inflate to 1 MB under a 4 KB limit: refused, never inflated
+    status, message = _status(_fetch, _fetcher(), f"http://127.0.0.1:{http_server}/gzip", max_bytes=1 << 21)
+    assert status == 400 and "Content-Encoding 'gzip' although identity was asked" in message
+
+
+def test_remote_fetch_config_ports() -> None:
+    from videolmm.serve.config import RemoteFetchConfig
+
+    assert RemoteFetchConfig().allowed_ports == (443,)
+    assert parse_ports(RemoteFetchConfig(allowed_ports=(443, "8000-8100")).allowed_ports)[1] == range(8000, 8101)
+    with pytest.raises(ValueError, match="allowed_ports: '70000'"):
+        RemoteFetchConfig(allowed_ports=("70000",))
+
+
+# ----------------------------------------------------------------------------------- over HTTP (session app)
+
+SECTION = "Request attacks"
+
+
+def _app_refusal(app: Any, url: str) -> tuple[int, dict[str, Any]]:
+    body = {"model": LNV, "messages": video_message(url), "max_tokens": 2}
+    with app.http(timeout=60) as http:
+        response = http.post("/v1/chat/completions", json=body)
+    return response.status_code, response.json()["error"]
+
+
+def test_ipv6_wrapped_private_addresses_and_ports_are_refused_over_http(serve_app: Any, reliability) -> None:
+    """Each NAT64 / translated / compatible host is allow-listed in the app, so the address check refuses it."""
+    remote = serve_app.args.security.remote
+    for host in NAT64_HOSTS:
+        assert host in remote.allowed_hosts
+        t0 = time.monotonic()
+        status, error = _app_refusal(serve_app, f"http://[{host}]/clip.mp4")
+        elapsed = time.monotonic() - t0
+        assert (status, error["code"]) == (400, "forbidden"), error
+        assert f"resolves to {host}, a non-public address" in error["message"], error
+        reliability(
+            SECTION,
+            f"SSRF to an IPv6 form wrapping a non-public IPv4 address ([{host}])",
+            "API",
+            "400 forbidden naming the address (the IPv4 inside is checked)",
+            f"HTTP {status} {error['code']} in {elapsed:.2f} s: {error['message']}",
+        )
+    status, error = _app_refusal(serve_app, f"http://{REDIRECT_HOST}:22/clip.mp4")  # an exempt host, a bad port
+    assert (status, error["code"]) == (400, "forbidden") and "port 22 is not allowed" in error["message"], error
+    reliability(
+        SECTION,
+        f"remote fetch to a port off the list ({REDIRECT_HOST}:22; the host and its network are allowed)",
+        "API",
+        "400 forbidden naming the port and the allowed ports",
+        f"HTTP {status} {error['code']}: {error['message']}",
+    )
+
+
+def test_compressed_download_is_refused_over_http(serve_app: Any, reliability) -> None:
+    clip = (serve_app.media_root / "red_right.mp4").read_bytes()
+    seen: list[str | None] = []
+
+    class Gzip(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(self.headers.get("Accept-Encoding"))
+            payload = gzip.compress(clip + b"\0" * (TEST_LIMITS["max_video_bytes"] * 4))  # inflates past the limit
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - silence the server
+            return
+
+    server = ThreadingHTTPServer((REDIRECT_HOST, 0), Gzip)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        status, error = _app_refusal(serve_app, f"http://{REDIRECT_HOST}:{server.server_address[1]}/clip.mp4")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == ["identity"]
+    assert status == 400 and "Content-Encoding 'gzip' although identity was asked" in error["message"], error
+    reliability(
+        SECTION,
+        "remote fetch answered with a gzip body (4 KB that inflates past max_video_bytes)",
+        "API",
+        "the app asks Accept-Encoding: identity and refuses a compressed body (never inflated)",
+        f"request sent Accept-Encoding={seen[0]!r}; HTTP {status} {error['code']}: {error['message']}",
+    )

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from videolmm.models.spec import EngineSpec, spec_fields
-from videolmm.serve.security import METADATA_ADDRESSES
+from videolmm.serve.security import METADATA_ADDRESSES, parse_ports
 
 
 class _Strict(BaseModel):
@@ -151,6 +151,15 @@ class RemoteFetchConfig(_Strict):
         description="CIDRs exempt from the non-public address check (e.g. an internal media server at "
         "10.1.2.3/32); the host must still be allow-listed. Cloud-metadata addresses can not be exempted.",
     )
+    allowed_ports: tuple[int | str, ...] = Field(
+        default=(443,), description="Ports media may be fetched from, e.g. [443, 8443] or ['8000-8999']; every hop."
+    )
+
+    @field_validator("allowed_ports")
+    @classmethod
+    def _ports(cls, ports: tuple[int | str, ...]) -> tuple[int | str, ...]:
+        parse_ports(ports)  # ValueError names the bad entry
+        return ports
 
     @field_validator("allowed_hosts")
     @classmethod

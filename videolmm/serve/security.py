@@ -5,15 +5,19 @@ the reason):
 
 * **SSRF.** ``http(s)://`` fetching is off by default. When on, the host must be allow-listed,
   and *every* address it resolves to must be public: loopback, private, link-local, shared
-  (100.64/10), reserved, multicast and cloud-metadata addresses are refused, IPv4-mapped and
-  6to4/Teredo IPv6 forms included. The connection goes to the address that was checked (the
-  ``Host`` header and TLS SNI carry the name), so a DNS answer cannot change between check and
-  connect. Redirects are followed by hand, each hop checked the same way; environment proxies are
-  ignored.
+  (100.64/10), reserved, multicast and cloud-metadata addresses are refused. IPv6 forms that
+  carry an IPv4 address are unwrapped and the IPv4 address checked too: IPv4-mapped
+  (``::ffff:a.b.c.d``), IPv4-translated (``::ffff:0:a.b.c.d``), IPv4-compatible (``::a.b.c.d``),
+  NAT64 (``64:ff9b::/96``), 6to4 and Teredo; the local-use NAT64 prefix ``64:ff9b:1::/48`` is
+  refused whole. Only listed ports are reached (443 by default). The connection goes to the
+  address that was checked (the ``Host`` header and TLS SNI carry the name), so a DNS answer
+  cannot change between check and connect. Redirects are followed by hand, each hop checked the
+  same way; environment proxies are ignored.
 * **Path traversal.** ``file://`` URLs must fall under a configured media root, both as written
   (``..`` normalised) and after resolving symlinks; only regular files are read.
 * **Resource exhaustion.** Size limits on data URLs, files and downloads (checked before reading
-  and while streaming), a deadline on the whole fetch.
+  and while streaming), a deadline on the whole fetch. Downloads ask for ``Accept-Encoding:
+  identity`` and refuse a compressed body, so the limits count the bytes the decoder will get.
 * **Timing.** API keys are compared in constant time.
 
 Media roots are meant to be directories API clients cannot write to; a local user who can swap
@@ -51,6 +55,12 @@ METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
     ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254")
 )
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: IPv6 ranges whose low 32 bits are an IPv4 address the packet reaches (RFC 4291 compatible,
+#: RFC 2765 translated, RFC 6052 well-known NAT64 prefix); IPv4-mapped is ``ipv4_mapped``.
+_IPV4_IN_LOW_BITS = tuple(ipaddress.IPv6Network(n) for n in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96"))
+#: RFC 8215 local-use NAT64 prefix: where the IPv4 address sits depends on the operator's prefix
+#: length, so no address in it is treated as public.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
 _CHUNK = 1 << 16
 
 
@@ -85,12 +95,14 @@ def api_key_matches(authorization: str | None, expected: SecretStr | None) -> bo
 
 
 def _embedded(ip: IPAddress) -> list[IPAddress]:
-    """IPv4 addresses an IPv6 address carries (mapped, 6to4, Teredo), which are what is reached."""
+    """IPv4 addresses an IPv6 address carries (mapped, translated, compatible, NAT64, 6to4, Teredo)."""
     if not isinstance(ip, ipaddress.IPv6Address):
         return []
     out: list[IPAddress] = []
     if ip.ipv4_mapped is not None:
         out.append(ip.ipv4_mapped)
+    if any(ip in network for network in _IPV4_IN_LOW_BITS):
+        out.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     if ip.sixtofour is not None:
         out.append(ip.sixtofour)
     if ip.teredo is not None:
@@ -106,8 +118,11 @@ def is_public_address(ip: IPAddress) -> bool:
 
     Returns:
         False for loopback, private, link-local, shared, reserved, unspecified, multicast and
-        metadata addresses, and for IPv6 forms that embed such an IPv4 address.
+        metadata addresses, for IPv6 forms that embed such an IPv4 address, and for the local-use
+        NAT64 prefix.
     """
+    if isinstance(ip, ipaddress.IPv6Address) and ip in _LOCAL_NAT64:
+        return False
     for inner in _embedded(ip):
         if not is_public_address(inner):
             return False
@@ -252,6 +267,8 @@ class FetchPolicy:
             YAML can express.
         exempt_networks: networks whose addresses pass although non-public (``allowed_networks``,
             e.g. an internal media server); metadata addresses never pass.
+        allowed_ports: ports that may be connected to, each an ``int`` or a ``range``; checked on
+            every hop (443 only by default).
     """
 
     allowed_hosts: tuple[str, ...] = ()
@@ -260,6 +277,11 @@ class FetchPolicy:
     max_redirects: int = 3
     address_allowed: Callable[[IPAddress], bool] = is_public_address
     exempt_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    allowed_ports: tuple[int | range, ...] = (443,)
+
+    def port_allowed(self, port: int) -> bool:
+        """Whether ``port`` is on the list."""
+        return any(port == p if isinstance(p, int) else port in p for p in self.allowed_ports)
 
     def address_ok(self, ip: IPAddress) -> bool:
         """Whether a resolved address may be connected to."""
@@ -320,6 +342,13 @@ class RemoteFetcher:
             port = parts.port or (443 if scheme == "https" else 80)
         except ValueError as exc:
             raise bad_request(f"{param}: invalid port in URL ({exc})", param=param) from exc
+        if not self.policy.port_allowed(port):
+            allowed = ", ".join(_port_text(p) for p in self.policy.allowed_ports) or "none"
+            raise bad_request(
+                f"{param}: port {port} is not allowed for remote media (allowed: {allowed})",
+                param=param,
+                code="forbidden",
+            )
         return _Target(url=url, scheme=scheme, host=host, port=port, netloc=parts.netloc)  # type: ignore[arg-type]
 
     async def _checked_address(self, target: _Target, param: str) -> str:
@@ -376,7 +405,12 @@ class RemoteFetcher:
                 request = client.build_request(
                     "GET",
                     pinned,
-                    headers={"Host": target.netloc, "Accept": "*/*", "User-Agent": "videolmm-serve"},
+                    headers={
+                        "Host": target.netloc,
+                        "Accept": "*/*",
+                        "Accept-Encoding": "identity",  # the size limits count what the decoder gets
+                        "User-Agent": "videolmm-serve",
+                    },
                     extensions={"sni_hostname": target.host},
                 )
                 try:
@@ -401,13 +435,43 @@ class RemoteFetcher:
         )
 
 
+def _port_text(port: int | range) -> str:
+    return str(port) if isinstance(port, int) else f"{port.start}-{port.stop - 1}"
+
+
+def parse_ports(spec: Sequence[int | str]) -> tuple[int | range, ...]:
+    """``[443, "8000-8999"]`` → ``(443, range(8000, 9000))``.
+
+    Raises:
+        ValueError: a port or range is malformed or outside 1-65535 (the message names it).
+    """
+    out: list[int | range] = []
+    for item in spec:
+        text = str(item).strip()
+        low, dash, high = text.partition("-")
+        try:
+            first, last = int(low), int(high) if dash else int(low)
+        except ValueError:
+            raise ValueError(f"allowed_ports: {item!r} is neither a port nor a 'low-high' range") from None
+        if not 1 <= first <= last <= 65535:
+            raise ValueError(f"allowed_ports: {item!r} is outside 1-65535 or an empty range")
+        out.append(first if first == last else range(first, last + 1))
+    return tuple(out)
+
+
 async def _read_limited(response: httpx.Response, max_bytes: int, label: str, param: str) -> bytes:
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise too_large(f"{label} is {declared} bytes; the limit is {max_bytes}", param=param)
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):  # asked for identity; a compressed body would dodge the limits
+        raise bad_request(
+            f"{label}: the server sent Content-Encoding {encoding[:40]!r} although identity was asked",
+            param=param,
+        )
     chunks: list[bytes] = []
     total = 0
-    async for chunk in response.aiter_bytes(_CHUNK):
+    async for chunk in response.aiter_raw(_CHUNK):  # the bytes as sent: nothing inflates them
         total += len(chunk)
         if total > max_bytes:
             raise too_large(f"{label} is larger than the limit of {max_bytes} bytes", param=param)
@@ -425,5 +489,6 @@ __all__ = [
     "api_key_matches",
     "is_public_address",
     "parse_data_url",
+    "parse_ports",
     "resolve_host",
 ]
