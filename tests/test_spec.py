@@ -28,6 +28,7 @@ SAMPLES: dict[str, Any] = {
     "force_sample": True,
     "reverse_frames": True,
     "frame_cache": "/tmp/videolmm-frames",
+    "preset": "lmms_eval_readme",
     "family_options": {"spatial_pool_stride": 4},
     "device": "cpu",
     "dtype": "bfloat16",

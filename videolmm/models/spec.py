@@ -403,6 +403,9 @@ def resolve(spec: EngineSpec, registry: Registry, hooks: Any = None) -> Resolved
         # an explicit sampler is used for every source: the family's frames_sampler no longer applies
         frames_sampler=None if spec.sampler else own.get("frames_sampler", base.frames_sampler),
     )
+    derive = getattr(family, "options_for_media", None)  # options that follow the frame count (llava_next_video)
+    if derive is not None:
+        options = derive(options, media)
     if media.sampling.num_frames < 1:
         raise ConfigError(f"{spec.pretrained}: num_frames={media.sampling.num_frames}: must be >= 1")
     registry.decoder(media.decoder)  # fail early on unknown names

@@ -11,11 +11,17 @@
   ``ceil((32·144 + 1000) / 4096) = 2`` for 32 frames). The family repairs such configs when it
   loads them; the converter writes the scaling in its proper place.
 
+- :func:`apply_context_policy`: how far the language model may attend, as the seeds ran the
+  checkpoints (``context_policy``): ``demo`` (the default) follows LLaVA-NeXT's video demo,
+  ``llava_vid`` the early lmms-eval ``llava_vid`` wrapper, ``config`` the hub config as it is.
+
 Pure Python: no torch or transformers import.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 from videolmm.errors import ConfigError
@@ -73,4 +79,87 @@ def repair_flat_rope_scaling(text_config: Any) -> dict[str, Any] | None:
     return params
 
 
-__all__ = ["POOL_MODES", "flat_rope_keys", "pooled_side", "repair_flat_rope_scaling"]
+CONTEXT_POLICIES = ("demo", "llava_vid", "config")
+"""``context_policy`` values (see :func:`apply_context_policy`)."""
+
+#: The seeds' base context (``4096 * scaling_factor`` in both seeds' code).
+SEED_BASE_CONTEXT = 4096
+#: The seeds' allowance for text tokens ("suppose the length of text tokens is around 1000").
+SEED_TEXT_TOKENS = 1000
+
+
+def seed_scaling_factor(num_frames: int, grid: int, stride: int) -> int:
+    """``ceil((F·(grid // stride)² + 1000) / 4096)``: the factor both seeds compute from the frame
+    count (LLaVA-NeXT ``playground/demo/video_demo.py``; lmms-eval ``llava_vid`` @ 2c03baf)."""
+    return math.ceil((num_frames * (grid // stride) ** 2 + SEED_TEXT_TOKENS) / SEED_BASE_CONTEXT)
+
+
+def is_vicuna(text_config: Any) -> bool:
+    """The demo's ``"vicuna" in _name_or_path`` test for LLaVA-NeXT-Video's three text models: a
+    Llama text model below Yi's 64000-entry vocabulary (Mistral is the 7B-32K, Yi the 34B)."""
+    return getattr(text_config, "model_type", "") == "llama" and int(getattr(text_config, "vocab_size", 0)) < 64000
+
+
+def _rope_factor(text_config: Any) -> float | None:
+    for name in ("rope_scaling", "rope_parameters"):
+        rope = getattr(text_config, name, None)
+        if isinstance(rope, Mapping) and rope.get("rope_type", rope.get("type", "default")) != "default":
+            return float(rope.get("factor", 1.0))
+    return None
+
+
+def apply_context_policy(config: Any, policy: str, num_frames: int) -> dict[str, Any]:
+    """Set RoPE scaling and the context the engine allows as the seed ``policy`` ran the model.
+
+    - ``demo`` (LLaVA-NeXT ``video_demo.py``, video_inference branch 9fcbebe and HEAD df17966):
+      with ``f = seed_scaling_factor(...) >= 2``, Vicuna gets linear RoPE factor ``f`` (unless
+      its config already carries a scaling, e.g. the 7B hub configs' factor 2) and every model
+      may run ``4096·f`` tokens (``max_sequence_length``); non-Vicuna models (Yi-34B, Mistral)
+      keep unscaled RoPE. The 34B at its 32 frames: no scaling, 8192 tokens. The engine's
+      context limit is ``max_position_embeddings × factor``, so it is raised to cover ``4096·f``
+      (never lowered; RoPE without dynamic scaling does not read it).
+    - ``llava_vid`` (lmms-eval ``llava_vid`` @ 2c03baf, April 2024): linear factor ``f`` on every
+      model (replacing the config's), context ``4096·f``.
+    - ``config``: the checkpoint's config unchanged (the 34B then refuses 32 frames).
+
+    Args:
+        config: a ``LlavaNextVideoConfig``, modified in place.
+        policy: one of :data:`CONTEXT_POLICIES`.
+        num_frames: the engine's frames per video.
+
+    Returns:
+        What was decided, for ``videolmm inspect``.
+
+    Raises:
+        ConfigError: an unknown policy.
+    """
+    if policy not in CONTEXT_POLICIES:
+        raise ConfigError(f"context_policy={policy!r}: expected one of {CONTEXT_POLICIES}")
+    text, vc = config.text_config, config.vision_config
+    factor = seed_scaling_factor(num_frames, vc.image_size // vc.patch_size, int(config.spatial_pool_stride))
+    record: dict[str, Any] = {"policy": policy, "seed_scaling_factor": factor, "frames": num_frames}
+    record["hub_max_position_embeddings"] = text.max_position_embeddings
+    if policy != "config" and factor >= 2:
+        if policy == "llava_vid" or (is_vicuna(text) and _rope_factor(text) is None):
+            params = dict(getattr(text, "rope_parameters", None) or {})
+            params.update(rope_type="linear", factor=float(factor))
+            text.rope_parameters = params
+        wanted = SEED_BASE_CONTEXT * factor
+        if text.max_position_embeddings * (_rope_factor(text) or 1.0) < wanted:
+            text.max_position_embeddings = math.ceil(wanted / (_rope_factor(text) or 1.0))
+    current = _rope_factor(text) or 1.0
+    record["rope_factor"] = _rope_factor(text)
+    record["context_tokens"] = int(text.max_position_embeddings * current)
+    return record
+
+
+__all__ = [
+    "CONTEXT_POLICIES",
+    "POOL_MODES",
+    "apply_context_policy",
+    "flat_rope_keys",
+    "is_vicuna",
+    "pooled_side",
+    "repair_flat_rope_scaling",
+    "seed_scaling_factor",
+]

@@ -19,7 +19,12 @@ from typing import Any
 
 from videolmm.errors import ConfigError
 from videolmm.models.families.base import Family, LoadOptions, vision_summary
-from videolmm.models.families.llava_next_video.configuration import POOL_MODES, pooled_side, repair_flat_rope_scaling
+from videolmm.models.families.llava_next_video.configuration import (
+    POOL_MODES,
+    apply_context_policy,
+    pooled_side,
+    repair_flat_rope_scaling,
+)
 from videolmm.types import MediaSettings, SamplingSpec
 
 _PROCESSING = "videolmm.models.families.llava_next_video.processing"
@@ -38,6 +43,11 @@ class LlavaNextVideoFamily(Family):
 
     def apply_options(self, config: Any, options: Mapping[str, Any]) -> None:
         stride = options.get("spatial_pool_stride")
+    def options_for_media(self, options: Mapping[str, Any], media: MediaSettings) -> dict[str, Any]:
+        """The options with the engine's frame count added (``context_frames``): the seeds size the
+        context from it (:func:`~.configuration.apply_context_policy`). Called by ``resolve``."""
+        return {**options, "context_frames": media.sampling.num_frames}
+
         mode = options.get("spatial_pool_mode")
         if stride is not None:
             config.spatial_pool_stride = int(stride)
@@ -47,6 +57,9 @@ class LlavaNextVideoFamily(Family):
             config.spatial_pool_mode = mode
 
     def effective_options(self, config: Any) -> dict[str, Any]:
+        frames = int(options.get("context_frames") or self.media.sampling.num_frames)
+        policy = str(options.get("context_policy") or "demo")
+        config.videolmm_context = apply_context_policy(config, policy, frames)
         return {"spatial_pool_stride": config.spatial_pool_stride, "spatial_pool_mode": config.spatial_pool_mode}
 
     def video_tokens_per_frame(self, config: Any, height: int, width: int) -> int:
@@ -73,6 +86,9 @@ class LlavaNextVideoFamily(Family):
         processor.spatial_pool_stride = int(config.spatial_pool_stride)
         return processor
 
+        tokens = (getattr(config, "videolmm_context", None) or {}).get("context_tokens")
+        if tokens and int(getattr(processor.tokenizer, "model_max_length", 0) or 0) < tokens:
+            processor.tokenizer.model_max_length = tokens  # the demo's tokenizer_model_max_length = 4096·f
     def describe(self, config: Any) -> dict[str, Any]:
         vc = config.vision_config
         grid = vc.image_size // vc.patch_size
@@ -90,6 +106,7 @@ class LlavaNextVideoFamily(Family):
             "rope_scaling": _rope_scaling(config.text_config),
         }
 
+            "context": getattr(config, "videolmm_context", None),
 
 def _rope_scaling(text_config: Any) -> Any:
     rope = getattr(text_config, "rope_scaling", None) or getattr(text_config, "rope_parameters", None)
@@ -105,7 +122,7 @@ LLAVA_NEXT_VIDEO = LlavaNextVideoFamily(
     media=MediaSettings(decoder="keyframe", sampler="uniform", sampling=SamplingSpec(num_frames=32)),
     lmms_eval_id="llava_next_video",
     tiny_builder="videolmm.toy.tiny:build_tiny_llava_next_video",
-    options={"spatial_pool_stride": None, "spatial_pool_mode": None},
+    options={"spatial_pool_stride": None, "spatial_pool_mode": None, "context_policy": None},
 )
 
 __all__ = ["LLAVA_NEXT_VIDEO", "LlavaNextVideoFamily"]
