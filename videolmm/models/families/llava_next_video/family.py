@@ -41,13 +41,13 @@ class LlavaNextVideoFamily(Family):
             return "mistral_direct"  # LLaVA-NeXT-Video-34B(-DPO) on Nous-Hermes-2-Yi-34B
         return "vicuna_v1"  # LLaVA-NeXT-Video-7B(-DPO)
 
-    def apply_options(self, config: Any, options: Mapping[str, Any]) -> None:
-        stride = options.get("spatial_pool_stride")
     def options_for_media(self, options: Mapping[str, Any], media: MediaSettings) -> dict[str, Any]:
         """The options with the engine's frame count added (``context_frames``): the seeds size the
         context from it (:func:`~.configuration.apply_context_policy`). Called by ``resolve``."""
         return {**options, "context_frames": media.sampling.num_frames}
 
+    def apply_options(self, config: Any, options: Mapping[str, Any]) -> None:
+        stride = options.get("spatial_pool_stride")
         mode = options.get("spatial_pool_mode")
         if stride is not None:
             config.spatial_pool_stride = int(stride)
@@ -55,11 +55,11 @@ class LlavaNextVideoFamily(Family):
             if mode not in POOL_MODES:
                 raise ConfigError(f"spatial_pool_mode={mode!r}: expected one of {POOL_MODES}")
             config.spatial_pool_mode = mode
-
-    def effective_options(self, config: Any) -> dict[str, Any]:
         frames = int(options.get("context_frames") or self.media.sampling.num_frames)
         policy = str(options.get("context_policy") or "demo")
         config.videolmm_context = apply_context_policy(config, policy, frames)
+
+    def effective_options(self, config: Any) -> dict[str, Any]:
         return {"spatial_pool_stride": config.spatial_pool_stride, "spatial_pool_mode": config.spatial_pool_mode}
 
     def video_tokens_per_frame(self, config: Any, height: int, width: int) -> int:
@@ -84,11 +84,11 @@ class LlavaNextVideoFamily(Family):
         """The pooled processor, its video token count following the config's pool stride."""
         processor = super().load_processor(pretrained, config, load)
         processor.spatial_pool_stride = int(config.spatial_pool_stride)
-        return processor
-
         tokens = (getattr(config, "videolmm_context", None) or {}).get("context_tokens")
         if tokens and int(getattr(processor.tokenizer, "model_max_length", 0) or 0) < tokens:
             processor.tokenizer.model_max_length = tokens  # the demo's tokenizer_model_max_length = 4096·f
+        return processor
+
     def describe(self, config: Any) -> dict[str, Any]:
         vc = config.vision_config
         grid = vc.image_size // vc.patch_size
@@ -104,9 +104,9 @@ class LlavaNextVideoFamily(Family):
             "newline": "none (transformers LlavaNextVideo video path)",
             "text_model": getattr(config.text_config, "model_type", ""),
             "rope_scaling": _rope_scaling(config.text_config),
+            "context": getattr(config, "videolmm_context", None),
         }
 
-            "context": getattr(config, "videolmm_context", None),
 
 def _rope_scaling(text_config: Any) -> Any:
     rope = getattr(text_config, "rope_scaling", None) or getattr(text_config, "rope_parameters", None)
