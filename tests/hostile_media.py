@@ -33,12 +33,22 @@ CASES = [
     "zero_byte", "truncated_mid_moov", "truncated_mid_mdat", "truncated_mid_mdat_indexed", "random_bytes",
     "png_named_mp4", "audio_only", "one_frame", "absurd_resolution", "huge_resolution", "variable_frame_rate",
     "rotated", "hours_claimed", "zero_fps", "corrupt_packets", "frames_dir_non_image", "frames_dir_fake_png",
-    "symlink_outside",
+    "symlink_outside", "hls_playlist", "concat_script", "sdp_description", "image2_pattern", "decode_bomb",
+    "png_bomb", "eps_named_png",
 ]  # fmt: skip
 #: Declared size of the ``absurd_resolution`` case: 4.2 gigapixels a frame, beyond FFmpeg's own limit.
 ABSURD_SIDE = 65000
 #: Declared size of the ``huge_resolution`` case: FFmpeg accepts it (768 MB per RGB frame); the core must not.
 HUGE_SIDE = 16000
+#: The ``decode_bomb`` case: one keyframe, then tiny P frames, declared at a huge rate.
+BOMB_FRAMES, BOMB_FPS = 2000, 10000
+#: The ``png_bomb`` case's declared size (Pillow's decompression-bomb error starts at ~179 Mpx).
+PNG_BOMB_SIZE = (20000, 10000)
+#: An SDP description: FFmpeg's sdp demuxer would bind the UDP port and wait for RTP packets.
+SDP_TEXT = (
+    "v=0\no=- 0 0 IN IP4 127.0.0.1\ns=videolmm\nc=IN IP4 127.0.0.1\nt=0 0\n"
+    "m=video 5004 RTP/AVP 96\na=rtpmap:96 H264/90000\n"
+)
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,45 @@ def write_clip(
             frame.pts, frame.time_base = (i if pts is None else pts[i]), time_base
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+    return path
+
+
+def write_decode_bomb(path: Path, *, num_frames: int = BOMB_FRAMES, fps: int = BOMB_FPS, side: int = 32) -> Path:
+    """One keyframe followed by ``num_frames - 1`` P-skip frames of a still picture, declared at ``fps``.
+
+    Small on disk (~13 bytes a frame) but every frame up to a wanted one must be decoded: the
+    decode bomb of issue 15.
+    """
+    import av
+
+    params = f"keyint={num_frames + 1}:min-keyint={num_frames + 1}:scenecut=0:bframes=0"
+    with av.open(str(path), mode="w") as container:
+        options = {"preset": "ultrafast", "tune": "zerolatency", "x264-params": params, "threads": "1"}
+        stream = container.add_stream("libx264", rate=fps, options=options)
+        stream.width = stream.height = side
+        stream.pix_fmt = "yuv420p"
+        frame = av.VideoFrame.from_ndarray(_frames(1, side, side, 21)[0], format="rgb24")
+        for i in range(num_frames):
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def write_png_bomb(path: Path, size: tuple[int, int] = PNG_BOMB_SIZE) -> Path:
+    """A 16x16 PNG whose IHDR (CRC fixed) declares ``size``: Pillow refuses it as a decompression bomb."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(_frames(1, 16, 16, 22)[0]).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = data.index(b"IHDR")
+    struct.pack_into(">II", data, ihdr + 4, *size)
+    struct.pack_into(">I", data, ihdr + 17, zlib.crc32(bytes(data[ihdr : ihdr + 17])))
+    path.write_bytes(bytes(data))
     return path
 
 
@@ -424,12 +473,50 @@ def build_corpus(root: Path, outside: Path | None = None) -> dict[str, HostileCa
         "escape",
         "decoded from the link target",
     )
+    add_ffmpeg_cases(root, add)
     shutil.rmtree(scratch)
     return {c.name: c for c in cases}
 
 
+def add_ffmpeg_cases(root: Path, add) -> None:
+    """Issue 15's cases: FFmpeg demuxers that must never run on untrusted input, a decode bomb,
+    a Pillow decompression bomb and an EPS file (Ghostscript) named .png."""
+    from PIL import Image
+
+    bait = write_clip(root / "bait.mp4", seed=15)  # what the playlist and the script point at
+    (root / "hls_playlist.mp4").write_text(
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{bait.name}\n#EXT-X-ENDLIST\n"
+    )
+    add("hls_playlist", root / "hls_playlist.mp4", f"an HLS playlist naming {bait.name}, sent as .mp4", "error",
+        "HLS playlist")  # fmt: skip
+    (root / "concat_script.mp4").write_text(f"ffconcat version 1.0\nfile {bait.name}\nfile ../outside/outside.mp4\n")
+    add("concat_script", root / "concat_script.mp4", "an ffconcat script with relative paths (one leaving the root)",
+        "error", "concat script")  # fmt: skip
+    (root / "sdp_description.mp4").write_text(SDP_TEXT)
+    add("sdp_description", root / "sdp_description.mp4", "an SDP description (RTP on UDP port 5004)", "error", "SDP")
+    pattern = root / "image2_pattern%03d.png"
+    pattern.write_text("not an image: FFmpeg's image2 demuxer would read image2_pattern001.png, 002, ...")
+    for i in range(1, 4):
+        Image.fromarray(_frames(1, 64, 64, 30 + i)[0]).save(root / f"image2_pattern{i:03d}.png")
+    add("image2_pattern", pattern, "a file named image2_pattern%03d.png beside image2_pattern001..003.png", "error",
+        "not one of the accepted container formats", "not a readable image")  # fmt: skip
+    add("decode_bomb", write_decode_bomb(root / "decode_bomb.mp4"),
+        f"one keyframe and {BOMB_FRAMES - 1} P-skip frames of 32x32 declared at {BOMB_FPS} fps", "partial",
+        f"decoded: the core has no limits unless given; {BOMB_FRAMES} frames at {BOMB_FPS} fps")  # fmt: skip
+    width, height = PNG_BOMB_SIZE
+    add("png_bomb", write_png_bomb(root / "png_bomb.png"), f"a 16x16 PNG whose header declares {width}x{height}",
+        "error", "still image", "declares too many pixels")  # fmt: skip
+    (root / "eps_named_png.png").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n%%EOF\n")
+    add("eps_named_png", root / "eps_named_png.png", "an EPS document named .png (Pillow would run Ghostscript)",
+        "error", "PostScript", "not a readable image in an accepted format")  # fmt: skip
+
+
 __all__ = [
     "ABSURD_SIDE",
+    "BOMB_FPS",
+    "BOMB_FRAMES",
+    "PNG_BOMB_SIZE",
+    "SDP_TEXT",
     "CASES",
     "HUGE_SIDE",
     "Box",
@@ -438,4 +525,6 @@ __all__ = [
     "find_boxes",
     "iter_boxes",
     "write_clip",
+    "write_decode_bomb",
+    "write_png_bomb",
 ]

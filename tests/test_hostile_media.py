@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile_media import CASES, HostileCase, build_corpus
+from hostile_media import BOMB_FPS, BOMB_FRAMES, CASES, HostileCase, build_corpus
 from test_lmms_eval import response, run_cli
 
 from videolmm.errors import MediaError
@@ -83,6 +83,11 @@ def check_partial(case: HostileCase, frames: Frames, reference: Frames | None) -
         assert frames.num_source_frames == 8 and shape == (NUM_FRAMES, 64, 64, 3)
         assert frames.fps == pytest.approx(1 / 1350) and frames.duration == pytest.approx(3 * 3600)
         return f"{shape}, fps {frames.fps:.6f}, duration {frames.duration:.0f} s: 3 hours at 1/1350 fps"
+    if case.name == "decode_bomb":
+        assert (frames.num_source_frames, frames.fps, shape) == (BOMB_FRAMES, BOMB_FPS, (NUM_FRAMES, 32, 32, 3))
+        return (
+            f"{shape} from {frames.num_source_frames} frames at {frames.fps:g} fps (no limits in a bare load_frames)"
+        )
     if case.name == "symlink_outside":
         assert shape == (NUM_FRAMES, 64, 64, 3) and frames.source == str(case.path)
         return f"{shape} decoded from the link target"

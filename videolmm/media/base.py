@@ -172,6 +172,19 @@ def checked_indices(info: VideoInfo, indices: Sequence[int]) -> list[int]:
     return out
 
 
+def repeat_view(frame: np.ndarray, count: int) -> np.ndarray:
+    """``count`` copies of one ``(H, W, 3)`` frame as a ``(count, H, W, 3)`` view holding one frame.
+
+    Stride 0 along T: the memory of one frame, whatever ``count`` is (a one-frame clip sampled
+    ``uniform`` with F=64 holds one frame, not 64). Writeable, because torch's ``from_numpy``
+    (inside the HF processors) warns on read-only arrays; every family's processor reads it
+    without writing, giving bit-identical pixel values (tests/test_media_budget.py). Writing
+    into it would change every frame at once: copy it first (``np.array(view)``).
+    """
+    frame = np.ascontiguousarray(frame)
+    return np.lib.stride_tricks.as_strided(frame, (count, *frame.shape), (0, *frame.strides), writeable=True)
+
+
 def check_batch(array: np.ndarray, count: int, info: VideoInfo, backend: str) -> np.ndarray:
     """A backend's output must be uint8 ``(count, H, W, 3)``; raises MediaUnreadable otherwise."""
     if array.dtype != np.uint8 or array.ndim != 4 or array.shape[0] != count or array.shape[-1] != 3:
@@ -195,6 +208,9 @@ class OpenedVideoBase:
     """
 
     backend = "base"
+    #: Return one frame repeated as a stride-0 view (:func:`repeat_view`) when every index asked
+    #: is the same frame; False makes :meth:`read` return a full copy per index.
+    share_repeats = True
 
     def __init__(self, info: VideoInfo) -> None:
         self.info = info
@@ -207,7 +223,10 @@ class OpenedVideoBase:
             indices: frame indices in ``[0, N)``, any order, duplicates allowed.
 
         Returns:
-            uint8 RGB array ``(T, H, W, 3)``, frame ``t`` being source frame ``indices[t]``.
+            uint8 RGB array ``(T, H, W, 3)``, frame ``t`` being source frame ``indices[t]``. When
+            every index is the same frame (a one-frame clip under ``uniform``), a stride-0 view of
+            that one frame (:func:`repeat_view`); otherwise distinct frames are decoded once and
+            repeated ones copied.
         """
         if self._closed:
             raise MediaError(self.info.source, "read() after close()")
@@ -218,6 +237,8 @@ class OpenedVideoBase:
         frames = check_batch(self.read_sorted(unique), len(unique), self.info, self.backend)
         if unique == wanted:
             return frames
+        if len(unique) == 1 and self.share_repeats:
+            return repeat_view(frames[0], len(wanted))
         position = {idx: k for k, idx in enumerate(unique)}
         return frames[[position[i] for i in wanted]]
 
@@ -300,7 +321,8 @@ def read_sampled(
     timestamps = tuple(float(t) for t in selection.timestamps)
     if spec.reverse:
         indices, timestamps = indices[::-1], timestamps[::-1]
-        array = np.ascontiguousarray(array[::-1])
+        if array.strides[0] != 0:  # a repeated frame (stride 0) reads the same backwards
+            array = np.ascontiguousarray(array[::-1])
     return Frames(
         array=array,
         indices=indices,
@@ -351,5 +373,6 @@ __all__ = [
     "load_frames",
     "module_importable",
     "read_sampled",
+    "repeat_view",
     "resolve_decoder_name",
 ]

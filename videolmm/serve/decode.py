@@ -290,8 +290,11 @@ class MediaPipeline:
                     await asyncio.wait({work})
                 except asyncio.CancelledError:  # cancelled again: the work is stopping; keep waiting
                     continue
-            if not work.cancelled() and work.exception() is None:
-                logger.info("rid=%s decoded after the caller went away", job.request_id)
+            error = None if work.cancelled() else work.exception()
+            outcome = type(work.result()).__name__ if error is None and not work.cancelled() else repr(error)
+            if isinstance(error, ServeError):
+                outcome = f"{error.error.status} {error.error.code}"
+            logger.info("rid=%s caller went away; the decode has stopped (%s)", job.request_id, outcome)
             raise
 
     async def run(self, job: ChatJob) -> DecodedRequest:
