@@ -262,6 +262,7 @@ class Result:
         is_greedy: whether greedy decoding would produce the continuation.
         timings: seconds spent per stage (``decode``, ``preprocess``, ``generate``).
         frames: per video, the sampled source indices.
+        timestamps: per video, the seconds of those frames in the source (same order).
         finish_reason: ``"stop"`` (EOS or a stop string) or ``"length"`` (``max_new_tokens``); None on error.
     """
 
@@ -274,6 +275,7 @@ class Result:
     is_greedy: bool | None = None
     timings: dict[str, float] = field(default_factory=dict)
     frames: tuple[tuple[int, ...], ...] = ()
+    timestamps: tuple[tuple[float, ...], ...] = ()
     finish_reason: str | None = None
 
     @property

@@ -382,6 +382,7 @@ def row_result(row: Row, finish: str) -> Result:
             "generate": elapsed,
         },
         frames=tuple(v.indices for v in row.item.videos),
+        timestamps=tuple(v.timestamps for v in row.item.videos),
         finish_reason=finish,
     )
 

@@ -369,6 +369,7 @@ class Engine:
                     prompt=batch.prompts[row],
                     timings={"decode": item.decode_seconds, **batch.timings, "generate": elapsed},
                     frames=tuple(v.indices for v in item.videos),
+                    timestamps=tuple(v.timestamps for v in item.videos),
                     finish_reason="length" if n >= gen.max_new_tokens else "stop",
                 )
             )
@@ -414,6 +415,7 @@ class Engine:
             usage=Usage(int(ids.shape[1]), 0, ctx.visual_tokens[0]),
             prompt=ctx.prompts[0],
             frames=tuple(v.indices for v in item.videos),
+            timestamps=tuple(v.timestamps for v in item.videos),
         )
 
     # ------------------------------------------------------------------ inspection
