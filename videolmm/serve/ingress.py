@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP front: FastAPI routes on a Serve ingress deployment.
 
 Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /v1/models/{id}``,
-``GET /health``. Every route but ``/health`` requires the API key when one is configured.
+``GET /health``, ``GET /playground`` (:mod:`~videolmm.serve.playground`). Every route but ``/health``
+and the playground page requires the API key when one is configured.
 Errors are OpenAI error JSON (``{"error": {"message", "type", "param", "code"}}``) with the HTTP
 status of :mod:`videolmm.serve.errors`; a 503 carries ``Retry-After``. Every response carries
 ``x-request-id``: Serve's request id, which is also the core request's id and appears in every
@@ -50,6 +51,7 @@ from videolmm.serve.errors import (
 from videolmm.serve.jobs import Generated
 from videolmm.serve.metrics import IngressMetrics
 from videolmm.serve.openai import StreamEvents, completion, to_job
+from videolmm.serve.playground import mount_playground
 from videolmm.serve.protocol import ChatCompletionRequest, ModelCard, ModelList
 from videolmm.serve.security import api_key_matches
 
@@ -160,6 +162,8 @@ class OpenAIIngress:
         async def health() -> dict[str, str]:
             return {"status": "ok"}
 
+        mount_playground(app, self.args.limits)  # GET /playground: a page without secrets, served without the key
+
         @app.get("/v1/models")
         async def list_models(request: Request) -> JSONResponse:
             self.authorize(request)
@@ -252,7 +256,7 @@ class OpenAIIngress:
                 except StopAsyncIteration:
                     raise ServeError(internal("model server: the stream ended without a result")) from None
             _raise_if_failed(event)
-            for line in events.finish(event.result):
+            for line in events.finish(event.result, event.batch_size):
                 yield line
         except ServeError as exc:  # after the 200 went out: an error event, as OpenAI sends it
             status = exc.error.status

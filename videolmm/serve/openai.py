@@ -241,6 +241,18 @@ def usage(result: Result) -> UsageInfo:
     )
 
 
+def videolmm_info(result: Result, job: ChatJob, batch_size: int = 1) -> VideoLMMInfo:
+    """The response's ``videolmm`` object: frames and timestamps shown, visual tokens, batch, timings."""
+    return VideoLMMInfo(
+        request_id=job.request_id,
+        frames=[list(f) for f in result.frames],
+        timestamps=[[round(t, 6) for t in ts] for ts in result.timestamps],
+        visual_tokens=result.usage.visual_tokens,
+        batch_size=batch_size,
+        timings={k: round(v, 6) for k, v in result.timings.items()},
+    )
+
+
 def completion(
     result: Result, job: ChatJob, *, completion_id: str, created: int, batch_size: int = 1
 ) -> ChatCompletion:
@@ -253,13 +265,7 @@ def completion(
             Choice(message=AssistantMessage(content=result.text or ""), finish_reason=finish_reason(result, job))
         ],
         usage=usage(result),
-        videolmm=VideoLMMInfo(
-            request_id=job.request_id,
-            frames=[list(f) for f in result.frames],
-            visual_tokens=result.usage.visual_tokens,
-            batch_size=batch_size,
-            timings={k: round(v, 6) for k, v in result.timings.items()},
-        ),
+        videolmm=videolmm_info(result, job, batch_size),
     )
 
 
@@ -283,10 +289,10 @@ class StreamEvents:
     """The server-sent events of one streamed completion, as OpenAI sends them.
 
     A role chunk first, then one content chunk per piece of text as it is generated, a finish
-    chunk (``stop`` or ``length``), with ``stream_options.include_usage`` a last chunk with no
-    choices and the usage (every earlier chunk then carries ``"usage": null``), and
-    ``data: [DONE]``. An error after the stream began is an ``{"error": {...}}`` event (the
-    ``openai`` client raises it as an ``APIError``), then ``[DONE]``.
+    chunk (``stop`` or ``length``; it carries the ``videolmm`` object: frames, timestamps, timings),
+    with ``stream_options.include_usage`` a last chunk with no choices and the usage (every earlier
+    chunk then carries ``"usage": null``), and ``data: [DONE]``. An error after the stream began is
+    an ``{"error": {...}}`` event (the ``openai`` client raises it as an ``APIError``), then ``[DONE]``.
     """
 
     job: ChatJob
@@ -294,9 +300,16 @@ class StreamEvents:
     created: int
     include_usage: bool = False
 
-    def _chunk(self, choices: list[ChunkChoice], usage_info: UsageInfo | None = None) -> str:
+    def _chunk(
+        self, choices: list[ChunkChoice], usage_info: UsageInfo | None = None, info: VideoLMMInfo | None = None
+    ) -> str:
         chunk = ChatCompletionChunk(
-            id=self.completion_id, created=self.created, model=self.job.model_id, choices=choices, usage=usage_info
+            id=self.completion_id,
+            created=self.created,
+            model=self.job.model_id,
+            choices=choices,
+            usage=usage_info,
+            videolmm=info,
         )
         return _event(chunk, include_usage=self.include_usage)
 
@@ -308,9 +321,10 @@ class StreamEvents:
         """A content delta."""
         return self._chunk([ChunkChoice(delta=Delta(content=text))])
 
-    def finish(self, result: Result) -> Iterator[str]:
-        """The finish chunk, the usage chunk (``include_usage``) and ``[DONE]``."""
-        yield self._chunk([ChunkChoice(delta=Delta(), finish_reason=finish_reason(result, self.job))])
+    def finish(self, result: Result, batch_size: int = 1) -> Iterator[str]:
+        """The finish chunk (with the ``videolmm`` object), the usage chunk (``include_usage``) and ``[DONE]``."""
+        choice = ChunkChoice(delta=Delta(), finish_reason=finish_reason(result, self.job))
+        yield self._chunk([choice], info=videolmm_info(result, self.job, batch_size))
         if self.include_usage:
             yield self._chunk([], usage(result))
         yield DONE_EVENT
@@ -343,4 +357,5 @@ __all__ = [
     "stream_events",
     "to_job",
     "usage",
+    "videolmm_info",
 ]

@@ -10,7 +10,8 @@ Extensions over OpenAI, both from vLLM's conventions:
 * ``media_io_kwargs``: ``{"video": {"num_frames": N, "fps": F}}`` per request.
 
 Responses carry one extra top-level object, ``videolmm`` (:class:`VideoLMMInfo`): the sampled
-frame indices and stage timings, so that a client can see what the model was shown.
+frame indices and their timestamps and the stage timings, so that a client can see what the model
+was shown. A streamed response carries it on its finish chunk.
 """
 
 from __future__ import annotations
@@ -200,6 +201,9 @@ class VideoLMMInfo(_Out):
 
     request_id: str
     frames: list[list[int]] = Field(description="Per video, the sampled source frame indices.")
+    timestamps: list[list[float]] = Field(
+        default_factory=list, description="Per video, the seconds of those frames in the source (same order)."
+    )
     visual_tokens: int
     batch_size: int = Field(description="Requests that shared this request's engine call.")
     timings: dict[str, float] = Field(
@@ -259,6 +263,7 @@ class ChatCompletionChunk(_Out):
     model: str
     choices: list[ChunkChoice]
     usage: UsageInfo | None = None
+    videolmm: VideoLMMInfo | None = Field(default=None, description="On the finish chunk only.")
 
 
 class ModelCard(_Out):
