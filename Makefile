@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install demo test test-all lint format bench serve-tiny dist clean
+.PHONY: install demo test test-all fuzz lint format bench serve-tiny dist clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ test: install
 
 test-all: install
 	$(PY) -m pytest -m "not gpu and not hub"
+
+# Property-based fuzzing (hypothesis) of the request parser and the media path, FUZZ_SECONDS in all
+# (default 10 min; `make test` runs a short seeded pass of the same tests). Counts go to
+# .artifacts/reliability.md; a failure prints hypothesis's minimal falsifying input.
+FUZZ_SECONDS ?= 600
+fuzz: install
+	VIDEOLMM_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -p no:cacheprovider -rxX tests/test_fuzz.py
 
 lint: install
 	$(VENV)/bin/ruff check .
