@@ -25,6 +25,7 @@ import httpx
 import pytest
 from serve_helpers import (
     API_KEY,
+    BROKEN,
     HOUND,
     LNV,
     NAT64_HOSTS,
@@ -124,6 +125,16 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _weightless_copy(checkpoint: Path, tmp: Path) -> Path:
+    """A checkpoint directory with ``checkpoint``'s config files but no weights."""
+    out = tmp / "weightless-ckpt"
+    out.mkdir()
+    for path in checkpoint.iterdir():
+        if path.is_file() and path.suffix not in (".safetensors", ".bin", ".pt"):
+            shutil.copy(path, out / path.name)
+    return out
+
+
 def _wait_healthy(base_url: str, deadline: float) -> None:
     last = "no answer yet"
     while True:
@@ -188,6 +199,8 @@ def serve_app(
             {"model_id": HOUND, "pretrained": str(tiny_llava_hound), "family": "llava_hound", "device": "cpu"},
             {"model_id": STATIC, "pretrained": str(tiny_llava_next_video), "family": "llava_next_video",
              "device": "cpu", "scheduler": "static"},  # the @serve.batch path beside the continuous one
+            {"model_id": BROKEN, "pretrained": str(_weightless_copy(tiny_llava_next_video, ray_tmp)),
+             "family": "llava_next_video", "device": "cpu"},  # fails to load in the replica: 503 for it alone
         ]  # fmt: skip
         raw["max_models_per_replica"] = len(raw["models"])
         args = ServeArgs.model_validate(raw)

@@ -39,10 +39,6 @@ TEST_LIMITS = {
     "max_videos_per_request": 2,
     "max_images_per_request": 2,
     "max_tokens": 64,
-    "max_source_frames": 2000,  # issue 15's media bounds (test_serve_media_hardening)
-    "max_decode_frames": 512,
-    "max_decoded_bytes": 2 << 20,  # two 128x128 videos of 32 frames (3 MiB) cross it; one does not
-    "decode_timeout_s": 30,
     "max_prompt_chars": 16384,
     "max_inflight_bytes": 3 << 20,  # three stalled 1 MiB bodies fill it (test_serve_hardening)
 }

@@ -285,7 +285,7 @@ SERVE_LAYERS = (
     ("app",),
     ("ingress",),
     ("deployments",),
-    ("decode", "openai"),
+    ("decode", "openai", "guards", "playground"),
     ("jobs", "config"),
     ("security",),
     ("errors", "metrics", "context"),

@@ -57,7 +57,7 @@ def _cases(app: ServeApp) -> dict[str, tuple[dict[str, Any] | bytes, int, str | 
         "file_url_host": (with_video(app, f"file://otherhost{root}/red_right.mp4"), 400, None, ("host",)),
         "bad_scheme": (with_video(app, "ftp://example.com/a.mp4"), 400, None, ("unsupported URL scheme",)),
         "loopback_host": (with_video(app, f"{app.base_url}/health"), 400, "forbidden", ("non-public",)),
-        "localhost_name": (with_video(app, "http://localhost:9/a.mp4"), 400, "forbidden", ("non-public",)),
+        "localhost_name": (with_video(app, "http://localhost:8080/a.mp4"), 400, "forbidden", ("non-public",)),
         "metadata_ip": (with_video(app, "http://169.254.169.254/latest/meta-data/"), 400, no, ("non-public",)),
         "host_not_listed": (with_video(app, "https://example.com/a.mp4"), 400, "forbidden", ("allow-list",)),
         "unresolvable": (with_video(app, "http://unresolvable.invalid/a.mp4"), 400, None, ("resolve",)),

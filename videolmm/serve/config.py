@@ -129,6 +129,21 @@ class LimitsConfig(_Strict):
     decode_timeout_s: float = Field(
         default=60.0, gt=0, le=3600, description="Wall-clock decoding time of one request; the decoder stops (504)."
     )
+    max_stop_chars: int = Field(default=64, ge=1, le=4096, description="Characters in one stop string (400).")
+    max_prompt_chars: int = Field(default=262144, ge=1, description="Text characters of all messages together (413).")
+    max_messages: int = Field(default=128, ge=1, description="Messages in one request (422).")
+    max_content_parts: int = Field(default=64, ge=1, description="Content parts of all messages together (422).")
+    max_inflight_bytes: int = Field(
+        default=512 << 20, ge=1024, description="Request bodies one ingress replica holds at once (then 503)."
+    )
+
+    @model_validator(mode="after")
+    def _inflight_fits_a_body(self) -> "LimitsConfig":
+        if self.max_inflight_bytes < self.max_request_bytes:
+            raise ValueError(
+                f"max_inflight_bytes={self.max_inflight_bytes} < max_request_bytes={self.max_request_bytes}"
+            )
+        return self
 
 
 class RemoteFetchConfig(_Strict):
@@ -191,6 +206,10 @@ class SecurityConfig(_Strict):
     )
     api_key_env: str | None = Field(
         default=None, description="Environment variable holding the key, read when the app is built."
+    )
+    allowed_hosts: tuple[str, ...] = Field(
+        default=("localhost", "127.0.0.1", "[::1]"),
+        description="Host header names (any port) accepted while no API key is set, against DNS rebinding; '*': any.",
     )
 
     @model_validator(mode="after")

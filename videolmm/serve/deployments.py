@@ -27,12 +27,13 @@ from dataclasses import dataclass, replace
 from ray import serve
 
 from videolmm.load import load_engine as load_core_engine
-from videolmm.models.engine import DecodedRequest, Engine, error_text
+from videolmm.media.cache import CacheStats
+from videolmm.models.engine import DecodedRequest, Engine
 from videolmm.models.scheduler import Scheduler
 from videolmm.serve.config import ServeArgs
 from videolmm.serve.context import batch_request_ids, set_batch_request_ids
 from videolmm.serve.decode import MediaPipeline
-from videolmm.serve.errors import ApiError, ServeError
+from videolmm.serve.errors import ApiError, ServeError, internal_error, model_unavailable
 from videolmm.serve.jobs import ChatJob, Generated
 from videolmm.serve.metrics import MediaMetrics, ModelMetrics, TokenMetrics
 from videolmm.types import Result
@@ -54,6 +55,7 @@ class MediaStage:
         self.pipeline = MediaPipeline(args)
         self.pipeline.check_defaults()
         self.metrics = MediaMetrics()
+        self._cache_seen: dict[str, CacheStats] = {}
 
     async def decode(self, job: ChatJob) -> DecodedRequest | ApiError:
         """Decode a job's media; a refused or broken input comes back as an :class:`ApiError`."""
@@ -63,8 +65,23 @@ class MediaStage:
         except ServeError as exc:
             logger.info("rid=%s media refused (%d): %s", job.request_id, exc.error.status, exc.error.message)
             return exc.error
+        except Exception:  # a bug or an untyped library error: logged here, never its text in the answer
+            logger.exception("rid=%s media stage failed", job.request_id)
+            return internal_error(job.request_id, "the media stage")
         self.metrics.record(job.model_id, time.perf_counter() - start, sum(v.num_frames for v in decoded.videos))
+        self._record_cache(job.model_id)
         return decoded
+
+    def _record_cache(self, model_id: str) -> None:
+        """Frame-cache hits and misses since the last request of ``model_id`` (its loader's counters)."""
+        cache = self.pipeline.frame_loader(model_id).cache
+        if cache is None:
+            return
+        now = cache.stats
+        seen = self._cache_seen.get(model_id)
+        self._cache_seen[model_id] = now
+        hits, misses = now.hits - (seen.hits if seen else 0), now.misses - (seen.misses if seen else 0)
+        self.metrics.record_cache(model_id, hits, misses)
 
 
 @serve.deployment(name="MediaDecoder")
@@ -232,12 +249,15 @@ class ModelServer:
         set_batch_request_ids((rid,))  # a model load this triggers logs it
         try:
             loaded = await self.engine(model_id)
-        except Exception as exc:  # a model that cannot load fails this request, not the replica
+        except Exception as exc:  # a model that cannot load fails this request (503), not the replica
             logger.exception("rids=%s model %s failed to load", [rid], model_id)
-            yield Generated(Result(request_id=rid, error=f"ModelLoadError: {model_id}: {error_text(exc)}"))
+            yield _load_failed(model_id, exc, rid)
             return
         if loaded.scheduler is None:  # static: Serve's dynamic batches
             generated = await self.generate_batch(_Pending(item, model_id, arrived))
+            if isinstance(generated, ApiError):
+                yield generated
+                return
             if stream and generated.result.ok and generated.result.text:
                 yield generated.result.text
             yield generated
@@ -325,7 +345,7 @@ class ModelServer:
         yield Generated(replace(result, timings=timings), peak)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def generate_batch(self, pending: list[_Pending]) -> list[Generated]:
+    async def generate_batch(self, pending: list[_Pending]) -> list[Generated] | list[ApiError]:
         """One engine call for a batch of requests for the same model (Serve splits by model id)."""
         model_id = pending[0].model_id
         started = time.perf_counter()
@@ -333,10 +353,9 @@ class ModelServer:
         set_batch_request_ids(tuple(ids))  # a model load these trigger logs them
         try:
             loaded = await self.engine(model_id)
-        except Exception as exc:  # a model that cannot load fails these requests, not the replica
+        except Exception as exc:  # a model that cannot load fails these requests (503), not the replica
             logger.exception("rids=%s model %s failed to load", ids, model_id)
-            error = f"ModelLoadError: {model_id}: {error_text(exc)}"
-            return [Generated(Result(request_id=i, error=error), len(ids)) for i in ids]
+            return [_load_failed(model_id, exc, i) for i in ids]
         results = await asyncio.to_thread(
             loaded.engine.generate_static, [p.item for p in pending], batch_size=len(pending)
         )
@@ -353,6 +372,14 @@ class ModelServer:
             Generated(replace(r, timings={**r.timings, "queue": q}), len(pending))
             for r, q in zip(results, queued, strict=True)
         ]
+
+
+def _load_failed(model_id: str, exc: BaseException, rid: str) -> ApiError:
+    """503 for a model whose checkpoint failed to load: the error's type, not its text (paths, hosts)."""
+    return model_unavailable(
+        model_id, f"its checkpoint failed to load ({type(exc).__name__}); the server log has the details under "
+        f"request id {rid}",
+    )  # fmt: skip
 
 
 __all__ = ["LoadedEngine", "MediaDecoder", "ModelServer"]

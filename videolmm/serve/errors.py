@@ -113,8 +113,26 @@ def replica_failed(what: str, reason: str, retry_after_s: float = 1.0) -> ApiErr
 
 
 def internal(message: str) -> ApiError:
-    """500: a server-side failure (the message names the stage)."""
+    """500: a server-side failure (the message names the stage; never an exception's text)."""
     return ApiError(500, message, type="server_error", code="internal_error")
+
+
+def internal_error(request_id: str, what: str = "the server") -> ApiError:
+    """500 for an unexpected failure: only the stage and the request id, never the exception's text
+    (which can hold a traceback, pids, addresses and paths); the traceback is logged with the id."""
+    return internal(f"internal error in {what}; the server log has the details under request id {request_id}")
+
+
+def model_unavailable(model_id: str, reason: str, retry_after_s: float = 5.0) -> ApiError:
+    """503: this model cannot serve now (its checkpoint failed to load); the others still can."""
+    return ApiError(
+        503,
+        f"model {model_id!r} is unavailable: {reason}",
+        type="service_unavailable_error",
+        code="model_unavailable",
+        param="model",
+        retry_after_s=retry_after_s,
+    )
 
 
 def _subclass_names(cls: type) -> set[str]:
@@ -129,14 +147,19 @@ def client_error_types() -> frozenset[str]:
     return frozenset(_subclass_names(MediaError) | _subclass_names(PromptError))
 
 
-def from_core_error(error: str) -> ApiError:
-    """Map a core ``Result.error`` (``"ErrorType: message"``) to an API error."""
+def from_core_error(error: str, request_id: str = "-") -> ApiError:
+    """Map a core ``Result.error`` (``"ErrorType: message"``) to an API error.
+
+    A typed client error (bad media, a prompt the template cannot take, a context overflow) is a
+    400 with its message; anything else is the server's own failure: a 500 naming only the request
+    id (the caller logs the text).
+    """
     kind = error.split(":", 1)[0].strip()
     if kind == "ContextLengthExceeded":  # OpenAI's code for the same refusal
         return ApiError(400, error, code="context_length_exceeded", param="messages")
     if kind in client_error_types():
         return ApiError(400, error, code="invalid_input")
-    return internal(f"generation failed: {error}")
+    return internal_error(request_id, "generation")
 
 
 __all__ = [
@@ -146,7 +169,9 @@ __all__ = [
     "client_error_types",
     "from_core_error",
     "internal",
+    "internal_error",
     "model_not_found",
+    "model_unavailable",
     "overloaded",
     "replica_failed",
     "too_large",

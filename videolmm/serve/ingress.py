@@ -6,7 +6,11 @@ and the playground page requires the API key when one is configured.
 Errors are OpenAI error JSON (``{"error": {"message", "type", "param", "code"}}``) with the HTTP
 status of :mod:`videolmm.serve.errors`; a 503 carries ``Retry-After``. Every response carries
 ``x-request-id``: Serve's request id, which is also the core request's id and appears in every
-log line about the request.
+log line about the request (a client's own ``x-request-id`` is used only when it is 1-64 plain
+characters, :func:`~videolmm.serve.guards.request_id`). An unexpected exception never reaches a
+client as text: it is logged with its traceback and the request id, and answered with a 500 that
+names only the stage and the id. Without an API key, every route checks the ``Host`` header
+against ``security.allowed_hosts`` (421 otherwise), against DNS rebinding.
 
 A request flows: read the body (size limit) → validate (:mod:`~videolmm.serve.protocol`) →
 :func:`~videolmm.serve.openai.to_job` → media deployment (``DecodedRequest``) → model
@@ -17,42 +21,47 @@ deployment, routed by ``multiplexed_model_id`` → response or SSE stream.
 # must see the route parameters' annotations as classes on the replica.
 
 import asyncio
-import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
-from videolmm.models.engine import error_text
 from videolmm.serve.config import ServeArgs
 from videolmm.serve.errors import (
     ApiError,
     ServeError,
-    bad_request,
     from_core_error,
     internal,
+    internal_error,
     model_not_found,
     overloaded,
     replica_failed,
-    too_large,
     unauthorized,
-    unprocessable,
+)
+from videolmm.serve.guards import (
+    InflightBytes,
+    check_content_type,
+    check_host,
+    check_request,
+    parse_request,
+    read_body,
+    request_id,
 )
 from videolmm.serve.jobs import Generated
 from videolmm.serve.metrics import IngressMetrics
 from videolmm.serve.openai import StreamEvents, completion, to_job
 from videolmm.serve.playground import mount_playground
-from videolmm.serve.protocol import ChatCompletionRequest, ModelCard, ModelList
+from videolmm.serve.protocol import ModelCard, ModelList
 from videolmm.serve.security import api_key_matches
 
 logger = logging.getLogger("ray.serve.videolmm.ingress")
@@ -67,56 +76,6 @@ def error_response(error: ApiError) -> JSONResponse:
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(max(1, round(error.retry_after_s)))
     return JSONResponse(status_code=error.status, content=error.body(), headers=headers)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large(f"request body is {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise too_large(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def check_content_type(value: str | None) -> None:
-    """Refuse (415) a body that is not declared JSON: ``application/json`` or ``application/*+json``.
-
-    Browsers send ``text/plain``, form and multipart bodies cross-origin without a preflight, so
-    accepting them would let any web page drive a server on localhost that has no API key.
-    """
-    media_type = (value or "").split(";", 1)[0].strip().lower()
-    if media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json")):
-        return
-    raise ServeError(
-        ApiError(
-            415,
-            f"request body must be JSON (Content-Type: application/json), got {value or 'no Content-Type'!r}",
-            code="unsupported_media_type",
-        )
-    )
-
-
-def parse_request(body: bytes) -> ChatCompletionRequest:
-    """Validate a chat-completions body: 400 for bad JSON, 422 naming each invalid field."""
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad_request(f"request body is not valid JSON ({exc})", code="invalid_json") from exc
-    if not isinstance(data, dict):
-        raise bad_request("request body must be a JSON object", code="invalid_json")
-    try:
-        return ChatCompletionRequest.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        details = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-        raise unprocessable(details, param=param) from exc
 
 
 @serve.deployment(name="OpenAIIngress")
@@ -141,6 +100,9 @@ class OpenAIIngress:
         self.api_key = api_key
         self.created = int(time.time())
         self.metrics = IngressMetrics()
+        self.inflight = InflightBytes(args.limits.max_inflight_bytes, args.ingress_deployment.retry_after_s)
+        #: model id -> why its last request found it unavailable (a failed load); cleared by a success
+        self.unavailable: dict[str, str] = {}
 
     # ---------------------------------------------------------------------------- app
 
@@ -155,11 +117,24 @@ class OpenAIIngress:
         @app.exception_handler(StarletteHTTPException)
         async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
             code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-            error = ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code)
+            path = request.url.path[:200]
+            error = ApiError(exc.status_code, f"{request.method} {path}: {exc.detail}", code=code)
             return error_response(error)
 
+        if self.api_key is None:  # a keyless server answers only its own names (DNS rebinding)
+
+            @app.middleware("http")
+            async def _host_check(request: Request, call_next: Any) -> Response:
+                try:
+                    check_host(request.headers.get("host"), self.args.security.allowed_hosts)
+                except ServeError as exc:
+                    return error_response(exc.error)
+                return await call_next(request)
+
         @app.get("/health")
-        async def health() -> dict[str, str]:
+        async def health() -> dict[str, Any]:
+            if self.unavailable:  # still 200: the other models serve; the listed ones answer 503
+                return {"status": "degraded", "unavailable": dict(self.unavailable)}
             return {"status": "ok"}
 
         mount_playground(app, self.args.limits)  # GET /playground: a page without secrets, served without the key
@@ -193,12 +168,14 @@ class OpenAIIngress:
     async def chat(self, request: Request) -> Response:
         """``POST /v1/chat/completions``."""
         start = time.perf_counter()
-        rid = _request_id(request)
+        rid = request_id(request.headers.get("x-request-id"))
         model_id, status, streaming = "-", 500, False
+        hold = self.inflight.hold()
         try:
             self.authorize(request)
             check_content_type(request.headers.get("content-type"))
-            req = parse_request(await read_body(request, self.args.limits.max_request_bytes))
+            req = parse_request(await read_body(request, self.args.limits.max_request_bytes, hold))
+            check_request(req, self.args.limits)
             model = self.args.model(req.model)
             if model is None:  # tagged "-": a client must not create metric series with made-up names
                 raise model_not_found(req.model, [m.model_id for m in self.args.models])
@@ -216,24 +193,46 @@ class OpenAIIngress:
                 try:
                     first = await self._call(stream.__anext__(), "model server", rid)
                     if not isinstance(first, str):  # a refusal or failure before any text: a plain error
-                        _raise_if_failed(first)
+                        _raise_if_failed(first, rid)
                 except BaseException:
                     stream.cancel()
                     raise
                 status, streaming = 200, True
+                self._note_availability(model_id, None)
                 body = self._stream(stream, first, events, rid=rid, model_id=model_id, start=start)
                 return StreamingResponse(body, media_type="text/event-stream")
             generated = await self._call(handle.generate.remote(work), "model server", rid)
-            result = _raise_if_failed(generated).result
+            result = _raise_if_failed(generated, rid).result
             status = 200
+            self._note_availability(model_id, None)
             body = completion(result, job, completion_id=response_id, created=created, batch_size=generated.batch_size)
             return JSONResponse(body.model_dump(exclude_none=True))
         except ServeError as exc:
             status = exc.error.status
+            self._note_availability(model_id, exc.error)
             return error_response(exc.error)
+        except ClientDisconnect:  # gone while sending its body: nobody reads this answer
+            status = CLIENT_CLOSED
+            logger.info("rid=%s client went away while sending the body", rid)
+            return error_response(ApiError(CLIENT_CLOSED, "the client closed the connection", code="client_closed"))
+        except (asyncio.CancelledError, RequestCancelledError):  # the client went away: not a server error
+            status = CLIENT_CLOSED
+            logger.info("rid=%s client went away before the answer", rid)
+            raise
+        except Exception:  # a bug: the traceback goes to the log under the request id, never to the client
+            logger.exception("rid=%s ingress failed", rid)
+            return error_response(internal_error(rid, "the ingress"))
         finally:
+            hold.close()
             if not streaming:  # a stream records itself when it ends
                 self._record(rid, model_id, status, start)
+
+    def _note_availability(self, model_id: str, error: ApiError | None) -> None:
+        """Remember a model that answered 503 ``model_unavailable`` (for ``/health``); forget it on success."""
+        if error is not None and error.code == "model_unavailable":
+            self.unavailable[model_id] = error.message
+        elif error is None:
+            self.unavailable.pop(model_id, None)
 
     async def _stream(
         self, stream: Any, first: Any, events: StreamEvents, *, rid: str, model_id: str, start: float
@@ -255,7 +254,7 @@ class OpenAIIngress:
                     event = await self._call(stream.__anext__(), "model server", rid)
                 except StopAsyncIteration:
                     raise ServeError(internal("model server: the stream ended without a result")) from None
-            _raise_if_failed(event)
+            _raise_if_failed(event, rid)
             for line in events.finish(event.result, event.batch_size):
                 yield line
         except ServeError as exc:  # after the 200 went out: an error event, as OpenAI sends it
@@ -268,6 +267,12 @@ class OpenAIIngress:
             stream.cancel()
             logger.info("rid=%s client went away after %d chunks; generation cancelled", rid, chunks)
             raise
+        except Exception:  # a bug: logged with its traceback; the client sees only the request id
+            status = 500
+            stream.cancel()
+            logger.exception("rid=%s stream failed after %d chunks", rid, chunks)
+            for line in events.error(internal_error(rid, "the ingress")):
+                yield line
         finally:
             self._record(rid, model_id, status, start)
 
@@ -290,24 +295,24 @@ class OpenAIIngress:
         except RayActorError as exc:  # the replica died with the request on it; Serve replaces the replica
             logger.warning("rid=%s %s replica failed: %s", rid, what, type(exc).__name__)
             raise ServeError(replica_failed(what, type(exc).__name__)) from exc
-        except Exception as exc:  # a replica crash or a bug: answer 500 naming the stage, log the traceback
+        except Exception as exc:  # RayTaskError (a bug, an untyped library error): its text holds a traceback,
+            # pids, node addresses and paths, so it goes to the log under the request id, never to the client
             logger.exception("rid=%s %s failed", rid, what)
-            raise ServeError(internal(f"{what} failed: {error_text(exc)}")) from exc
+            raise ServeError(internal_error(rid, f"the {what}")) from exc
 
 
-def _raise_if_failed(generated: Any) -> Generated:
+def _raise_if_failed(generated: Any, rid: str) -> Generated:
     """The model call's :class:`Generated` if it succeeded; raise the request's error otherwise."""
     if isinstance(generated, ApiError):
         raise ServeError(generated)
     if not isinstance(generated, Generated):
         raise ServeError(internal(f"model server: unexpected answer {type(generated).__name__}"))
     if not generated.result.ok:
-        raise ServeError(from_core_error(generated.result.error or "unknown error"))
+        error = from_core_error(generated.result.error or "unknown error", rid)
+        if error.status >= 500:  # the core's text stays in the log
+            logger.error("rid=%s generation failed: %s", rid, generated.result.error)
+        raise ServeError(error)
     return generated
-
-
-def _request_id(request: Request) -> str:
-    return request.headers.get("x-request-id") or uuid.uuid4().hex
 
 
 __all__ = ["OpenAIIngress", "check_content_type", "error_response", "parse_request", "read_body"]

@@ -205,7 +205,7 @@ def to_job(req: ChatCompletionRequest, *, request_id: str, model: ModelConfig, l
         )
     generation = GenerationSettings(
         max_new_tokens=max_new,
-        temperature=float(req.temperature or 0.0),
+        temperature=sampling_temperature(req.temperature),
         top_p=req.top_p,
         stop=req.stop_list,
         seed=req.seed,
@@ -221,6 +221,17 @@ def to_job(req: ChatCompletionRequest, *, request_id: str, model: ModelConfig, l
         system_prompt=conv.system_prompt,
         turns=conv.turns,
     )
+
+
+#: Temperatures below this decode greedily (vLLM's rule): logits divided by 1e-300 overflow to inf,
+#: and sampling from the NaN probabilities would fail the whole running batch.
+MIN_SAMPLING_TEMPERATURE = 1e-5
+
+
+def sampling_temperature(temperature: float | None) -> float:
+    """The temperature the core samples with: 0 (greedy) when omitted or below :data:`MIN_SAMPLING_TEMPERATURE`."""
+    value = float(temperature or 0.0)
+    return value if value >= MIN_SAMPLING_TEMPERATURE else 0.0
 
 
 def finish_reason(result: Result, job: ChatJob) -> str:
@@ -354,6 +365,7 @@ __all__ = [
     "completion",
     "conversation",
     "finish_reason",
+    "sampling_temperature",
     "stream_events",
     "to_job",
     "usage",

@@ -113,14 +113,14 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=256)
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**64, description="A 64-bit seed (torch's range).")
     n: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
