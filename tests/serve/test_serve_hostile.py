@@ -22,8 +22,12 @@ API_OVERRIDES: dict[str, tuple[int, str, str]] = {
     "symlink_outside": (400, "forbidden", "outside the configured media roots"),
     "frames_dir_non_image": (400, "invalid_request", "is not a regular file"),  # no directories over HTTP
     "frames_dir_fake_png": (400, "invalid_request", "is not a regular file"),
+    "decode_bomb": (413, "too_large", "the video declares 10000 fps; the limit is 240 fps"),  # max_source_fps
 }
-DATA_URL_CASES = ["random_bytes", "truncated_mid_moov", "huge_resolution", "audio_only"]
+DATA_URL_CASES = [
+    "random_bytes", "truncated_mid_moov", "huge_resolution", "audio_only", "hls_playlist", "concat_script",
+    "sdp_description", "decode_bomb",
+]  # fmt: skip
 QUESTION = "What colour is the moving square? Answer with one word."  # the demo task's wording
 
 
