@@ -18,6 +18,7 @@ QWEN2 = "tiny-llava-video-qwen2"  # issue 5's families, served by name
 QWEN2_FRAMES = 16  # force_sample frame count for QWEN2 (the family's default of 64 is over TEST_LIMITS)
 HOUND = "tiny-llava-hound"
 STATIC = "tiny-llava-next-video-static"  # LNV's checkpoint on the static scheduler (@serve.batch)
+BROKEN = "tiny-broken-weights"  # LNV's config files without weights: passes the build check, fails to load
 API_KEY = "sk-videolmm-test-key"
 STARTUP_TIMEOUT_S = 240
 #: A loopback address the test app exempts (``allowed_networks``) for a redirecting test server.
@@ -42,6 +43,8 @@ TEST_LIMITS = {
     "max_decode_frames": 512,
     "max_decoded_bytes": 2 << 20,  # two 128x128 videos of 32 frames (3 MiB) cross it; one does not
     "decode_timeout_s": 30,
+    "max_prompt_chars": 16384,
+    "max_inflight_bytes": 3 << 20,  # three stalled 1 MiB bodies fill it (test_serve_hardening)
 }
 
 
