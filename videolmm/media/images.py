@@ -18,6 +18,8 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import struct
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +32,9 @@ from videolmm.errors import DecoderUnavailable, MediaNotFound, MediaTooLarge, Me
 #: Suffixes of still-image files (lower case; compare with ``suffix.lower()``). A tuple, so that
 #: ``name.lower().endswith(IMAGE_SUFFIXES)`` works too.
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+#: What Pillow's readers raise for a corrupt file while decoding (a PNG chunk out of place is a
+#: SyntaxError, a short IDAT an EOFError or zlib.error); each becomes MediaUnreadable.
+_PILLOW_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, zlib.error)
 #: The Pillow formats :func:`open_image` lets Pillow try (``Image.open(..., formats=...)``): the
 #: suffixes above, plus GIF (an image URL may point at one; its first frame is the image).
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
@@ -59,7 +64,7 @@ def open_image(source: Any, label: str, what: str = "") -> Iterator[Any]:
         image = image_mod.open(target, formats=IMAGE_FORMATS)
     except image_mod.DecompressionBombError as exc:
         raise MediaTooLarge(label, f"{prefix}declares too many pixels, refused before decoding ({exc})") from exc
-    except (OSError, ValueError) as exc:  # UnidentifiedImageError is an OSError
+    except _PILLOW_ERRORS as exc:  # UnidentifiedImageError is an OSError
         raise MediaUnreadable(
             label, f"{prefix}is not a readable image in an accepted format ({', '.join(IMAGE_FORMATS)}): {exc}"
         ) from exc
@@ -68,12 +73,21 @@ def open_image(source: Any, label: str, what: str = "") -> Iterator[Any]:
 
 
 def image_rgb(image: Any, label: str, what: str = "") -> np.ndarray:
-    """Decode an opened image to uint8 RGB ``(H, W, 3)``; decoding failures as MediaUnreadable."""
+    """Decode an opened image to uint8 RGB ``(H, W, 3)``; decoding failures as MediaErrors.
+
+    Raises:
+        MediaTooLarge: Pillow's decompression-bomb check, when it fires while loading (a frame of
+            an animated image larger than the header said).
+        MediaUnreadable: anything Pillow's reader raises for a corrupt file (:data:`_PILLOW_ERRORS`).
+    """
+    image_mod = pil_image_module(label)
+    prefix = f"{what} " if what else ""
     try:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        prefix = f"{what} " if what else ""
-        raise MediaUnreadable(label, f"{prefix}is not a readable image ({exc})") from exc
+    except image_mod.DecompressionBombError as exc:
+        raise MediaTooLarge(label, f"{prefix}declares too many pixels, refused ({exc})") from exc
+    except _PILLOW_ERRORS as exc:
+        raise MediaUnreadable(label, f"{prefix}is not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
 def load_image(source: Any) -> np.ndarray:

@@ -165,6 +165,8 @@ def open_container(av: Any, data: Path | bytes, label: str) -> InputContainer:
         ) from exc
     except (av.error.FFmpegError, EOFError, OSError) as exc:
         raise MediaUnreadable(label, f"not a readable media container ({exc})") from exc
+    except UnicodeDecodeError as exc:  # PyAV decodes the container's metadata tags as UTF-8 while opening
+        raise MediaUnreadable(label, f"the container's metadata is not valid UTF-8 ({exc.reason})") from exc
 
 
 def describe_streams(container: InputContainer) -> str:
