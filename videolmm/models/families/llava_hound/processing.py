@@ -15,10 +15,12 @@ from transformers import VideoLlavaImageProcessor, VideoLlavaProcessor, VideoLla
 from transformers.image_utils import PILImageResampling, get_image_size, to_numpy_array
 
 from videolmm.models.families.base import clip_processor_kwargs
+from videolmm.tokens import SeedTokenization
 
 
-class LlavaHoundProcessor(VideoLlavaProcessor):
-    """``VideoLlavaProcessor`` whose video placeholder count leaves out the CLS token.
+class LlavaHoundProcessor(SeedTokenization, VideoLlavaProcessor):
+    """``VideoLlavaProcessor`` whose video placeholder count leaves out the CLS token; text tokenized
+    around the visual tokens as the seed's ``tokenizer_X_token`` (:mod:`videolmm.tokens`).
 
     Args:
         image_processor: VideoLlava image processor.

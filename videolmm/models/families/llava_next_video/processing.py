@@ -15,10 +15,12 @@ from transformers.image_utils import get_image_size, to_numpy_array
 
 from videolmm.errors import ConfigError
 from videolmm.models.families.llava_next_video.configuration import pooled_side
+from videolmm.tokens import SeedTokenization
 
 
-class PooledLlavaNextVideoProcessor(LlavaNextVideoProcessor):
-    """transformers' processor with ``// 4`` replaced by the configured pool geometry."""
+class PooledLlavaNextVideoProcessor(SeedTokenization, LlavaNextVideoProcessor):
+    """transformers' processor with ``// 4`` replaced by the configured pool geometry, and the text
+    tokenized around the visual tokens as the seed's ``tokenizer_image_token`` (:mod:`videolmm.tokens`)."""
 
     spatial_pool_stride: int = 2
 

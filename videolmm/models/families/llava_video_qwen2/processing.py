@@ -16,6 +16,7 @@ from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, 
 from transformers.processing_utils import MultiModalData
 
 from videolmm.models.families.llava_video_qwen2.configuration import video_token_count
+from videolmm.tokens import SeedTokenization
 
 SIGLIP_MEAN: tuple[float, ...] = (0.5, 0.5, 0.5)
 """SigLIP normalisation mean (LLaVA-NeXT's ``SigLipImageProcessor``)."""
@@ -24,8 +25,9 @@ SIGLIP_STD: tuple[float, ...] = (0.5, 0.5, 0.5)
 """SigLIP normalisation std."""
 
 
-class LlavaVideoQwen2Processor(LlavaOnevisionProcessor):
-    """``LlavaOnevisionProcessor`` whose video placeholder count matches LLaVA-Video's model.
+class LlavaVideoQwen2Processor(SeedTokenization, LlavaOnevisionProcessor):
+    """``LlavaOnevisionProcessor`` whose video placeholder count matches LLaVA-Video's model; text
+    tokenized around the visual tokens as the seed's ``tokenizer_image_token`` (same ids for Qwen2's BPE).
 
     Args:
         image_processor: OneVision image processor (anyres).
