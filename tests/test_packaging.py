@@ -91,6 +91,7 @@ def test_the_wheel_carries_configs_tasks_assets_and_entry_points(wheel: Path) ->
     for path in (
         "videolmm/serve/configs/tiny.yaml",
         "videolmm/serve/configs/video.yaml",
+        "videolmm/serve/configs/grafana_dashboard.json",
         "videolmm/py.typed",
         "videolmm/tasks/synthetic/videolmm_synthetic.yaml",
     ):

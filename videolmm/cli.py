@@ -149,7 +149,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     from importlib.resources import files
 
-    text = files("videolmm").joinpath("serve", "configs", f"{args.name}.yaml").read_text()
+    name = "grafana_dashboard.json" if args.name == "grafana" else f"{args.name}.yaml"
+    text = files("videolmm").joinpath("serve", "configs", name).read_text()
     if args.out:
         from pathlib import Path
 
@@ -386,10 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(
         sub,
         "config",
-        "print a Serve config shipped with videolmm (a starting point for `serve run`)",
-        "  videolmm config tiny > my.yaml\n  videolmm config video --out video.yaml\n",
+        "print a Serve config (a starting point for `serve run`) or the Grafana dashboard shipped with videolmm",
+        "  videolmm config tiny > my.yaml\n  videolmm config video --out video.yaml\n"
+        "  videolmm config grafana --out videolmm-dashboard.json\n",
     )
-    p.add_argument("name", choices=["tiny", "video"], help="tiny: CPU, tiny checkpoints; video: GPU, real models")
+    p.add_argument(
+        "name",
+        choices=["tiny", "video", "grafana"],
+        help="tiny: CPU, tiny checkpoints; video: GPU, real models; grafana: the dashboard JSON",
+    )
     p.add_argument("--out", help="write to this file instead of standard output")
     p.set_defaults(func=cmd_config)
 

@@ -196,7 +196,8 @@ def serve_app(
              "device": "cpu"},
             {"model_id": QWEN2, "pretrained": str(tiny_llava_video_qwen2), "family": "llava_video_qwen2",
              "device": "cpu", "num_frames": QWEN2_FRAMES},  # the family's 64 is over the test limit of 32
-            {"model_id": HOUND, "pretrained": str(tiny_llava_hound), "family": "llava_hound", "device": "cpu"},
+            {"model_id": HOUND, "pretrained": str(tiny_llava_hound), "family": "llava_hound", "device": "cpu",
+             "frame_cache": str(ray_tmp / "frame-cache")},  # cache hits in the metrics (test_serve_dashboard)
             {"model_id": STATIC, "pretrained": str(tiny_llava_next_video), "family": "llava_next_video",
              "device": "cpu", "scheduler": "static"},  # the @serve.batch path beside the continuous one
             {"model_id": BROKEN, "pretrained": str(_weightless_copy(tiny_llava_next_video, ray_tmp)),

@@ -10,6 +10,8 @@ prefixed ``ray_`` (e.g. ``ray_videolmm_requests_total``).
 | ``videolmm_request_latency_s`` | histogram | model, status | ingress, whole request |
 | ``videolmm_decode_latency_s`` | histogram | model | media deployment (fetch + decode) |
 | ``videolmm_frames_decoded_total`` | counter | model | media deployment |
+| ``videolmm_frame_cache_hits_total`` | counter | model | media deployment: videos read back from the frame cache |
+| ``videolmm_frame_cache_misses_total`` | counter | model | media deployment: cacheable videos decoded (then stored) |
 | ``videolmm_queue_time_s`` | histogram | model | model deployment, arrival → batch start / admission |
 | ``videolmm_batch_size`` | histogram | model | per engine call (static); per request, most running (continuous) |
 | ``videolmm_generate_latency_s`` | histogram | model | per engine call (static); per request (continuous) |
@@ -73,6 +75,10 @@ class MediaMetrics:
             "videolmm_decode_latency_s", "Fetch + decode seconds per request.", LATENCY_BOUNDARIES, ("model",)
         )
         self.frames = _counter("videolmm_frames_decoded_total", "Video frames decoded.", ("model",))
+        self.cache_hits = _counter("videolmm_frame_cache_hits_total", "Videos read from the frame cache.", ("model",))
+        self.cache_misses = _counter(
+            "videolmm_frame_cache_misses_total", "Cacheable videos decoded (then cached).", ("model",)
+        )
 
     def record(self, model: str, seconds: float, frames: int) -> None:
         """Record one decoded request."""
@@ -80,6 +86,14 @@ class MediaMetrics:
         self.latency.observe(seconds, tags=tags)
         if frames:
             self.frames.inc(frames, tags=tags)
+
+    def record_cache(self, model: str, hits: int, misses: int) -> None:
+        """Count frame-cache hits and misses since the last call for ``model``."""
+        tags = {"model": model}
+        if hits:
+            self.cache_hits.inc(hits, tags=tags)
+        if misses:
+            self.cache_misses.inc(misses, tags=tags)
 
 
 class ModelMetrics:
