@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from serve_helpers import API_KEY, LNV, REPO, TEST_LIMITS, ServeApp, data_url
+from serve_helpers import API_KEY, LNV, REPO, TEST_LIMITS, TRAINED, ServeApp, data_url
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -33,7 +33,10 @@ SCREENSHOT_ENV = "VIDEOLMM_PLAYGROUND_SCREENSHOT"
 SECTION = "Playground"
 FRAMES = 6
 TOKENS = 48
-QUESTIONS = ("What colour is the moving square?", "Which way does it move?", "And how fast?")
+QUESTIONS = ("What colour is the moving square?", "Which way does it move?", "Why?")
+#: The questions the trained tiny checkpoint was trained on (videolmm.toy.train.recipe.QUESTIONS).
+TRAINED_QUESTIONS = ("What colour is the moving square? Answer with one word.",
+                     "Which way does the square move? Answer with one word.")  # fmt: skip
 
 
 def _page_config(html: str) -> dict[str, Any]:
@@ -176,9 +179,9 @@ def _thumbnails(driver: Any) -> list[dict[str, Any]]:
     return driver.execute_script(script)
 
 
-def _api_answer(serve_app: ServeApp, messages: list[dict[str, Any]], max_tokens: int = TOKENS) -> Any:
+def _api_answer(serve_app: ServeApp, model: str, messages: list[dict[str, Any]], max_tokens: int = TOKENS) -> Any:
     return serve_app.client().chat.completions.create(
-        model=LNV,
+        model=model,
         messages=messages,
         max_tokens=max_tokens,
         temperature=0,
@@ -213,12 +216,9 @@ def test_playground_in_a_browser(serve_app: ServeApp, browser: Any, tmp_path: Pa
                 "refused in the browser before sending, naming the file, its size and the limit", too_big)  # fmt: skip
 
     # a clip from disk, a question; the answer grows while it streams
+    attached = "Attached video: red_right.mp4"
     file_input.send_keys(str(clip))
-    _wait(
-        driver,
-        lambda d: d.find_element(By.ID, "attachment").text.startswith("Attached video: red_right.mp4"),
-        "not attached",
-    )
+    _wait(driver, lambda d: d.find_element(By.ID, "attachment").text.startswith(attached), "the clip was not attached")
     Select(driver.find_element(By.ID, "model")).select_by_value(LNV)
     _set(driver, "frames", str(FRAMES))
     _set(driver, "max-tokens", str(TOKENS))
@@ -231,7 +231,7 @@ def test_playground_in_a_browser(serve_app: ServeApp, browser: Any, tmp_path: Pa
     # ... and ends equal to the non-streamed answer of the same request through the openai client
     user1 = {"role": "user", "content": [{"type": "video_url", "video_url": {"url": data_url(clip, "video/mp4")}},
                                          {"type": "text", "text": QUESTIONS[0]}]}  # fmt: skip
-    plain = _api_answer(serve_app, [user1])
+    plain = _api_answer(serve_app, LNV, [user1])
     assert first["text"] == plain.choices[0].message.content
     assert first["tokens"] == plain.usage.completion_tokens == TOKENS
     assert 0 < first["ttft"] <= first["total"]
@@ -257,27 +257,40 @@ def test_playground_in_a_browser(serve_app: ServeApp, browser: Any, tmp_path: Pa
 
     # a second turn sends the history back
     second = _ask(driver, QUESTIONS[1])
-    user2 = {"role": "user", "content": QUESTIONS[1]}
-    plain2 = _api_answer(serve_app, [user1, {"role": "assistant", "content": first["text"]}, user2])
-    assert second["text"] == plain2.choices[0].message.content
+    history = [user1, {"role": "assistant", "content": first["text"]}, {"role": "user", "content": QUESTIONS[1]}]
+    assert second["text"] == _api_answer(serve_app, LNV, history).choices[0].message.content
     assert len(driver.find_elements(By.CSS_SELECTOR, "#chat .msg")) == 4
     _thumbnails(driver)
-    shot = REPO / "docs" / "playground.png" if os.environ.get(SCREENSHOT_ENV) == "1" else tmp_path / "playground.png"
-    assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
 
-    # an API error is shown as the API states it; the failed turn is not kept
+    # an API error is shown as the API states it; the failed turn is not kept, its question stays to retry
     over = TEST_LIMITS["max_tokens"] + 1
     _set(driver, "max-tokens", str(over))
     _set(driver, "question", QUESTIONS[2])
     driver.find_element(By.ID, "send").click()
     _wait(driver, lambda d: d.find_element(By.ID, "error").is_displayed(), "no error shown")
+    history += [{"role": "assistant", "content": second["text"]}, {"role": "user", "content": QUESTIONS[2]}]
     with pytest.raises(openai.UnprocessableEntityError) as refused:
-        _api_answer(serve_app, [user1, {"role": "assistant", "content": first["text"]}, user2], max_tokens=over)
+        _api_answer(serve_app, LNV, history, max_tokens=over)
     stated = refused.value.body["message"]
     shown = driver.find_element(By.ID, "error-message").text
     assert shown == stated
     assert "HTTP 422" in driver.find_element(By.ID, "error-meta").text
     assert len(driver.find_elements(By.CSS_SELECTOR, "#chat .msg")) == 4
-    assert driver.find_element(By.ID, "question").get_attribute("value") == QUESTIONS[2]  # kept to retry
+    assert driver.find_element(By.ID, "question").get_attribute("value") == QUESTIONS[2]
+
+    # a new conversation with the trained tiny checkpoint (a model that watches): no history is sent
+    driver.find_element(By.ID, "new-chat").click()
+    assert not driver.find_elements(By.CSS_SELECTOR, "#chat .msg")
+    Select(driver.find_element(By.ID, "model")).select_by_value(TRAINED)
+    _set(driver, "max-tokens", "16")
+    file_input.send_keys(str(clip))
+    _wait(driver, lambda d: d.find_element(By.ID, "attachment").text.startswith(attached), "the clip was not attached")
+    colour = _ask(driver, TRAINED_QUESTIONS[0])
+    user = {"role": "user", "content": [user1["content"][0], {"type": "text", "text": TRAINED_QUESTIONS[0]}]}
+    assert colour["text"] == _api_answer(serve_app, TRAINED, [user], max_tokens=16).choices[0].message.content
+    _ask(driver, TRAINED_QUESTIONS[1])
+    _thumbnails(driver)
+    shot = REPO / "docs" / "playground.png" if os.environ.get(SCREENSHOT_ENV) == "1" else tmp_path / "playground.png"
+    assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     reliability(SECTION, f"max_tokens={over} (over the limit) sent from the playground", "playground (browser)",
                 "the API's 422 message shown as the API states it", f"shown: {shown!r}")  # fmt: skip
