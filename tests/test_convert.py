@@ -38,7 +38,7 @@ CASES = {
     ),
     "next_video_mistral_bin": (
         originals.build_original_llava_next_video, {"variant": "mistral-7b", "fmt": "bin"},
-        "lmms-lab/LLaVA-NeXT-Video-7B-32K", "llava_next_video", "mistral_instruct", 4,
+        "lmms-lab/LLaVA-NeXT-Video-7B-32K", "llava_next_video", "mistral_direct", 4,  # LLaVA-NeXT#54
     ),
     "next_video_yi": (
         originals.build_original_llava_next_video, {"variant": "yi-34b"},

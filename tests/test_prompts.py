@@ -92,3 +92,29 @@ def test_hf_chat_with_a_typed_parts_template() -> None:
     assert render_chat_template(tok, "<video>\nWhat colour?") == (
         "<|im_start|>user <video>\nWhat colour?<|im_end|><|im_start|>assistant"  # jinja drops the final newline
     )
+
+
+def test_7b_32k_defaults_to_mistral_direct_as_its_maintainers_state() -> None:
+    """LLaVA-VL/LLaVA-NeXT#54: "the conv model should be mistral_direct for LLaVA-NeXT-Video-7B-32K";
+    mistral_instruct (transformers' chat template format) stays one option away."""
+    from types import SimpleNamespace
+
+    from videolmm.models.families.llava_next_video.family import LLAVA_NEXT_VIDEO
+
+    def config(model_type: str, vocab: int) -> SimpleNamespace:
+        return SimpleNamespace(text_config=SimpleNamespace(model_type=model_type, vocab_size=vocab))
+
+    assert LLAVA_NEXT_VIDEO.default_template(config("mistral", 32064)) == "mistral_direct"  # 7B-32K
+    assert LLAVA_NEXT_VIDEO.default_template(config("llama", 64064)) == "mistral_direct"  # 34B on Yi
+    assert LLAVA_NEXT_VIDEO.default_template(config("llama", 32064)) == "vicuna_v1"  # 7B / 7B-DPO
+    assert "mistral_instruct" in TEMPLATES
+
+
+@pytest.mark.parametrize(
+    ("name", "stop"),
+    [("vicuna_v1", "</s>"), ("v1", "</s>"), ("llava_v1", "</s>"), ("mistral_instruct", "</s>")]
+    + [("mistral_direct", "<|im_end|>"), ("qwen_1_5", "<|im_end|>"), ("hf_chat", "")],
+)
+def test_each_template_stops_at_the_seeds_separator(name: str, stop: str) -> None:
+    """``conv.sep`` (``conv.sep2`` for SeparatorStyle.TWO), where the seeds' KeywordsStoppingCriteria stops."""
+    assert TEMPLATES[name].stop == stop

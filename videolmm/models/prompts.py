@@ -65,6 +65,9 @@ class PromptTemplate:
         style: how earlier turns are rendered (one of :data:`CONVERSATION_STYLES`: ``two``,
             ``mpt``, ``llama_2``, ``chatml``); empty for a template that renders one turn only
             (a conversation is then refused). Chat-template templates render any conversation.
+        stop: the separator the seeds stop at (``conv.sep``, or ``conv.sep2`` for the TWO style:
+            their ``KeywordsStoppingCriteria``); it matters where it is not the tokenizer's EOS
+            (``<|im_end|>`` is plain text to Mistral's tokenizer).
     """
 
     name: str
@@ -73,6 +76,7 @@ class PromptTemplate:
     description: str = ""
     use_chat_template: bool = False
     style: str = ""
+    stop: str = ""
 
     def render(self, content: str, *, system: str | None = None, tokenizer: Any = None) -> str:
         """Return the prompt for one user turn.
@@ -338,6 +342,7 @@ BUILTIN_TEMPLATES: tuple[PromptTemplate, ...] = (
         system=VICUNA_SYSTEM,
         description="LLaVA-NeXT conv_vicuna_v1 (SeparatorStyle.TWO, sep ' '): LLaVA-NeXT-Video-7B / 7B-DPO",
         style="two",
+        stop="</s>",
     ),
     PromptTemplate(
         name="v1",
@@ -345,6 +350,7 @@ BUILTIN_TEMPLATES: tuple[PromptTemplate, ...] = (
         system=VICUNA_SYSTEM,
         description="LLaVA-Hound conv 'v1' (curious user): LLaVA-Hound Pretrain / SFT / DPO",
         style="two",
+        stop="</s>",
     ),
     PromptTemplate(
         name="llava_v1",
@@ -352,19 +358,24 @@ BUILTIN_TEMPLATES: tuple[PromptTemplate, ...] = (
         system=LLAVA_V1_SYSTEM,
         description="Video-LLaVA conv_llava_v1 (curious human): Video-LLaVA-7B",
         style="two",
+        stop="</s>",
     ),
     PromptTemplate(
         name="mistral_direct",
         format="<|im_start|>system\n{system}<|im_end|><|im_start|>user\n{content}<|im_end|><|im_start|>assistant\n",
         system="Answer the questions.",
-        description="LLaVA-NeXT conv_mistral_direct (MPT style, no newline after <|im_end|>): LLaVA-NeXT-Video-34B",
+        description="LLaVA-NeXT conv_mistral_direct (MPT style, no newline after <|im_end|>): LLaVA-NeXT-Video-34B "
+        "/ 34B-DPO, and 7B-32K as its maintainers state (LLaVA-VL/LLaVA-NeXT#54)",
         style="mpt",
+        stop="<|im_end|>",
     ),
     PromptTemplate(
         name="mistral_instruct",
         format="[INST] {content} [/INST]",
-        description="LLaVA-NeXT conv_mistral_instruct (LLAMA_2 style, empty system): LLaVA-NeXT-Video-7B-32K",
+        description="LLaVA-NeXT conv_mistral_instruct (LLAMA_2 style, empty system): the format of 7B-32K's "
+        "transformers chat template; an option for 7B-32K (conv_template=mistral_instruct)",
         style="llama_2",
+        stop="</s>",
     ),
     PromptTemplate(
         name="qwen_1_5",
@@ -372,6 +383,7 @@ BUILTIN_TEMPLATES: tuple[PromptTemplate, ...] = (
         system="You are a helpful assistant.",
         description="LLaVA-NeXT conv_qwen_1_5 (CHATML): LLaVA-Video-7B/72B-Qwen2",
         style="chatml",
+        stop="<|im_end|>",
     ),
     PromptTemplate(
         name="hf_chat",

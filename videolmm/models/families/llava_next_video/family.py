@@ -6,7 +6,9 @@ Seed behaviour reproduced (../shared/docs/seed-facts.md §1–2):
   trained with (transformers' ``LlavaNextVideoPooler``).
 - 32 frames, ``np.linspace(0, N-1, 32, dtype=int)`` with decord (the original demo); videolmm's
   default ``keyframe`` decoder returns the same pixels, faster.
-- Templates: vicuna_v1 (7B), mistral_instruct (7B-32K, Mistral), mistral_direct (34B, Yi).
+- Templates: vicuna_v1 (7B), mistral_direct (34B on Yi, and 7B-32K on Mistral: the maintainers'
+  answer in LLaVA-VL/LLaVA-NeXT#54; ``conv_template=mistral_instruct`` gives the transformers chat
+  template's format). See docs/fidelity.md.
 
 Unlike transformers' processor, which hard-codes ``// 4``, the visual token count follows
 the configured pool stride and mode.
@@ -36,7 +38,7 @@ class LlavaNextVideoFamily(Family):
     def default_template(self, config: Any) -> str:
         text = config.text_config
         if getattr(text, "model_type", "") == "mistral":
-            return "mistral_instruct"  # LLaVA-NeXT-Video-7B-32K (Mistral-7B-Instruct-v0.2)
+            return "mistral_direct"  # LLaVA-NeXT-Video-7B-32K: "the conv model should be mistral_direct" (#54)
         if getattr(text, "vocab_size", 0) >= 64000:
             return "mistral_direct"  # LLaVA-NeXT-Video-34B(-DPO) on Nous-Hermes-2-Yi-34B
         return "vicuna_v1"  # LLaVA-NeXT-Video-7B(-DPO)
