@@ -36,6 +36,7 @@ from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
 from videolmm.errors import ConfigError
+from videolmm.eval import until
 from videolmm.eval.checkpoint import ResponseCheckpoint
 from videolmm.eval.compat import loglikelihood_output
 from videolmm.eval.markers import ERROR_PREFIX
@@ -97,6 +98,7 @@ class VideoLMM(lmms):
 
     is_simple = True
     fixed_family: str | None = None
+    _separator_stop: str = ""
 
     def __init__(
         self,
@@ -127,6 +129,7 @@ class VideoLMM(lmms):
         import torch
 
         configure_from_env()
+        until.install()  # tasks built after the model: lmms-eval's injected until is marked (eval/until.py)
         from accelerate import Accelerator
 
         spec = self.spec_from_model_args(pretrained, **options)
@@ -155,6 +158,11 @@ class VideoLMM(lmms):
         self._decodes = 0
         self.engine = load_engine(spec)
         self._device = torch.device(self.engine.model.device)
+        # the seeds stop at the conversation separator; needed where it is text, not the EOS token
+        # (mistral_direct's <|im_end|> on Mistral's tokenizer: LLaVA-NeXT-Video-7B-32K)
+        sep = getattr(self.engine.template, "stop", "")
+        special = set(getattr(self.engine.processor.tokenizer, "all_special_tokens", ()))
+        self._separator_stop = sep if sep and sep not in special else ""
         self.failures: list[tuple[str, Any, str]] = []
         if self._rank == 0:
             logger.info("videolmm settings: %s", self.engine.describe())
@@ -218,11 +226,14 @@ class VideoLMM(lmms):
         except Exception as exc:  # doc_to_visual raised (e.g. a missing file): fail this sample
             req = Request(question=context, request_id=rid)
             return DecodedRequest(req, error=error_text(exc))
+        generation = generation_from_kwargs(dict(gen_kwargs), self.max_new_tokens)
+        if continuation is None and self._separator_stop and self._separator_stop not in generation.stop:
+            generation = replace(generation, stop=(*generation.stop, self._separator_stop))
         return Request(
             question=context,
             videos=videos,
             images=images,
-            generation=generation_from_kwargs(dict(gen_kwargs), self.max_new_tokens),
+            generation=generation,
             continuation=continuation,
             request_id=rid,
         )

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from videolmm.errors import ConfigError
+from videolmm.eval.until import task_stop
 from videolmm.media.images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
 from videolmm.types import GenerationSettings
 
@@ -32,10 +33,12 @@ def split_visuals(visuals: Sequence[Any]) -> tuple[tuple[Any, ...], tuple[Any, .
 
 
 def generation_from_kwargs(gen_kwargs: dict[str, Any], default_max_new_tokens: int) -> GenerationSettings:
-    """Map lmms-eval's ``gen_kwargs`` to :class:`GenerationSettings` (greedy unless sampling)."""
-    until = gen_kwargs.get("until") or ()
-    if isinstance(until, str):
-        until = (until,)
+    """Map lmms-eval's ``gen_kwargs`` to :class:`GenerationSettings` (greedy unless sampling).
+
+    Only a task's own ``until`` becomes stop strings; the ``["\\n\\n"]`` lmms-eval injects into tasks
+    that set none is dropped (:mod:`videolmm.eval.until`), as the seeds' wrappers do.
+    """
+    until = task_stop(gen_kwargs)
     temperature = float(gen_kwargs.get("temperature") or 0.0)
     if gen_kwargs.get("do_sample") is False:
         temperature = 0.0

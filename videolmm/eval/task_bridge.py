@@ -28,6 +28,8 @@ import sys
 from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any
 
+from videolmm.eval import until
+
 logger = logging.getLogger(__name__)
 
 TASK_ENTRY_POINT_GROUP = "lmms_eval.tasks"
@@ -119,6 +121,7 @@ class _InstallOnImport(importlib.abc.MetaPathFinder):
             execute(module)
             try:
                 install(module.TaskManager)
+                until.install()  # lmms_eval.api.task is imported by now: mark injected stop strings
             except Exception:  # the bridge is an extra; lmms-eval must still import
                 logger.exception("videolmm task bridge: install failed; pass --include_path to find our tasks")
 
