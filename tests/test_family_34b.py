@@ -110,16 +110,17 @@ def _config(model_type: str, vocab: int, positions: int, rope: dict | None = Non
 
 
 def test_demo_policy_per_text_model() -> None:
-    """video_demo.py: Vicuna gets linear RoPE ``f`` (a hub config's own scaling is kept), other
-    models none; every model may run 4096·f tokens; a longer config context is never lowered."""
+    """video_demo.py: Vicuna gets linear RoPE ``f`` (in place of a hub config's own scaling: the demo
+    overwrites ``rope_scaling``, issue 16 item 8), other models none; every model may run 4096·f
+    tokens; a longer config context is never lowered."""
     assert seed_scaling_factor(32, 24, 2) == 2 and seed_scaling_factor(64, 24, 2) == 3
     assert seed_scaling_factor(16, 24, 2) == 1  # 16 frames fit: nothing changes
     vicuna = _config("llama", 32064, 4096)
     assert apply_context_policy(vicuna, "demo", 32)["context_tokens"] == 8192
     assert vicuna.text_config.rope_parameters["factor"] == 2.0
     hub_7b = _config("llama", 32064, 4096, {"rope_type": "linear", "factor": 2.0})
-    assert apply_context_policy(hub_7b, "demo", 64)["context_tokens"] == 12288  # 4096·3, hub factor kept
-    assert hub_7b.text_config.rope_parameters["factor"] == 2.0
+    assert apply_context_policy(hub_7b, "demo", 64)["context_tokens"] == 12288  # 4096·3, the demo's factor
+    assert hub_7b.text_config.rope_parameters["factor"] == 3.0
     mistral = _config("mistral", 32064, 32768)
     record = apply_context_policy(mistral, "demo", 32)
     assert (record["context_tokens"], record["rope_factor"]) == (32768, None)
@@ -128,3 +129,15 @@ def test_demo_policy_per_text_model() -> None:
     assert (record["context_tokens"], record["rope_factor"]) == (8192, 2.0)
     short = _config("llama", 64064, 4096)
     assert apply_context_policy(short, "demo", 16)["context_tokens"] == 4096
+
+
+def test_7b_dpo_hub_factor_2_5_runs_as_the_demo_factor() -> None:
+    """Issue 16 item 8: llava-hf/LLaVA-NeXT-Video-7B-DPO-hf carries linear factor 2.5; the authors'
+    demo and eval scripts (video_inference e789bd4: playground/demo/video_demo.py,
+    llava/eval/model_video_*.py) overwrite rope_scaling with ceil((F·144+1000)/4096): 2 at 32 frames.
+    Below 2 they leave the config alone (2.5 at 16 frames); context_policy=config keeps 2.5."""
+    for frames, factor in ((32, 2.0), (16, 2.5)):
+        dpo = _config("llama", 32064, 4096, {"rope_type": "linear", "factor": 2.5})
+        assert apply_context_policy(dpo, "demo", frames)["rope_factor"] == factor
+    kept = _config("llama", 32064, 4096, {"rope_type": "linear", "factor": 2.5})
+    assert apply_context_policy(kept, "config", 32)["rope_factor"] == 2.5

@@ -112,8 +112,9 @@ def apply_context_policy(config: Any, policy: str, num_frames: int) -> dict[str,
     """Set RoPE scaling and the context the engine allows as the seed ``policy`` ran the model.
 
     - ``demo`` (LLaVA-NeXT ``video_demo.py``, video_inference branch 9fcbebe and HEAD df17966):
-      with ``f = seed_scaling_factor(...) >= 2``, Vicuna gets linear RoPE factor ``f`` (unless
-      its config already carries a scaling, e.g. the 7B hub configs' factor 2) and every model
+      with ``f = seed_scaling_factor(...) >= 2``, Vicuna gets linear RoPE factor ``f`` in place of
+      its config's (the demo's and the eval scripts' ``overwrite_config["rope_scaling"]``: the
+      7B-DPO hub config's 2.5 runs as 2 at 32 frames; issue 16 item 8, docs/fidelity.md) and every model
       may run ``4096·f`` tokens (``max_sequence_length``); non-Vicuna models (Yi-34B, Mistral)
       keep unscaled RoPE. The 34B at its 32 frames: no scaling, 8192 tokens. The engine's
       context limit is ``max_position_embeddings × factor``, so it is raised to cover ``4096·f``
@@ -140,7 +141,7 @@ def apply_context_policy(config: Any, policy: str, num_frames: int) -> dict[str,
     record: dict[str, Any] = {"policy": policy, "seed_scaling_factor": factor, "frames": num_frames}
     record["hub_max_position_embeddings"] = text.max_position_embeddings
     if policy != "config" and factor >= 2:
-        if policy == "llava_vid" or (is_vicuna(text) and _rope_factor(text) is None):
+        if policy == "llava_vid" or is_vicuna(text):
             params = dict(getattr(text, "rope_parameters", None) or {})
             params.update(rope_type="linear", factor=float(factor))
             text.rope_parameters = params
