@@ -112,6 +112,9 @@ def _test_args(tiny_lnv: Path, tiny_vl: Path, media_root: Path, cache_root: Path
             "autoscaling_config": {"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 4},
             "max_ongoing_requests": 8,
             "max_queued_requests": 4,
+            # Ray Serve options videolmm does not type: passed through whole (test_serve_ray_options)
+            "health_check_period_s": 5,
+            "graceful_shutdown_timeout_s": 10,
         },
     )
     args["media_deployment"] = _merge(args["media_deployment"], {"max_ongoing_requests": 4, "max_queued_requests": 8})

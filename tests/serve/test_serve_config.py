@@ -283,7 +283,7 @@ def test_import_boundaries() -> None:
 SERVE_LAYERS = (
     ("__init__",),
     ("app",),
-    ("ingress",),
+    ("ingress", "ray_options"),
     ("deployments",),
     ("decode", "openai", "guards", "playground"),
     ("jobs", "config"),

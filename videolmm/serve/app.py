@@ -48,17 +48,20 @@ def build_app(args: ServeArgs) -> "Application":
     """
     from videolmm.serve.deployments import MediaDecoder, ModelServer
     from videolmm.serve.ingress import OpenAIIngress
+    from videolmm.serve.ray_options import deployment_options
 
     if not isinstance(args, ServeArgs):  # `serve run` validates the YAML; Python may pass a dict
         args = ServeArgs.model_validate(args)
     args = args.resolved()
     check_checkpoints(args)
     api_key = args.api_key_value()
+    ingress_options = deployment_options("ingress_deployment", args.ingress_deployment)
+    model_options = deployment_options("model_deployment", args.model_deployment)
     media = None
     if args.decode_in == "media_deployment":
-        media = MediaDecoder.options(**args.media_deployment.ray_options()).bind(args)
-    model = ModelServer.options(**args.model_deployment.ray_options()).bind(args)
-    return OpenAIIngress.options(**args.ingress_deployment.ray_options()).bind(args, media, model, api_key)
+        media = MediaDecoder.options(**deployment_options("media_deployment", args.media_deployment)).bind(args)
+    model = ModelServer.options(**model_options).bind(args)
+    return OpenAIIngress.options(**ingress_options).bind(args, media, model, api_key)
 
 
 def checkpoint_problem(pretrained: str, revision: str | None = None) -> str | None:

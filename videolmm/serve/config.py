@@ -224,8 +224,17 @@ class SecurityConfig(_Strict):
 # ---------------------------------------------------------------------------------------------
 
 
-class AutoscalingOptions(_Strict):
-    """Ray Serve ``autoscaling_config`` (the commonly tuned fields)."""
+class _RayBlock(_Strict):
+    """A block of Ray Serve options: the fields videolmm's checks read are typed, any other key passes
+    through to Ray unchanged and is checked against Ray's own schema when the app is built
+    (:func:`videolmm.serve.ray_options.deployment_options`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class AutoscalingOptions(_RayBlock):
+    """Ray Serve ``autoscaling_config``: bounds and target typed, the rest (``policy``, ``metrics_interval_s``,
+    ``look_back_period_s``, smoothing factors, ...) passed through."""
 
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=1, ge=1)
@@ -241,8 +250,9 @@ class AutoscalingOptions(_Strict):
         return self
 
 
-class ActorOptions(_Strict):
-    """Ray Serve ``ray_actor_options`` (resources per replica; fractional CPUs allowed)."""
+class ActorOptions(_RayBlock):
+    """Ray Serve ``ray_actor_options``: resources per replica (fractional CPUs allowed) typed;
+    ``runtime_env``, ``accelerator_type``, ``label_selector``, ... passed through."""
 
     num_cpus: float = Field(default=1.0, ge=0)
     num_gpus: float = Field(default=0.0, ge=0)
@@ -250,8 +260,9 @@ class ActorOptions(_Strict):
     resources: dict[str, float] = Field(default_factory=dict, description="Custom resources.")
 
 
-class DeploymentOptions(_Strict):
-    """Replicas and queues of one deployment.
+class DeploymentOptions(_RayBlock):
+    """Replicas and queues of one deployment; any other Ray Serve deployment option
+    (``health_check_period_s``, ``graceful_shutdown_timeout_s``, ``user_config``, ...) passes through.
 
     ``max_queued_requests`` bounds the queue in front of the replicas: beyond it a request is
     answered 503 with ``Retry-After: retry_after_s`` at once instead of waiting.
@@ -277,19 +288,21 @@ class DeploymentOptions(_Strict):
         return self
 
     def ray_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``Deployment.options``."""
+        """Keyword arguments for ``Deployment.options``: every option set, pass-through ones included."""
         actor = self.ray_actor_options
         out: dict[str, Any] = {
+            **(self.model_extra or {}),
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
-            "backpressure_config": {"status_code": 503, "retry_after_s": self.retry_after_s},
             "ray_actor_options": {
+                **(actor.model_extra or {}),
                 "num_cpus": actor.num_cpus,
                 "num_gpus": actor.num_gpus,
                 **({"memory": actor.memory} if actor.memory is not None else {}),
                 **({"resources": dict(actor.resources)} if actor.resources else {}),
             },
         }
+        out.setdefault("backpressure_config", {"status_code": 503, "retry_after_s": self.retry_after_s})
         if self.autoscaling_config is not None:
             out["autoscaling_config"] = self.autoscaling_config.model_dump(exclude_none=True)
         else:
