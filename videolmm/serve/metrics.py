@@ -6,7 +6,7 @@ prefixed ``ray_`` (e.g. ``ray_videolmm_requests_total``).
 
 | metric | kind | tags | recorded by |
 |---|---|---|---|
-| ``videolmm_requests_total`` | counter | model, status | ingress, one per HTTP request |
+| ``videolmm_requests_total`` | counter | model, status | ingress, one per HTTP request (499: client gone) |
 | ``videolmm_request_latency_s`` | histogram | model, status | ingress, whole request |
 | ``videolmm_decode_latency_s`` | histogram | model | media deployment (fetch + decode) |
 | ``videolmm_frames_decoded_total`` | counter | model | media deployment |
