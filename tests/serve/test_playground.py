@@ -51,7 +51,7 @@ def test_the_page_is_served_without_the_key_and_holds_no_secret(serve_app: Serve
     assert page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "frame-ancestors 'none'" in csp
-    assert API_KEY not in page.text and "sk-" not in page.text
+    assert API_KEY not in page.text and "sk-" not in page.text and str(serve_app.media_root) not in page.text
     limits = _page_config(page.text)["limits"]
     assert limits == {k: getattr(serve_app.args.limits, k) for k in limits}
     assert limits["max_data_url_bytes"] == TEST_LIMITS["max_data_url_bytes"]
