@@ -28,6 +28,8 @@ DATA_URL_CASES = [
     "random_bytes", "truncated_mid_moov", "huge_resolution", "audio_only", "hls_playlist", "concat_script",
     "sdp_description", "decode_bomb",
 ]  # fmt: skip
+#: Longest a hostile request may take to be answered (2 shared cores; the refusals take milliseconds).
+BOUND_S = 15.0
 QUESTION = "What colour is the moving square? Answer with one word."  # the demo task's wording
 
 
@@ -90,8 +92,11 @@ def expectation(case: HostileCase) -> tuple[int, str, tuple[str, ...]]:
 
 
 def check(app: ServeApp, case: HostileCase, url: str, label: str) -> str:
-    """Send one hostile URL, assert the answer, then assert a valid request still succeeds."""
+    """Send one hostile URL, assert the answer (in bounded time), then assert a valid request still succeeds."""
+    start = time.perf_counter()
     status, body = post(app, url)
+    elapsed = time.perf_counter() - start
+    assert elapsed < BOUND_S, (case.name, elapsed)
     want_status, want_code, phrases = expectation(case)
     assert status == want_status, (case.name, status, body)
     if status == 200:
@@ -106,7 +111,7 @@ def check(app: ServeApp, case: HostileCase, url: str, label: str) -> str:
         # the message names the input: the file, or the decoded data URL's bytes
         assert (case.path.name if label == "file" else "<bytes:") in error["message"], body
         message = error["message"].replace(str(case.path.parent) + "/", "")
-        observed = f"HTTP {status} {error['type']}/{error['code']}: {message}"
+        observed = f"HTTP {status} {error['type']}/{error['code']} in {elapsed:.2f} s: {message}"
     after, valid = post(app, app.file_url("red_right.mp4"))
     assert after == 200 and valid["choices"][0]["message"]["content"] is not None, valid
     return f"{observed}; next valid request: HTTP {after}"
