@@ -39,7 +39,9 @@ test-all: install
 # .artifacts/reliability.md; a failure prints hypothesis's minimal falsifying input.
 FUZZ_SECONDS ?= 600
 fuzz: install
-	VIDEOLMM_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -p no:cacheprovider -rxX tests/test_fuzz.py
+	mkdir -p $(ART) && rm -f $(ART)/fuzz.txt
+	VIDEOLMM_FUZZ_SECONDS=$(FUZZ_SECONDS) VIDEOLMM_FUZZ_REPORT=$(ART)/fuzz.txt \
+		$(PY) -m pytest -p no:cacheprovider -rxX tests/test_fuzz.py; status=$$?; cat $(ART)/fuzz.txt; exit $$status
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -45,6 +45,9 @@ from videolmm.serve.errors import ServeError
 
 #: Total seconds of a ``make fuzz`` run, shared by the targets (0: the short deterministic pass).
 FUZZ_SECONDS = float(os.environ.get("VIDEOLMM_FUZZ_SECONDS", "0") or 0)
+#: ``make fuzz`` appends each target's counts here too (the reliability report of a partial run is
+#: .artifacts/reliability.md, which other runs overwrite).
+FUZZ_REPORT = os.environ.get("VIDEOLMM_FUZZ_REPORT", "")
 #: A case taking longer than this is a hang.
 CASE_TIMEOUT_S = float(os.environ.get("VIDEOLMM_FUZZ_CASE_TIMEOUT", "20"))
 TYPED = (VideoLMMError, ServeError)
@@ -68,13 +71,9 @@ SHORT_MEDIA_EXAMPLES = 40
 #: traceback) → the finding. Such a case is counted, the run goes on, and the test ends as an xfail
 #: naming it (never a silent pass); any other untyped exception fails the test.
 KNOWN: dict[tuple[str, str], str] = {
-    ("SyntaxError", "videolmm/media/images.py"): (
-        "fuzz-findings F1: image_rgb (videolmm/media/images.py:73) catches OSError/ValueError only; "
-        "Pillow raises SyntaxError('broken PNG file') for a corrupt chunk"
-    ),
-    ("UnicodeDecodeError", "videolmm/media/probe.py"): (
-        "fuzz-findings F2: open_container (videolmm/media/probe.py:159) lets PyAV's UnicodeDecodeError "
-        "for a non-UTF-8 container tag escape"
+    ("AttributeError", "videolmm/media/probe.py"): (
+        "fuzz-findings F3: video_stream (videolmm/media/probe.py:192) reads stream.codec_tag of a stream "
+        "with no codec context while building its UnsupportedCodec message"
     ),
 }
 
@@ -179,6 +178,9 @@ def fuzz(target: str, test: Callable[..., None], tally: Tally, reliability, what
             "a result or a typed videolmm error for every case; no untyped exception, no hang",
             tally.summary() + (f"; first untyped: {tally.untyped[0]}" if tally.untyped else ""),
         )
+        if FUZZ_REPORT:
+            with open(FUZZ_REPORT, "a", encoding="utf-8") as out:
+                out.write(f"{target}: {tally.summary()}; untyped: {sorted(set(tally.untyped))[:5]}\n")
     if tally.known:
         pytest.xfail("; ".join(f"{n} case(s): {note}" for note, n in tally.known.items()))
 
@@ -515,13 +517,14 @@ def test_fuzz_image_bytes(seeds: dict[str, bytes], reliability) -> None:
 FINDINGS = {
     "F1": ("png", lambda b: b[:136] + b"\x00" + b[136:], "image"),
     "F2": ("webm", lambda b: b.replace(b"00:00:01", b"\xff\xff\xff\xff0:01", 1), "pyav"),
+    "F3": ("webm", lambda b: b.replace(b"V_VP8", b"V^VP8", 1), "pyav"),
 }
 
 
 @pytest.mark.parametrize("finding", sorted(FINDINGS))
 def test_fuzz_findings_replayed(finding: str, seeds: dict[str, bytes], loader: Any, reliability) -> None:
     """Each minimal case the fuzzer found, replayed: an xfail naming the finding until its owner maps it
-    to a typed error (then this passes, and its ``KNOWN`` entry can go)."""
+    to a typed error, then a regression test (F1 and F2 are fixed; their ``KNOWN`` entries are gone)."""
     from videolmm.media.images import load_image
     from videolmm.types import MediaSettings, SamplingSpec
 
