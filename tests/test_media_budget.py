@@ -53,7 +53,7 @@ class CountingRegistry:
 
     def __init__(self) -> None:
         self.registry = get_registry()
-        self.reads = 0
+        self.reads = self.opens = 0
 
     def sampler(self, name: str) -> Any:
         return self.registry.sampler(name)
@@ -65,6 +65,7 @@ class CountingRegistry:
             name = real.name
 
             def open(self, source: Any) -> Any:
+                outer.opens += 1
                 video = real.open(source)
                 read = video.read
 
@@ -144,27 +145,30 @@ def test_decoded_bytes_budget_is_per_request_and_refuses_before_decoding(media, 
 
 
 @pytest.mark.parametrize(
-    ("limits", "limit", "phrase"),
+    ("limits", "limit", "phrase", "opens"),
     [
-        (MediaLimits(max_source_fps=240), "max_source_fps", "the video declares 10000 fps; the limit is 240 fps"),
-        (MediaLimits(max_source_frames=1000), "max_source_frames", "has 2000 frames; the limit is 1000"),
-        (MediaLimits(max_decode_frames=1000), "max_decode_frames", "the 8 frames sampled need 2000 frames decoded"),
+        (MediaLimits(max_source_fps=240), "max_source_fps", "the video declares 10000 fps; the limit is 240 fps", 0),
+        (MediaLimits(max_source_frames=1000), "max_source_frames", "has 2000 frames; the limit is 1000", 0),
+        (MediaLimits(max_decode_frames=1000), "max_decode_frames", "the 8 frames sampled need 2000 frames decoded", 1),
     ],
     ids=["fps", "frames", "decode_frames"],
 )
-def test_decode_bomb_is_refused_before_decoding(media, limits, limit: str, phrase: str, reliability) -> None:
+def test_decode_bomb_is_refused_before_decoding(media, limits, limit: str, phrase: str, opens: int, reliability):
+    """Header bounds are checked before the decoder opens the file (the keyframe decoder's open
+    demuxes every packet); the decode bound needs the packet index, so after open, before decoding."""
     registry = CountingRegistry()
     start = time.perf_counter()
     with pytest.raises(MediaLimitExceeded) as err:
         FrameLoader(registry, limits=limits).load(str(media["bomb"]), KEYFRAME)
     elapsed = time.perf_counter() - start
-    assert err.value.limit == limit and phrase in str(err.value) and registry.reads == 0
+    assert err.value.limit == limit and phrase in str(err.value)
+    assert (registry.opens, registry.reads) == (opens, 0)
     reliability(
         SECTION,
         f"decode bomb (2000 frames, one keyframe, 10000 fps): {limit}",
         "core",
         f"MediaLimitExceeded ({limit}) before any frame is decoded",
-        f"{err.value.reason}; {elapsed:.2f} s, decoder reads: {registry.reads}",
+        f"{err.value.reason}; {elapsed:.2f} s, decoder opens: {registry.opens}, reads: {registry.reads}",
     )
 
 

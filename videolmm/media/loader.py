@@ -20,17 +20,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from videolmm.errors import MediaTooLarge
-from videolmm.media.base import OpenedVideo, VideoDecoder, read_sampled, resolve_decoder_name
+from videolmm.media.base import OpenedVideo, VideoDecoder, describe_source, read_sampled, resolve_decoder_name
 from videolmm.media.deadline import Deadline, deadline_scope
 from videolmm.media.decord import DecordDecoder
 from videolmm.media.frames import FramesDirDecoder, ImagesDecoder
 from videolmm.media.packets import PacketIndex, decode_bound
+from videolmm.media.probe import container_source, probe
 from videolmm.media.pyav import PyAVDecoder
 from videolmm.media.torchcodec import TorchCodecDecoder
 from videolmm.types import Frames, FrameSelection, MediaSettings, VideoInfo, VideoSource
 
 if TYPE_CHECKING:
     from videolmm.media.cache import FrameCache
+
+
+#: Built-in container decoders, which all probe with PyAV: :meth:`FrameLoader.check_header` reads
+#: the header before they open a source.
+PROBED_DECODERS = frozenset({"keyframe", "pyav", "decord", "torchcodec"})
 
 
 class MediaLimitExceeded(MediaTooLarge):
@@ -217,6 +223,32 @@ class FrameLoader:
         self.cache = cache
         self.limits = limits or MediaLimits()
 
+    def check_header(self, source: VideoSource, decoder_name: str) -> None:
+        """Check a container's header against :attr:`limits` before a decoder opens it.
+
+        A decoder's ``open`` may already work in proportion to the stream (``keyframe`` demuxes
+        every packet to build its index, ``pyav`` counts packets when the header has no count):
+        a header declaring 10,000 fps, or more frames than ``max_source_frames``, is refused from
+        one header read first. Only for :data:`PROBED_DECODERS` (they probe containers with PyAV
+        anyway; frames directories, image lists and plugin decoders are checked once opened), and
+        only when a header limit is set.
+        """
+        lim = self.limits
+        header_limits = (lim.max_source_fps, lim.max_source_frames, lim.max_duration_s, lim.max_frame_pixels)
+        if decoder_name not in PROBED_DECODERS or all(v is None for v in header_limits):
+            return
+        label = describe_source(source)
+        facts = probe(container_source(source, label), label)
+        duration = facts.header_frames / facts.fps if facts.fps > 0 else 0.0
+        lim.check(
+            label,
+            duration=duration,
+            width=facts.width,
+            height=facts.height,
+            fps=facts.fps,
+            num_frames=facts.header_frames,
+        )
+
     def load(
         self,
         source: VideoSource,
@@ -259,6 +291,8 @@ class FrameLoader:
             budget.charge(info.source, frames=len(selection.indices), width=info.width, height=info.height)
 
         def decode() -> Frames:
+            with deadline_scope(deadline):
+                self.check_header(source, name)
             with deadline_scope(deadline), decoder.open(source) as video:
                 self.limits.check_info(video.info)
                 return read_sampled(
@@ -307,6 +341,7 @@ __all__ = [
     "FrameLoader",
     "MediaLimitExceeded",
     "MediaLimits",
+    "PROBED_DECODERS",
     "builtin_decoders",
     "decode_work",
 ]
