@@ -156,7 +156,7 @@ def open_container(av: Any, data: Path | bytes, label: str) -> InputContainer:
     sniff_refused(data, label)
     target: Any = str(data) if isinstance(data, Path) else io.BytesIO(data)
     try:
-        return av.open(target, mode="r", container_options=dict(OPEN_OPTIONS))
+        container = av.open(target, mode="r", container_options=dict(OPEN_OPTIONS))
     except FileNotFoundError as exc:
         raise MediaNotFound(label, "no such file") from exc
     except av.error.ValueError as exc:  # EINVAL: FFmpeg's "Format not on whitelist" (after probing)
@@ -167,6 +167,11 @@ def open_container(av: Any, data: Path | bytes, label: str) -> InputContainer:
         raise MediaUnreadable(label, f"not a readable media container ({exc})") from exc
     except UnicodeDecodeError as exc:  # PyAV decodes the container's metadata tags as UTF-8 while opening
         raise MediaUnreadable(label, f"the container's metadata is not valid UTF-8 ({exc.reason})") from exc
+    name = container.format.name
+    if not set(name.split(",")) <= set(CONTAINER_FORMATS):  # FFmpeg's whitelist, checked again
+        container.close()
+        raise UnsupportedContainer(label, f"FFmpeg opened it as {name!r}, not an accepted container format")
+    return container
 
 
 def describe_streams(container: InputContainer) -> str:
