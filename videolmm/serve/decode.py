@@ -301,7 +301,8 @@ class MediaPipeline:
         """Fetch, check and decode everything a job refers to.
 
         Raises:
-            ServeError: the first refused or undecodable input (400/413/422).
+            ServeError: the first refused or undecodable input (400/413/422), or 504 when decoding
+                passed ``limits.decode_timeout_s``.
         """
         start = time.perf_counter()
         media = self.media_for(job)
