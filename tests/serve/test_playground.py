@@ -269,12 +269,12 @@ def test_playground_in_a_browser(serve_app: ServeApp, browser: Any, tmp_path: Pa
     driver.find_element(By.ID, "send").click()
     _wait(driver, lambda d: d.find_element(By.ID, "error").is_displayed(), "no error shown")
     history += [{"role": "assistant", "content": second["text"]}, {"role": "user", "content": QUESTIONS[2]}]
-    with pytest.raises(openai.UnprocessableEntityError) as refused:
+    with pytest.raises(openai.BadRequestError) as refused:
         _api_answer(serve_app, LNV, history, max_tokens=over)
     stated = refused.value.body["message"]
     shown = driver.find_element(By.ID, "error-message").text
     assert shown == stated
-    assert "HTTP 422" in driver.find_element(By.ID, "error-meta").text
+    assert "HTTP 400" in driver.find_element(By.ID, "error-meta").text
     assert len(driver.find_elements(By.CSS_SELECTOR, "#chat .msg")) == 4
     assert driver.find_element(By.ID, "question").get_attribute("value") == QUESTIONS[2]
 
@@ -293,4 +293,4 @@ def test_playground_in_a_browser(serve_app: ServeApp, browser: Any, tmp_path: Pa
     shot = REPO / "docs" / "playground.png" if os.environ.get(SCREENSHOT_ENV) == "1" else tmp_path / "playground.png"
     assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     reliability(SECTION, f"max_tokens={over} (over the limit) sent from the playground", "playground (browser)",
-                "the API's 422 message shown as the API states it", f"shown: {shown!r}")  # fmt: skip
+                "the API's 400 message shown as the API states it", f"shown: {shown!r}")  # fmt: skip

@@ -257,10 +257,10 @@ def _input_cases(app: ServeApp) -> dict[str, tuple[dict[str, Any], int, str | No
         ),
         "too many frames (media_io_kwargs num_frames)": (
             _body(app, media_io_kwargs={"video": {"num_frames": TEST_LIMITS["max_frames"] + 1}}),
-            422, None, ("num_frames",),
+            400, None, ("num_frames",),
         ),
-        "too many images": (_body(app, messages=images), 422, None, ("3 images",)),
-        "too many videos": (_body(app, messages=videos), 422, None, ("3 videos",)),
+        "too many images": (_body(app, messages=images), 400, None, ("3 images",)),
+        "too many videos": (_body(app, messages=videos), 400, None, ("3 videos",)),
         "unknown model": (_body(app, model="gpt-4o"), 404, "model_not_found", ("gpt-4o", LNV)),
         "prompt longer than the context": (
             _body(app, messages=video_message(app.file_url("red_right.mp4"), "word " * 1500)),

@@ -94,7 +94,7 @@ def test_media_of_every_turn_counts_against_the_limits() -> None:
     messages = [_user("a", VIDEO, VIDEO), {"role": "assistant", "content": "b"}, _user("c", VIDEO)]
     with pytest.raises(ServeError, match="3 videos") as excinfo:
         _job(messages)
-    assert excinfo.value.error.status == 422
+    assert excinfo.value.error.status == 400
 
 
 @pytest.mark.parametrize(

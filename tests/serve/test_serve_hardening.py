@@ -85,10 +85,10 @@ def _cases(app: ServeApp) -> dict[str, tuple[dict[str, Any] | bytes, int, str, t
             413, "too_large", ("characters of text",),
         ),
         "messages over max_messages": (
-            _body(app, messages=_messages(limits.max_messages + 1)), 422, "invalid_value", ("messages in one",),
+            _body(app, messages=_messages(limits.max_messages + 1)), 400, "invalid_value", ("messages in one",),
         ),
         "content parts over max_content_parts": (
-            _body(app, messages=[{"role": "user", "content": many_parts}]), 422, "invalid_value", ("content parts",),
+            _body(app, messages=[{"role": "user", "content": many_parts}]), 400, "invalid_value", ("content parts",),
         ),
         "media_io_kwargs.video.fps = 1e-310 on the fps-sampler model": (
             _body(app, model=QWEN2, media_io_kwargs={"video": {"fps": 1e-310}}), 400, "invalid_value", ("fps=",),
@@ -105,8 +105,8 @@ def _cases(app: ServeApp) -> dict[str, tuple[dict[str, Any] | bytes, int, str, t
             json.dumps(_body(app)).replace('"max_tokens": 2', '"max_tokens": 2, "seed": ' + "9" * 5000).encode(),
             400, "invalid_json", ("not valid JSON",),
         ),
-        "seed 2**70 (beyond torch's 64 bits)": (_body(app, seed=2**70), 422, "invalid_value", ("seed",)),
-        "a 100,000-character model name": (_body(app, model="m" * 100_000), 422, "invalid_value", ("model",)),
+        "seed 2**70 (beyond torch's 64 bits)": (_body(app, seed=2**70), 400, "invalid_value", ("seed",)),
+        "a 100,000-character model name": (_body(app, model="m" * 100_000), 400, "invalid_value", ("model",)),
     }  # fmt: skip
 
 

@@ -75,19 +75,19 @@ def _cases(app: ServeApp) -> dict[str, tuple[dict[str, Any] | bytes, int, str | 
         "file_too_large": (with_video(app, app.file_url("big.mp4")), 413, "too_large", ("big.mp4",)),
         "too_long": (with_video(app, app.file_url("long.mp4")), 413, "too_large", ("lasts 5.0 s",)),
         "too_many_pixels": (with_video(app, app.file_url("wide.mp4")), 413, "too_large", ("160x160",)),
-        # 422: counts and values
+        # 400: counts and values
         "too_many_frames": (
             body(app, media_io_kwargs={"video": {"num_frames": TEST_LIMITS["max_frames"] + 1}}),
-            422, None, ("num_frames",),
+            400, None, ("num_frames",),
         ),
-        "too_many_tokens": (body(app, max_tokens=TEST_LIMITS["max_tokens"] + 1), 422, None, ("max_tokens",)),
-        "too_many_videos": (body(app, messages=three), 422, None, ("3 videos",)),
-        "n_above_one": (body(app, n=2), 422, None, ("n=2",)),
-        "bad_type": (body(app, temperature="hot"), 422, None, ("temperature",)),
-        "unknown_media_kwarg": (body(app, media_io_kwargs={"video": {"frames": 4}}), 422, None, ("frames",)),
+        "too_many_tokens": (body(app, max_tokens=TEST_LIMITS["max_tokens"] + 1), 400, None, ("max_tokens",)),
+        "too_many_videos": (body(app, messages=three), 400, None, ("3 videos",)),
+        "n_above_one": (body(app, n=2), 400, None, ("n=2",)),
+        "bad_type": (body(app, temperature="hot"), 400, None, ("temperature",)),
+        "unknown_media_kwarg": (body(app, media_io_kwargs={"video": {"frames": 4}}), 400, None, ("frames",)),
         "unknown_part": (
             body(app, messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]),
-            422, None, ("messages",),
+            400, None, ("messages",),
         ),
     }  # fmt: skip
 

@@ -100,7 +100,7 @@ class BatchingConfig(_Strict):
 
 
 class LimitsConfig(_Strict):
-    """Per-request limits. Sizes → 413, counts and ranges → 422."""
+    """Per-request limits. Sizes → 413, counts and ranges → 400."""
 
     max_request_bytes: int = Field(default=64 << 20, ge=1024, description="HTTP request body (413).")
     max_data_url_bytes: int = Field(default=48 << 20, ge=1, description="Decoded payload of one data: URL (413).")
@@ -108,10 +108,10 @@ class LimitsConfig(_Strict):
     max_image_bytes: int = Field(default=20 << 20, ge=1, description="One image (413).")
     max_duration_s: float = Field(default=3 * 3600, gt=0, description="Video duration N/fps (413).")
     max_frame_pixels: int = Field(default=3840 * 2160, ge=1, description="Width × height of a frame or image (413).")
-    max_frames: int = Field(default=128, ge=1, description="Frames sampled per video (422).")
-    max_videos_per_request: int = Field(default=4, ge=1, description="Videos in one request (422).")
-    max_images_per_request: int = Field(default=8, ge=0, description="Images in one request (422).")
-    max_tokens: int = Field(default=4096, ge=1, description="Upper bound on max_tokens (422).")
+    max_frames: int = Field(default=128, ge=1, description="Frames sampled per video (400).")
+    max_videos_per_request: int = Field(default=4, ge=1, description="Videos in one request (400).")
+    max_images_per_request: int = Field(default=8, ge=0, description="Images in one request (400).")
+    max_tokens: int = Field(default=4096, ge=1, description="Upper bound on max_tokens (400).")
     max_source_fps: float = Field(
         default=240.0, gt=0, description="Declared frame rate of a video (413): bounds N for a given duration."
     )
@@ -131,8 +131,8 @@ class LimitsConfig(_Strict):
     )
     max_stop_chars: int = Field(default=64, ge=1, le=4096, description="Characters in one stop string (400).")
     max_prompt_chars: int = Field(default=262144, ge=1, description="Text characters of all messages together (413).")
-    max_messages: int = Field(default=128, ge=1, description="Messages in one request (422).")
-    max_content_parts: int = Field(default=64, ge=1, description="Content parts of all messages together (422).")
+    max_messages: int = Field(default=128, ge=1, description="Messages in one request (400).")
+    max_content_parts: int = Field(default=64, ge=1, description="Content parts of all messages together (400).")
     max_inflight_bytes: int = Field(
         default=512 << 20, ge=1024, description="Request bodies one ingress replica holds at once (then 503)."
     )

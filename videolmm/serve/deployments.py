@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ray import serve
 
@@ -169,6 +170,7 @@ class ModelServer:
 
     def __init__(self, args: ServeArgs) -> None:
         self.models = {m.model_id: m for m in args.models}
+        self._described: dict[str, dict[str, Any]] | None = None
         self.metrics = ModelMetrics()
         self.tokens = TokenMetrics()
         self.generate_batch.set_max_batch_size(args.batching.max_batch_size)
@@ -195,6 +197,33 @@ class ModelServer:
         self.engine = serve.multiplexed(max_num_models_per_replica=args.max_models_per_replica)(load_engine)
         # no MediaDecoder deployment with decode_in: model_replica: decode here, before batching
         self.media = MediaStage(args) if args.decode_in == "model_replica" else None
+
+    async def describe_models(self) -> dict[str, dict[str, Any]]:
+        """Per model: family, default frames, sampler and context length (vLLM's ``max_model_len``),
+        from the resolved settings and the config, without loading weights; a model whose
+        checkpoint cannot be read maps to ``{"error": ...}``. Cached: settings do not change."""
+        if self._described is None:
+            self._described = await asyncio.to_thread(self._describe_all)
+        return self._described
+
+    def _describe_all(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for model_id, config in self.models.items():
+            try:
+                engine = load_core_engine(config.engine, load_model=False)
+            except Exception as exc:  # reported per model: /v1/models still lists the others
+                logger.warning("describing model %s failed: %s", model_id, exc)
+                out[model_id] = {"error": type(exc).__name__}
+                continue
+            media = engine.settings.media
+            out[model_id] = {
+                "root": config.pretrained,
+                "family": engine.settings.family,
+                "num_frames": media.sampling.num_frames,
+                "sampler": media.sampler,
+                "max_model_len": engine.context_length,
+            }
+        return out
 
     async def generate(self, item: DecodedRequest | ChatJob | ApiError) -> Generated | ApiError:
         """Generate for one request and return its result.

@@ -62,8 +62,9 @@ def too_large(message: str, *, param: str | None = None) -> ServeError:
 
 
 def unprocessable(message: str, *, param: str | None = None, code: str = "invalid_value") -> ServeError:
-    """422: a field fails validation or exceeds a configured count limit."""
-    return ServeError(ApiError(422, message, code=code, param=param))
+    """400: a field fails validation or exceeds a configured count limit (OpenAI and vLLM answer
+    validation errors with 400, not FastAPI's 422)."""
+    return ServeError(ApiError(400, message, code=code, param=param))
 
 
 def unauthorized() -> ServeError:

@@ -7,7 +7,7 @@ header and the reason, and bounds the work a request can cause before any of it 
 * :class:`InflightBytes`: ``limits.max_inflight_bytes``, the bodies one ingress replica holds at
   once (503 with ``Retry-After``, as a full queue is);
 * :func:`parse_request`: JSON (400, nesting depth and ``NaN``/``Infinity`` included), then the
-  pydantic request (422);
+  pydantic request (400, naming the field);
 * :func:`check_request`: stop strings (count and length), messages, content parts, prompt
   characters and ``media_io_kwargs.video.fps``;
 * :func:`host_allowed`: the ``Host`` header while no API key is set (DNS rebinding);
@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from videolmm.serve.config import LimitsConfig
 from videolmm.serve.errors import ApiError, ServeError, bad_request, too_large, unprocessable
-from videolmm.serve.protocol import ChatCompletionRequest, TextPart
+from videolmm.serve.protocol import OPENAI_PARAMS, ChatCompletionRequest, TextPart
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -137,7 +137,8 @@ def _no_constant(name: str) -> float:
 
 
 def parse_request(body: bytes) -> ChatCompletionRequest:
-    """Validate a chat-completions body: 400 for bad JSON, 422 naming each invalid field.
+    """Validate a chat-completions body: 400 for bad JSON, for a parameter OpenAI does not have, and
+    naming each invalid field.
 
     Nesting too deep for the parser (``[[[[...``), ``NaN``/``Infinity`` (not JSON, though Python
     reads them) and integers of thousands of digits are bad JSON (400), never a 500.
@@ -150,6 +151,10 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
         raise bad_request(f"request body is not valid JSON ({str(exc)[:200]})", code="invalid_json") from exc
     if not isinstance(data, dict):
         raise bad_request("request body must be a JSON object", code="invalid_json")
+    for name in data:  # as OpenAI answers a parameter it does not have
+        if name not in ChatCompletionRequest.model_fields and name not in OPENAI_PARAMS:
+            message = f"Unrecognized request argument supplied: {name}"
+            raise bad_request(message, param=str(name), code="unrecognized_argument")
     try:
         return ChatCompletionRequest.model_validate(data)
     except RecursionError as exc:
@@ -166,7 +171,7 @@ def check_request(req: ChatCompletionRequest, limits: LimitsConfig) -> None:
 
     Raises:
         ServeError: 400 ``stop`` longer than ``max_stop_chars`` or ``fps`` outside
-            :data:`FPS_RANGE`; 413 more than ``max_prompt_chars`` of text; 422 more than
+            :data:`FPS_RANGE`; 413 more than ``max_prompt_chars`` of text; 400 more than
             ``max_messages`` messages or ``max_content_parts`` content parts.
     """
     for i, stop in enumerate(req.stop_list):
@@ -195,13 +200,14 @@ def check_request(req: ChatCompletionRequest, limits: LimitsConfig) -> None:
         raise too_large(
             f"the messages hold {chars} characters of text; the limit is {limits.max_prompt_chars}", param="messages"
         )
-    video = req.media_io_kwargs.video if req.media_io_kwargs else None
+    video = req.video_kwargs
     if video is not None and video.fps is not None:
         low, high = FPS_RANGE
+        where = "mm_processor_kwargs" if (req.mm_processor_kwargs or {}).get("fps") else "media_io_kwargs.video"
         if not (math.isfinite(video.fps) and low <= video.fps <= high):
             raise bad_request(
-                f"media_io_kwargs.video.fps={video.fps:g} is outside {low:g}..{high:g} frames per second",
-                param="media_io_kwargs.video.fps",
+                f"{where}.fps={video.fps:g} is outside {low:g}..{high:g} frames per second",
+                param=f"{where}.fps",
                 code="invalid_value",
             )
 

@@ -99,6 +99,7 @@ class OpenAIIngress:
         self.model = model
         self.api_key = api_key
         self.created = int(time.time())
+        self._cards: dict[str, ModelCard] | None = None
         self.metrics = IngressMetrics()
         self.inflight = InflightBytes(args.limits.max_inflight_bytes, args.ingress_deployment.retry_after_s)
         #: model id -> why its last request found it unavailable (a failed load); cleared by a success
@@ -142,21 +143,40 @@ class OpenAIIngress:
         @app.get("/v1/models")
         async def list_models(request: Request) -> JSONResponse:
             self.authorize(request)
-            cards = [ModelCard(id=m.model_id, created=self.created) for m in self.args.models]
-            return JSONResponse(ModelList(data=cards).model_dump())
+            cards = await self.model_cards()
+            return JSONResponse(ModelList(data=list(cards.values())).model_dump(exclude_none=True))
 
         @app.get("/v1/models/{model_id:path}")
         async def get_model(model_id: str, request: Request) -> JSONResponse:
             self.authorize(request)
             if self.args.model(model_id) is None:
                 raise model_not_found(model_id, [m.model_id for m in self.args.models])
-            return JSONResponse(ModelCard(id=model_id, created=self.created).model_dump())
+            return JSONResponse((await self.model_cards())[model_id].model_dump(exclude_none=True))
 
         @app.post("/v1/chat/completions")
         async def chat_completions(request: Request) -> Response:
             return await self.chat(request)
 
         return app
+
+    async def model_cards(self) -> dict[str, ModelCard]:
+        """``/v1/models`` entries in vLLM's style (``root``, ``max_model_len``) plus family and default
+        frames, asked once from the model deployment (settings resolved without weights); while it
+        cannot answer, the plain cards (not cached)."""
+        if self._cards is not None:
+            return self._cards
+        try:
+            described = await self.model.describe_models.remote()
+        except Exception:  # the listing must not fail with the model replica: plain cards this time
+            logger.warning("describe_models failed; listing plain model cards", exc_info=True)
+            described = None
+        cards = {
+            m.model_id: ModelCard(id=m.model_id, created=self.created, **(described or {}).get(m.model_id, {}))
+            for m in self.args.models
+        }
+        if described is not None:
+            self._cards = cards
+        return cards
 
     # ---------------------------------------------------------------------------- routes
 

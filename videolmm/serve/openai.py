@@ -25,9 +25,9 @@ from videolmm.serve.config import LimitsConfig, ModelConfig
 from videolmm.serve.errors import ApiError, ServeError, bad_request, unprocessable
 from videolmm.serve.jobs import ChatJob, MediaRef
 from videolmm.serve.protocol import (
-    AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
+    ChatCompletionMessage,
     ChatCompletionRequest,
     ChatMessage,
     Choice,
@@ -177,7 +177,7 @@ def to_job(req: ChatCompletionRequest, *, request_id: str, model: ModelConfig, l
         limits: the app's limits.
 
     Raises:
-        ServeError: 400 for roles or histories the core cannot answer (see :func:`conversation`); 422
+        ServeError: 400 for roles or histories the core cannot answer (see :func:`conversation`) and
             for counts (every user message's media together) or values beyond the limits.
     """
     conv = conversation(req)
@@ -196,13 +196,12 @@ def to_job(req: ChatCompletionRequest, *, request_id: str, model: ModelConfig, l
     max_new = req.max_new_tokens or min(model.default_max_tokens, limits.max_tokens)
     if max_new > limits.max_tokens:
         raise unprocessable(f"max_tokens={max_new} exceeds the limit of {limits.max_tokens}", param="max_tokens")
-    video_kw = req.media_io_kwargs.video if req.media_io_kwargs else None
+    video_kw = req.video_kwargs  # media_io_kwargs.video, or vLLM's mm_processor_kwargs
     num_frames = video_kw.num_frames if video_kw else None
     if num_frames is not None and num_frames > limits.max_frames:
-        raise unprocessable(
-            f"num_frames={num_frames} exceeds the limit of {limits.max_frames}",
-            param="media_io_kwargs.video.num_frames",
-        )
+        given = "mm_processor_kwargs" if (req.mm_processor_kwargs or {}).get("num_frames") else "media_io_kwargs.video"
+        message = f"num_frames={num_frames} exceeds the limit of {limits.max_frames}"
+        raise unprocessable(message, param=f"{given}.num_frames")
     generation = GenerationSettings(
         max_new_tokens=max_new,
         temperature=sampling_temperature(req.temperature),
@@ -268,15 +267,15 @@ def completion(
     result: Result, job: ChatJob, *, completion_id: str, created: int, batch_size: int = 1
 ) -> ChatCompletion:
     """The non-streamed response for a successful result (``batch_size``: requests in its engine call)."""
+    message = ChatCompletionMessage(role="assistant", content=result.text or "")
     return ChatCompletion(
         id=completion_id,
+        object="chat.completion",
         created=created,
         model=job.model_id,
-        choices=[
-            Choice(message=AssistantMessage(content=result.text or ""), finish_reason=finish_reason(result, job))
-        ],
+        choices=[Choice(index=0, message=message, finish_reason=finish_reason(result, job))],
         usage=usage(result),
-        videolmm=videolmm_info(result, job, batch_size),
+        videolmm=videolmm_info(result, job, batch_size).model_dump(),
     )
 
 
@@ -316,25 +315,26 @@ class StreamEvents:
     ) -> str:
         chunk = ChatCompletionChunk(
             id=self.completion_id,
+            object="chat.completion.chunk",
             created=self.created,
             model=self.job.model_id,
             choices=choices,
             usage=usage_info,
-            videolmm=info,
+            **({"videolmm": info.model_dump()} if info is not None else {}),
         )
         return _event(chunk, include_usage=self.include_usage)
 
     def role(self) -> str:
         """The first event: the assistant role, empty content."""
-        return self._chunk([ChunkChoice(delta=Delta(role="assistant", content=""))])
+        return self._chunk([ChunkChoice(index=0, delta=Delta(role="assistant", content=""))])
 
     def content(self, text: str) -> str:
         """A content delta."""
-        return self._chunk([ChunkChoice(delta=Delta(content=text))])
+        return self._chunk([ChunkChoice(index=0, delta=Delta(content=text))])
 
     def finish(self, result: Result, batch_size: int = 1) -> Iterator[str]:
         """The finish chunk (with the ``videolmm`` object), the usage chunk (``include_usage``) and ``[DONE]``."""
-        choice = ChunkChoice(delta=Delta(), finish_reason=finish_reason(result, self.job))
+        choice = ChunkChoice(index=0, delta=Delta(), finish_reason=finish_reason(result, self.job))
         yield self._chunk([choice], info=videolmm_info(result, self.job, batch_size))
         if self.include_usage:
             yield self._chunk([], usage(result))

@@ -1,13 +1,23 @@
 """OpenAI chat-completions wire format (the subset videolmm serves), as pydantic models.
 
 Requests are validated here; anything the core cannot honour is rejected with a message that
-names the field, never silently dropped. Unknown top-level fields are ignored, as OpenAI-compatible
-servers do, so that clients sending newer optional fields keep working.
+names the field, never silently dropped. A top-level field is accepted when it is one of OpenAI's
+chat-completions parameters (the installed ``openai`` SDK's ``CompletionCreateParams``) or one of the
+extensions below; any other is refused as OpenAI refuses it (400 ``Unrecognized request argument
+supplied: NAME``). OpenAI parameters that only concern OpenAI's platform (``user``, ``metadata``,
+``store``, ``service_tier``, ``prompt_cache_key``, ...) are accepted and have no effect; those that
+would change the answer are accepted only at their neutral values.
 
-Extensions over OpenAI, both from vLLM's conventions:
+Extensions over OpenAI, from vLLM's conventions:
 
 * content parts of type ``video_url`` (``{"type": "video_url", "video_url": {"url": ...}}``);
-* ``media_io_kwargs``: ``{"video": {"num_frames": N, "fps": F}}`` per request.
+* ``media_io_kwargs``: ``{"video": {"num_frames": N, "fps": F}}`` per request;
+* ``mm_processor_kwargs``: ``{"num_frames": N, "fps": F}`` — the same two settings under vLLM's
+  other name for them; any other key is refused (400), and a value contradicting
+  ``media_io_kwargs.video`` too.
+
+Responses are the ``openai`` SDK's own models (``openai.types.chat.ChatCompletion`` /
+``ChatCompletionChunk``), so the wire format is OpenAI's by construction.
 
 Responses carry one extra top-level object, ``videolmm`` (:class:`VideoLMMInfo`): the sampled
 frame indices and their timestamps and the stage timings, so that a client can see what the model
@@ -16,10 +26,38 @@ was shown. A streamed response carries it on its finish chunk.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any, Literal
 
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat import completion_create_params as _openai_params
+from openai.types.chat.chat_completion import Choice
+from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.chat.chat_completion_chunk import ChoiceDelta as Delta
+from openai.types.completion_usage import CompletionUsage as UsageInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Every top-level parameter of OpenAI's chat-completions API, as the installed SDK declares it.
+OPENAI_PARAMS: frozenset[str] = frozenset(
+    _openai_params.CompletionCreateParamsBase.__required_keys__
+    | _openai_params.CompletionCreateParamsBase.__optional_keys__
+    | _openai_params.CompletionCreateParamsStreaming.__required_keys__
+)
+#: OpenAI parameters that would change the answer: accepted only at these neutral values.
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "logit_bias": (None, {}),
+    "modalities": (None, ["text"]),
+    "audio": (None,),
+    "functions": (None, []),
+    "function_call": (None, "none", "auto"),
+    "tool_choice": (None, "none", "auto"),
+    "web_search_options": (None,),
+    "reasoning_effort": (None,),
+    "verbosity": (None,),
+    "prediction": (None,),
+    "moderation": (None,),
+}
+#: The settings ``mm_processor_kwargs`` may carry (vLLM's meaning: per-request processor settings).
+MM_PROCESSOR_KEYS = ("num_frames", "fps")
 
 # ---------------------------------------------------------------------------------------------
 # Requests
@@ -104,6 +142,14 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class UnrecognizedArgument(ValueError):
+    """A top-level request field that is neither an OpenAI parameter nor a videolmm extension."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Unrecognized request argument supplied: {name}")
+        self.name = name
+
+
 class ChatCompletionRequest(BaseModel):
     """``POST /v1/chat/completions`` body.
 
@@ -111,7 +157,7 @@ class ChatCompletionRequest(BaseModel):
     evaluation setting (OpenAI's own default would sample at 1.0).
     """
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     model: str = Field(min_length=1, max_length=256)
     messages: list[ChatMessage] = Field(min_length=1)
@@ -125,6 +171,7 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     media_io_kwargs: MediaIOKwargs | None = None
+    mm_processor_kwargs: dict[str, Any] | None = None
     # Known OpenAI fields the core cannot honour: accepted only at their neutral values.
     logprobs: bool | None = None
     top_logprobs: int | None = None
@@ -143,9 +190,44 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("stop sequences must be non-empty strings")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields_only(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in data:
+                if name not in cls.model_fields and name not in OPENAI_PARAMS:
+                    raise UnrecognizedArgument(str(name))
+        return data
+
+    @field_validator("mm_processor_kwargs")
+    @classmethod
+    def _check_mm_processor_kwargs(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        unknown = sorted(set(value) - set(MM_PROCESSOR_KEYS))
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)} not supported: videolmm's processors take only "
+                f"{' and '.join(MM_PROCESSOR_KEYS)} per request (the rest is fixed by the model's seed settings)"
+            )
+        VideoIOKwargs.model_validate(value)  # the same types and bounds as media_io_kwargs.video
+        return value
+
     @model_validator(mode="after")
     def _check_unsupported(self) -> ChatCompletionRequest:
         problems = []
+        for name, neutral in _NEUTRAL.items():
+            value = (self.model_extra or {}).get(name)
+            if value not in neutral:
+                problems.append(f"{name}={value!r} is not supported")
+        if self.mm_processor_kwargs and self.media_io_kwargs and self.media_io_kwargs.video:
+            given = self.media_io_kwargs.video
+            for key, value in self.mm_processor_kwargs.items():
+                if getattr(given, key) is not None and getattr(given, key) != value:
+                    problems.append(
+                        f"mm_processor_kwargs.{key}={value!r} contradicts media_io_kwargs.video.{key}="
+                        f"{getattr(given, key)!r}"
+                    )
         if self.n not in (None, 1):
             problems.append(f"n={self.n}: only n=1 is supported")
         if self.logprobs or self.top_logprobs:
@@ -160,6 +242,15 @@ class ChatCompletionRequest(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def video_kwargs(self) -> VideoIOKwargs | None:
+        """The per-request video settings: ``media_io_kwargs.video`` merged with ``mm_processor_kwargs``."""
+        given = self.media_io_kwargs.video if self.media_io_kwargs else None
+        if not self.mm_processor_kwargs:
+            return given
+        merged = {**(given.model_dump(exclude_none=True) if given else {}), **self.mm_processor_kwargs}
+        return VideoIOKwargs.model_validate(merged)
 
     @property
     def max_new_tokens(self) -> int | None:
@@ -188,14 +279,6 @@ class _Out(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-class UsageInfo(_Out):
-    """Token counts (visual placeholder tokens count as prompt tokens)."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
 class VideoLMMInfo(_Out):
     """videolmm's extension: what the model was shown and where the time went."""
 
@@ -212,67 +295,21 @@ class VideoLMMInfo(_Out):
     )
 
 
-class AssistantMessage(_Out):
-    """The assistant's reply."""
-
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class Choice(_Out):
-    """One (the only) choice."""
-
-    index: int = 0
-    message: AssistantMessage
-    finish_reason: Literal["stop", "length"]
-
-
-class ChatCompletion(_Out):
-    """A non-streamed chat completion."""
-
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    choices: list[Choice]
-    usage: UsageInfo
-    videolmm: VideoLMMInfo | None = None
-
-
-class Delta(_Out):
-    """A streamed message delta."""
-
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-
-
-class ChunkChoice(_Out):
-    """A streamed choice."""
-
-    index: int = 0
-    delta: Delta
-    finish_reason: Literal["stop", "length"] | None = None
-
-
-class ChatCompletionChunk(_Out):
-    """One server-sent event of a streamed completion."""
-
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChunkChoice]
-    usage: UsageInfo | None = None
-    videolmm: VideoLMMInfo | None = Field(default=None, description="On the finish chunk only.")
-
-
 class ModelCard(_Out):
-    """An entry of ``GET /v1/models``."""
+    """An entry of ``GET /v1/models``: OpenAI's fields, vLLM's ``root`` / ``parent`` / ``max_model_len``,
+    and the model's family and default frames (None fields are left out)."""
 
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "videolmm"
+    root: str | None = Field(default=None, description="The checkpoint (path or hub id), as vLLM names it.")
+    parent: str | None = None
+    max_model_len: int | None = Field(default=None, description="Context length in tokens (vLLM's name).")
+    family: str | None = None
+    num_frames: int | None = Field(default=None, description="Frames sampled per video by default.")
+    sampler: str | None = None
+    error: str | None = Field(default=None, description="Why the settings could not be read.")
 
 
 class ModelList(_Out):
@@ -298,9 +335,11 @@ class ErrorResponse(_Out):
 
 
 __all__ = [
-    "AssistantMessage",
+    "MM_PROCESSOR_KEYS",
+    "OPENAI_PARAMS",
     "ChatCompletion",
     "ChatCompletionChunk",
+    "ChatCompletionMessage",
     "ChatCompletionRequest",
     "ChatMessage",
     "Choice",
@@ -316,6 +355,7 @@ __all__ = [
     "ModelList",
     "StreamOptions",
     "TextPart",
+    "UnrecognizedArgument",
     "UsageInfo",
     "VideoIOKwargs",
     "VideoLMMInfo",
