@@ -226,3 +226,37 @@ def test_llava_next_video_processor_gives_the_seed_ids(
     assert out["attention_mask"][1].tolist()[0] == 0  # the shorter row is padded on the left
     whole = stock(text=texts, videos=videos, return_tensors="pt", padding=True)
     assert (whole["input_ids"].tolist() == out["input_ids"].tolist()) is legacy
+
+
+def test_video_llava_processor_gives_the_seed_ids(spm_model: Path, tiny_video_llava: Path) -> None:
+    """Video-LLaVA's seed (``run_inference_video_qa.py``: eight adjacent ``<image>``, then
+    ``tokenizer_image_token``) gives the same ids as ``<video>`` chunked; the family's processor builds them
+    (legacy=False here, where transformers' own processor drops the ``▁`` after the run)."""
+    import numpy as np
+    import sentencepiece
+    from transformers import VideoLlavaProcessor
+
+    from videolmm.models.families.base import import_string
+    from videolmm.models.families.video_llava.family import VIDEO_LLAVA
+
+    cls = import_string(VIDEO_LLAVA.processor_class)
+    tiny = cls.from_pretrained(tiny_video_llava)
+    video = np.zeros((8, 32, 32, 3), dtype=np.uint8)
+    text = TEMPLATES["llava_v1"].render("<video>\nWhat colour?")
+    same = VideoLlavaProcessor.from_pretrained(tiny_video_llava)(text=[text], videos=[video], return_tensors="pt")
+    assert tiny(text=[text], videos=[video], return_tensors="pt")["input_ids"].tolist() == same["input_ids"].tolist()
+    tok = llama_tokenizer(spm_model, legacy=False)
+    parts = {"image_processor": tiny.image_processor, "video_processor": tiny.video_processor, "tokenizer": tok}
+    extra = {
+        "patch_size": tiny.patch_size,
+        "vision_feature_select_strategy": "default",
+        "num_additional_image_tokens": 1,
+    }
+    out = cls(**parts, **extra)(text=[text], videos=[video], return_tensors="pt")["input_ids"][0].tolist()
+    vid = tok.convert_tokens_to_ids("<video>")
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(spm_model))
+    seed = reference(text.replace("<video>", "<image>" * 8), lambda c: [1, *sp.encode(c)], 1, "<image>", vid)
+    assert [i for i in out if i != vid] == [i for i in seed if i != vid]
+    assert out.count(vid) > 0 and out.count(vid) % 8 == 0  # one run: 8 frames of (patches + CLS)
+    whole = VideoLlavaProcessor(**parts, **extra)(text=[text], videos=[video], return_tensors="pt")["input_ids"][0]
+    assert whole.tolist() != out

@@ -198,3 +198,17 @@ def _rebuild(outputs: Any, texts: list[str], tokenizer: Any, visual: Mapping[str
 
 
 __all__ = ["SeedTokenization", "chunk_ids", "join_chunks", "retokenize_row", "seed_token_ids"]
+
+
+def __getattr__(name: str) -> Any:
+    """``SeedTokenizedVideoLlavaProcessor``: transformers' ``VideoLlavaProcessor`` with
+    :class:`SeedTokenization` (Video-LLaVA's seed builds ids with ``tokenizer_image_token``; its eight
+    adjacent ``<image>`` are one visual run). Created on first use: importing this module imports
+    no transformers."""
+    if name != "SeedTokenizedVideoLlavaProcessor":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from transformers import VideoLlavaProcessor
+
+    cls = type(name, (SeedTokenization, VideoLlavaProcessor), {"__module__": __name__, "__doc__": __getattr__.__doc__})
+    globals()[name] = cls
+    return cls

@@ -42,7 +42,7 @@ VIDEO_LLAVA = VideoLlavaFamily(
     name="video_llava",
     description="Video-LLaVA-7B (transformers VideoLlava, CLS kept: 257 tokens/frame)",
     model_class="transformers.VideoLlavaForConditionalGeneration",
-    processor_class="transformers.VideoLlavaProcessor",
+    processor_class="videolmm.tokens.SeedTokenizedVideoLlavaProcessor",  # tokenizer_image_token ids
     model_types=("video_llava",),
     media=MediaSettings(decoder="keyframe", sampler="uniform", sampling=SamplingSpec(num_frames=8)),
     lmms_eval_id=None,  # lmms-eval has a built-in `video_llava`; reach ours via `videolmm,family=video_llava`
