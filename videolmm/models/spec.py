@@ -328,13 +328,8 @@ def detect_family(pretrained: str, *, hooks: Any, revision: str | None = None) -
 
 
 def family_preset(family: Family, name: str | None) -> dict[str, Any]:
-    """The settings of ``family``'s preset ``name`` (``{}`` for None): :class:`EngineSpec` field
-    names and family options, applied above the checkpoint's and the family's defaults and below
-    explicit values. A family declares its presets in a ``presets`` mapping (name → settings).
-
-    Raises:
-        ConfigError: the family has no preset of that name (the message lists its presets).
-    """
+    """``family.presets[name]`` (``{}`` for None): field names and family options, applied above the
+    checkpoint's and family's defaults, below explicit values. ConfigError lists the known ones."""
     if name is None:
         return {}
     presets: Mapping[str, Mapping[str, Any]] = getattr(family, "presets", {}) or {}

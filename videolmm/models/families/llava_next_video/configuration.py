@@ -10,10 +10,7 @@
   the checkpoint was converted to use it (the seed's demo computes factor
   ``ceil((32·144 + 1000) / 4096) = 2`` for 32 frames). The family repairs such configs when it
   loads them; the converter writes the scaling in its proper place.
-
-- :func:`apply_context_policy`: how far the language model may attend, as the seeds ran the
-  checkpoints (``context_policy``): ``demo`` (the default) follows LLaVA-NeXT's video demo,
-  ``llava_vid`` the early lmms-eval ``llava_vid`` wrapper, ``config`` the hub config as it is.
+- :func:`apply_context_policy`: RoPE scaling and context as the seeds ran the checkpoints.
 
 Pure Python: no torch or transformers import.
 """
@@ -95,8 +92,7 @@ def seed_scaling_factor(num_frames: int, grid: int, stride: int) -> int:
 
 
 def is_vicuna(text_config: Any) -> bool:
-    """The demo's ``"vicuna" in _name_or_path`` test for LLaVA-NeXT-Video's three text models: a
-    Llama text model below Yi's 64000-entry vocabulary (Mistral is the 7B-32K, Yi the 34B)."""
+    """The demo's ``"vicuna" in _name_or_path``: Llama below Yi's 64000 entries (not Mistral, Yi)."""
     return getattr(text_config, "model_type", "") == "llama" and int(getattr(text_config, "vocab_size", 0)) < 64000
 
 
@@ -109,24 +105,17 @@ def _rope_factor(text_config: Any) -> float | None:
 
 
 def apply_context_policy(config: Any, policy: str, num_frames: int) -> dict[str, Any]:
-    """Set RoPE scaling and the context the engine allows as the seed ``policy`` ran the model.
+    """Set RoPE scaling and the context the engine allows as the seed ``policy`` ran the model
+    (``f = seed_scaling_factor(...)``; nothing changes while ``f < 2``).
 
-    - ``demo`` (LLaVA-NeXT ``video_demo.py``, video_inference branch 9fcbebe and HEAD df17966):
-      with ``f = seed_scaling_factor(...) >= 2``, Vicuna gets linear RoPE factor ``f`` in place of
-      its config's (the demo's and the eval scripts' ``overwrite_config["rope_scaling"]``: the
-      7B-DPO hub config's 2.5 runs as 2 at 32 frames; issue 16 item 8, docs/fidelity.md) and every model
-      may run ``4096·f`` tokens (``max_sequence_length``); non-Vicuna models (Yi-34B, Mistral)
-      keep unscaled RoPE. The 34B at its 32 frames: no scaling, 8192 tokens. The engine's
-      context limit is ``max_position_embeddings × factor``, so it is raised to cover ``4096·f``
-      (never lowered; RoPE without dynamic scaling does not read it).
-    - ``llava_vid`` (lmms-eval ``llava_vid`` @ 2c03baf, April 2024): linear factor ``f`` on every
-      model (replacing the config's), context ``4096·f``.
-    - ``config``: the checkpoint's config unchanged (the 34B then refuses 32 frames).
-
-    Args:
-        config: a ``LlavaNextVideoConfig``, modified in place.
-        policy: one of :data:`CONTEXT_POLICIES`.
-        num_frames: the engine's frames per video.
+    - ``demo`` (LLaVA-NeXT ``playground/demo/video_demo.py``, video_inference @ 9fcbebe, HEAD @
+      df17966): Vicuna gets linear RoPE ``f`` in place of its config's (the demo overwrites
+      ``rope_scaling``: the 7B-DPO's 2.5 runs as 2 at 32 frames, issue 16 item 8); other text
+      models (Yi-34B, Mistral) keep unscaled RoPE; every model may run ``4096·f`` tokens
+      (``max_sequence_length``). The engine's limit is ``max_position_embeddings × factor``, so the
+      former is raised to cover ``4096·f`` (never lowered; non-dynamic RoPE does not read it).
+    - ``llava_vid`` (lmms-eval ``llava_vid`` @ 2c03baf): linear ``f`` on every model, ``4096·f``.
+    - ``config``: the config unchanged (the 34B then refuses 32 frames).
 
     Returns:
         What was decided, for ``videolmm inspect``.
@@ -138,7 +127,7 @@ def apply_context_policy(config: Any, policy: str, num_frames: int) -> dict[str,
         raise ConfigError(f"context_policy={policy!r}: expected one of {CONTEXT_POLICIES}")
     text, vc = config.text_config, config.vision_config
     factor = seed_scaling_factor(num_frames, vc.image_size // vc.patch_size, int(config.spatial_pool_stride))
-    record: dict[str, Any] = {"policy": policy, "seed_scaling_factor": factor, "frames": num_frames}
+    record = {"policy": policy, "seed_scaling_factor": factor, "frames": num_frames}
     record["hub_max_position_embeddings"] = text.max_position_embeddings
     if policy != "config" and factor >= 2:
         if policy == "llava_vid" or is_vicuna(text):

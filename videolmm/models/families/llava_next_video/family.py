@@ -44,8 +44,7 @@ class LlavaNextVideoFamily(Family):
         return "vicuna_v1"  # LLaVA-NeXT-Video-7B(-DPO)
 
     def options_for_media(self, options: Mapping[str, Any], media: MediaSettings) -> dict[str, Any]:
-        """The options with the engine's frame count added (``context_frames``): the seeds size the
-        context from it (:func:`~.configuration.apply_context_policy`). Called by ``resolve``."""
+        """``options`` plus the engine's frame count (``context_frames``, for the context policy)."""
         return {**options, "context_frames": media.sampling.num_frames}
 
     def apply_options(self, config: Any, options: Mapping[str, Any]) -> None:

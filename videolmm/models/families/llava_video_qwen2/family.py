@@ -42,16 +42,12 @@ DEFAULT_FRAMES = 64
 
 _PACKAGE = "videolmm.models.families.llava_video_qwen2"
 
-#: Named bundles of defaults, chosen with the EngineSpec field ``preset`` (``--model_args
-#: preset=...``, a serve entry's ``preset:``, ``videolmm ... --preset``); explicit values win.
+#: EngineSpec ``preset`` values. ``training`` (default): the checkpoint's config and the demo's
+#: frames. ``lmms_eval_readme``: the documented eval command (LLaVA-NeXT docs/LLaVA_Video_1003.md
+#: @ ec87e87: llava_vid, max_frames_num=64, mm_spatial_pool_mode=average) as lmms-eval's llava_vid
+#: of that date (ff0802c) ran it: average pool, grid newlines, no time instruction, linspace 64.
 PRESETS: dict[str, dict[str, Any]] = {
-    # The default: the checkpoint's own config (pool mode, newline, time instruction, as the
-    # converter read them) and the demo's frames (fps 1, force_sample, 64): what training used.
     "training": {},
-    # The authors' documented eval command (LLaVA-NeXT docs/LLaVA_Video_1003.md @ ec87e87,
-    # 2024-10-03): `--model llava_vid --model_args ...,conv_template=qwen_1_5,max_frames_num=64,
-    # mm_spatial_pool_mode=average`. lmms-eval's llava_vid of that date (ff0802c) then ran average
-    # pooling, stride 2, grid newlines, no time instruction and linspace(0, N-1, 64) frames.
     "lmms_eval_readme": {
         "spatial_pool_mode": "average",
         "spatial_pool_stride": 2,
