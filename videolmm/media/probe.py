@@ -180,6 +180,18 @@ def describe_streams(container: InputContainer) -> str:
     return ", ".join(parts) or "none"
 
 
+def _codec_name(stream: Any) -> str:
+    """The stream's codec as far as the container names it, for an error message (never raises).
+
+    PyAV 15 delegates unknown stream attributes to the codec context, which is None when FFmpeg
+    has no decoder, so ``stream.codec_tag`` itself raises AttributeError then.
+    """
+    try:
+        return f"codec tag {stream.codec_tag!r}"
+    except (AttributeError, ValueError):
+        return "codec unknown to FFmpeg"
+
+
 def video_stream(av: Any, container: InputContainer, label: str) -> VideoStream:
     """The stream decord would pick (FFmpeg's best video stream), rejecting images and cover art."""
     fmt = container.format.name
@@ -193,9 +205,7 @@ def video_stream(av: Any, container: InputContainer, label: str) -> VideoStream:
     best = container.streams.best("video")
     stream = best if best in candidates else candidates[0]
     if stream.codec_context is None:
-        raise UnsupportedCodec(
-            label, f"no decoder in PyAV's FFmpeg for the video stream (codec tag {stream.codec_tag!r})"
-        )
+        raise UnsupportedCodec(label, f"no decoder in PyAV's FFmpeg for the video stream ({_codec_name(stream)})")
     return stream
 
 
