@@ -156,7 +156,13 @@ class SeedTokenization:
         visual = _placeholder_ids(self, tokenizer)
         if not visual:
             return outputs
-        return _rebuild(outputs, texts, tokenizer, visual, kwargs.get("return_tensors"))
+        aligned = [k for k in ("token_type_ids", "mm_token_type_ids") if k in outputs]
+        if aligned:
+            raise PromptError(
+                f"seed tokenization rebuilds input_ids but cannot realign {aligned}; do not request them"
+            )
+        side = kwargs.get("padding_side") or getattr(tokenizer, "padding_side", "right")
+        return _rebuild(outputs, texts, tokenizer, visual, kwargs.get("return_tensors"), side == "left")
 
 
 def _placeholder_ids(processor: Any, tokenizer: Any) -> dict[str, int]:
@@ -170,7 +176,9 @@ def _placeholder_ids(processor: Any, tokenizer: Any) -> dict[str, int]:
     return visual
 
 
-def _rebuild(outputs: Any, texts: list[str], tokenizer: Any, visual: Mapping[str, int], tensors: Any) -> Any:
+def _rebuild(
+    outputs: Any, texts: list[str], tokenizer: Any, visual: Mapping[str, int], tensors: Any, left: bool
+) -> Any:
     ids_in, mask_in = outputs["input_ids"], outputs.get("attention_mask")
     rows: list[list[int]] = []
     for r, text in enumerate(texts):
@@ -180,7 +188,6 @@ def _rebuild(outputs: Any, texts: list[str], tokenizer: Any, visual: Mapping[str
         rows.append(retokenize_row(tokenizer, text, kept, visual))
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    left = getattr(tokenizer, "padding_side", "right") == "left"
     new_ids, new_mask = [], []
     for row in rows:
         fill = width - len(row)
