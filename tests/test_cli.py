@@ -209,3 +209,37 @@ def test_inspect_contact_sheet_draws_each_sampled_frame(
 def test_inspect_contact_sheet_needs_a_video(capsys: pytest.CaptureFixture[str], tiny_llava_next_video: Path) -> None:
     code, _, err = run(capsys, "inspect", str(tiny_llava_next_video), "--contact-sheet", "x.png")
     assert code == 2 and "--contact-sheet" in err and "--video" in err
+
+
+def test_convert_shows_a_progress_bar_over_the_tensors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from videolmm.toy.tiny_originals import build_original_llava_next_video
+
+    orig = build_original_llava_next_video(tmp_path / "original")
+    out = tmp_path / "converted"
+    code, printed, err = run(capsys, "convert", "--source", "llava_next_video", "--input", str(orig.checkpoint),
+                             "--output", str(out), "--no-hash")  # fmt: skip
+    assert code == 0 and json.loads(printed)["output"] == str(out)
+    mapped = json.loads(printed)["mapped"]
+    bar = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("convert:")]
+    assert bar and f"{mapped}/{mapped}" in bar[-1] and "tensor" in bar[-1], err[-2000:]
+    assert "[1/" in err  # the per-file lines are written above the bar
+    code, _, err = run(capsys, "convert", "--source", "llava_next_video", "--input", str(orig.checkpoint),
+                       "--output", str(tmp_path / "again"), "--no-hash", "--no-progress")  # fmt: skip
+    assert code == 0 and "convert:" not in err and "[1/" in err
+
+
+def test_train_shows_a_progress_bar_over_the_steps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A scaled-down recipe (as tests/test_train_reproducible.py) through the command's own code path."""
+    import io
+    from dataclasses import replace
+
+    import videolmm.toy.train.recipe as recipe_module
+    from videolmm.toy.train.recipe import recipe_for
+
+    small = replace(recipe_for("video_llava"), num_clips=6, steps=3, batch_size=4, warmup=1, heldout_clips=2)
+    monkeypatch.setattr(recipe_module, "recipe_for", lambda family: small)
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    assert main(["train", "--family", "video_llava", "--out", str(tmp_path / "t")]) == 0
+    bar = [line for line in stderr.getvalue().replace("\r", "\n").splitlines() if line.startswith("train video_llava")]
+    assert bar and "3/3" in bar[-1] and "loss=" in bar[-1], stderr.getvalue()[-2000:]

@@ -224,7 +224,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         hashes=not args.no_hash,
         rope_factor=args.rope_factor,
     )
-    manifest = convert_checkpoint(args.source, options)
+    manifest = convert_checkpoint(args.source, options, bar=not args.no_progress)
     summary = {
         "output": str(options.output),
         "family": manifest.family,
@@ -268,6 +268,7 @@ def _add_convert_parser(sub: Any) -> None:
     p.add_argument("--max-shard-size", default="5GB", help="output shard size (default 5GB)")
     p.add_argument("--rope-factor", type=float, default=None, help="Vicuna linear RoPE factor (default 2.0; 0 = off)")
     p.add_argument("--no-hash", action="store_true", help="skip the SHA-256 of every file in the manifest")
+    p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     p.set_defaults(func=cmd_convert)
 

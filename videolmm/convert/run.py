@@ -78,7 +78,9 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def convert_checkpoint(source: str, options: ConvertOptions, progress: Progress | None = None) -> ConversionManifest:
+def convert_checkpoint(
+    source: str, options: ConvertOptions, progress: Progress | None = None, *, bar: bool = False
+) -> ConversionManifest:
     """Convert an original checkpoint into a directory videolmm loads.
 
     Args:
@@ -86,6 +88,8 @@ def convert_checkpoint(source: str, options: ConvertOptions, progress: Progress 
             a published checkpoint id (``lmms-lab/LLaVA-Video-7B-Qwen2``, ...).
         options: input, output and knobs.
         progress: receives progress lines (default: stderr).
+        bar: show a tqdm bar over the bytes of the tensors written (the command line's default);
+            progress lines are then written above it.
 
     Returns:
         The manifest (also written as ``conversion_manifest.json``).
@@ -121,7 +125,7 @@ def convert_checkpoint(source: str, options: ConvertOptions, progress: Progress 
     report(f"plan: {len(plan.mapped)} tensors -> {len(shapes)} parameters, {len(plan.dropped)} dropped")
     try:
         staging.mkdir(parents=True)
-        written, dtype_name = _write_weights(prepared, plan, options, staging, report)
+        written, dtype_name = _write_weights(prepared, plan, options, staging, report, bar=bar)
         _save_components(prepared, dtype_name, staging)
         manifest = _manifest(layout, source, options, prepared, plan, shapes, refs, written, staging)
         manifest.write(staging)
@@ -157,7 +161,7 @@ def _torch_dtype(name: str) -> Any:
 
 
 def _write_weights(
-    prepared: Prepared, plan: Plan, options: ConvertOptions, out: Path, report: Progress
+    prepared: Prepared, plan: Plan, options: ConvertOptions, out: Path, report: Progress, *, bar: bool = False
 ) -> tuple[list[Path], str]:
     """Stream the mapped tensors, file by file, into output shards."""
     cast = None if options.dtype == "auto" else _torch_dtype(options.dtype)
@@ -166,6 +170,15 @@ def _write_weights(
     dtypes: Counter[str] = Counter()
     files = [(src.group, path) for src in prepared.sources for path in src.files]
     done = 0
+    progress_bar = None
+    if bar:
+        from tqdm.auto import tqdm
+
+        progress_bar = tqdm(total=len(plan.mapped), unit="tensor", desc="convert", file=sys.stderr)
+
+        def report(line: str) -> None:  # lines above the bar
+            tqdm.write(line, file=sys.stderr)
+
     for number, (group, path) in enumerate(files, start=1):
         report(f"[{number}/{len(files)}] {group}: {path.name}")
         with WeightFile(path, group, report) as handle:
@@ -181,9 +194,13 @@ def _write_weights(
                 dtypes[str(tensor.dtype).removeprefix("torch.")] += tensor.numel()
                 writer.add(target, tensor)
                 done += 1
-                if done % _REPORT_EVERY == 0:
+                if progress_bar is not None:
+                    progress_bar.update(1)
+                elif done % _REPORT_EVERY == 0:
                     report(f"  {done}/{len(plan.mapped)} tensors")
     shards = writer.close()
+    if progress_bar is not None:
+        progress_bar.close()
     floating = {k: v for k, v in dtypes.items() if k.startswith(("float", "bfloat"))}
     dtype_name = max(floating, key=floating.__getitem__) if floating else "float32"
     return shards, dtype_name
