@@ -67,6 +67,42 @@ def test_cli_llava_next_video_on_demo(demo_run) -> None:
         assert s["token_counts"][0]["input_tokens"] > 32
 
 
+@pytest.fixture(scope="module")
+def chat_run(tiny_llava_next_video: Path, cache_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("chat-run")
+    return run_cli(
+        [
+            "--model", "llava_next_video_chat",
+            "--model_args", f"pretrained={tiny_llava_next_video},device=cpu,max_frames_num=8",
+            "--tasks", "videolmm_demo,videolmm_demo_chat",
+            "--batch_size", "4",
+        ],
+        out,
+    )  # fmt: skip
+
+
+def test_chat_class_answers_a_simple_task_as_the_simple_class_does(demo_run, chat_run) -> None:
+    """lmms-eval builds the messages from doc_to_visual/doc_to_text: same requests, same answers."""
+    _, simple, _ = demo_run
+    _, chat, _ = chat_run
+    by_doc = {s["doc_id"]: s for s in simple["videolmm_demo"]}
+    assert len(chat["videolmm_demo"]) == 8
+    for s in chat["videolmm_demo"]:
+        assert response(s) == response(by_doc[s["doc_id"]])
+        assert s["token_counts"][0]["input_tokens"] == by_doc[s["doc_id"]]["token_counts"][0]["input_tokens"]
+
+
+def test_chat_task_with_an_image_and_a_video_per_message_runs(demo_run, chat_run) -> None:
+    results, samples, _ = chat_run
+    _, simple, _ = demo_run
+    assert results["n-samples"]["videolmm_demo_chat"]["effective"] == 8
+    assert {"exact_match,none", "colour_acc,none"} <= set(results["results"]["videolmm_demo_chat"])
+    video_only = {s["doc_id"]: s["token_counts"][0]["input_tokens"] for s in simple["videolmm_demo"]}
+    for s in samples["videolmm_demo_chat"]:
+        assert not response(s).startswith(ERROR_PREFIX), response(s)
+        assert s["token_counts"][0]["input_tokens"] > video_only[s["doc_id"]]  # the image's tokens too
+
+
 def test_cli_multiple_choice_uses_loglikelihood(demo_run) -> None:
     results, samples, _ = demo_run
     assert 0.0 <= results["results"]["videolmm_demo_mc"]["acc,none"] <= 1.0
@@ -153,12 +189,17 @@ def test_accelerate_two_processes_shard_by_rank(tiny_llava_next_video: Path, cac
 def test_our_ids_never_replace_lmms_eval_builtins() -> None:
     from lmms_eval import models
 
-    from videolmm.eval.manifests import MODEL_IDS
+    from videolmm.eval.manifests import CHAT_MODEL_IDS, MODEL_IDS
 
     builtin = set(models.AVAILABLE_SIMPLE_MODELS) | set(getattr(models, "AVAILABLE_CHAT_TEMPLATE_MODELS", {}))
-    assert not set(MODEL_IDS) & builtin
+    assert not (set(MODEL_IDS) | set(CHAT_MODEL_IDS)) & builtin
     for mid, path in MODEL_IDS.items():  # and lmms-eval resolves ours to our classes
-        assert models.MODEL_REGISTRY_V2.resolve(mid).class_path == path
+        resolved = models.MODEL_REGISTRY_V2.resolve(mid)
+        assert (resolved.class_path, resolved.model_type) == (path, "simple")
+    for mid, path in CHAT_MODEL_IDS.items():
+        resolved = models.MODEL_REGISTRY_V2.resolve(mid)
+        assert (resolved.class_path, resolved.model_type) == (path, "chat")
+        models.get_model(mid)  # imports the class and passes lmms-eval's is_simple check
 
 
 def test_task_bridge_indexes_our_tasks_and_is_idempotent() -> None:

@@ -20,6 +20,15 @@ MODEL_IDS: dict[str, str] = {
     "llava_hound": "videolmm.eval.model.LlavaHound",
 }
 
+#: lmms-eval *chat* model id → class path: tasks that give chat messages (``doc_to_messages``).
+#: Separate ids, so the simple ids keep running loglikelihood tasks (see :mod:`videolmm.eval.chat`).
+CHAT_MODEL_IDS: dict[str, str] = {
+    "videolmm_chat": "videolmm.eval.chat.VideoLMMChat",
+    "llava_next_video_chat": "videolmm.eval.chat.LlavaNextVideoChat",
+    "llava_video_qwen2_chat": "videolmm.eval.chat.LlavaVideoQwen2Chat",
+    "llava_hound_chat": "videolmm.eval.chat.LlavaHoundChat",
+}
+
 
 def manifests() -> list[Any]:
     """Entry-point payload: one ``ModelManifest`` per model id.
@@ -33,4 +42,6 @@ def manifests() -> list[Any]:
     from videolmm.eval import task_bridge
 
     task_bridge.install_when_imported()
-    return [ModelManifest(model_id=mid, simple_class_path=path) for mid, path in MODEL_IDS.items()]
+    simple = [ModelManifest(model_id=mid, simple_class_path=path) for mid, path in MODEL_IDS.items()]
+    chat = [ModelManifest(model_id=mid, chat_class_path=path) for mid, path in CHAT_MODEL_IDS.items()]
+    return simple + chat

@@ -226,17 +226,21 @@ class VideoLMM(lmms):
         except Exception as exc:  # doc_to_visual raised (e.g. a missing file): fail this sample
             req = Request(question=context, request_id=rid)
             return DecodedRequest(req, error=error_text(exc))
-        generation = generation_from_kwargs(dict(gen_kwargs), self.max_new_tokens)
-        if continuation is None and self._separator_stop and self._separator_stop not in generation.stop:
-            generation = replace(generation, stop=(*generation.stop, self._separator_stop))
         return Request(
             question=context,
             videos=videos,
             images=images,
-            generation=generation,
+            generation=self._generation(gen_kwargs, scored=continuation is not None),
             continuation=continuation,
             request_id=rid,
         )
+
+    def _generation(self, gen_kwargs: dict[str, Any], *, scored: bool = False) -> Any:
+        """A task's ``gen_kwargs`` as settings, the template's separator a stop string where it is text."""
+        generation = generation_from_kwargs(dict(gen_kwargs), self.max_new_tokens)
+        if not scored and self._separator_stop and self._separator_stop not in generation.stop:
+            generation = replace(generation, stop=(*generation.stop, self._separator_stop))
+        return generation
 
     @staticmethod
     def _media_key(item: Request | DecodedRequest) -> tuple | None:

@@ -18,6 +18,40 @@ def doc_to_text(doc: dict[str, Any], lmms_eval_specific_kwargs: dict[str, Any] |
     return f"{kw.get('pre_prompt', '')}{doc['question']}{kw.get('post_prompt', '')}"
 
 
+def doc_to_messages(
+    doc: dict[str, Any], lmms_eval_specific_kwargs: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Chat messages (``videolmm_demo_chat``): the clip's first frame as an image, the clip, the question.
+
+    The image is the frame the encoder drew first (made in memory, no decoding), so the message
+    carries both kinds of media, as chat tasks of lmms-eval 0.7 do.
+    """
+    from PIL import Image
+
+    from videolmm.toy.synthetic import moving_square_frames
+
+    first = next(
+        moving_square_frames(
+            colour=doc["colour"],
+            direction=doc["direction"],
+            seed=int(doc["seed"]),
+            num_frames=int(doc.get("num_frames", 16)),
+            size=int(doc.get("size", 64)),
+            travel=float(doc.get("travel", 0.6)),
+        )
+    )
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "url": Image.fromarray(first)},
+                {"type": "video", "url": doc_to_visual(doc)[0]},
+                {"type": "text", "text": doc_to_text(doc, lmms_eval_specific_kwargs)},
+            ],
+        }
+    ]
+
+
 def normalise(text: str) -> str:
     """Lower-case first word, without punctuation: ``" Red."`` → ``"red"``."""
     words = text.strip().lower().split()
