@@ -141,3 +141,24 @@ def test_7b_dpo_hub_factor_2_5_runs_as_the_demo_factor() -> None:
         assert apply_context_policy(dpo, "demo", frames)["rope_factor"] == factor
     kept = _config("llama", 32064, 4096, {"rope_type": "linear", "factor": 2.5})
     assert apply_context_policy(kept, "config", 32)["rope_factor"] == 2.5
+
+
+@pytest.mark.slow
+def test_32_frames_through_lmms_evals_evaluator(ckpt_34b: Path, cache_root: Path) -> None:
+    """The whole lmms-eval path (``simple_evaluate``: task, model, filters, metrics) on two docs of
+    the demo task at the seed's 32 frames (slow: about a minute on two CPU cores)."""
+    from lmms_eval.evaluator import simple_evaluate
+
+    out = simple_evaluate(
+        model="llava_next_video",
+        model_args=f"pretrained={ckpt_34b},device=cpu",
+        tasks=["videolmm_demo"],
+        batch_size=1,
+        log_samples=True,
+        limit=2,
+    )
+    samples = out["samples"]["videolmm_demo"]
+    assert len(samples) == 2
+    for sample in samples:
+        text = sample["filtered_resps"][0] if isinstance(sample["filtered_resps"], list) else sample["filtered_resps"]
+        assert not str(text).startswith(ERROR_PREFIX), text

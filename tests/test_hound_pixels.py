@@ -60,12 +60,28 @@ def test_pixel_difference_of_the_default_route_to_the_seed_pipeline(clips: dict[
         assert float(diff.max()) < 64, float(diff.max())
 
 
-def test_bad_inputs_are_named(tmp_path: Path, broken_video: Path, clips: dict[str, Path]) -> None:
-    with pytest.raises(MediaError, match="cannot build the filter graph 'scale=336:-1,bogus=1'"):
-        extract_like_ffmpeg_cli(clips["red_right"], "scale=336:-1,bogus=1")
-    with pytest.raises(MediaError, match=str(broken_video.name)):
-        extract_like_ffmpeg_cli(broken_video, HOUND_FILTERS)
+def test_bad_inputs_are_named(tmp_path: Path, broken_video: Path, clips: dict[str, Path], reliability) -> None:
+    """Bad input to the LLaVA-Hound extraction route: a MediaError naming the input and the reason."""
+    cases = [
+        (
+            "unknown filter in the -vf chain",
+            clips["red_right"],
+            "scale=336:-1,bogus=1",
+            "cannot build the filter graph",
+        ),
+        ("random bytes named .mp4", broken_video, HOUND_FILTERS, "not a readable media container"),
+    ]
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    with pytest.raises(MediaError, match="empty"):
-        FfmpegCliDecoder().open(str(empty))
+    cases.append(("zero-byte file", empty, HOUND_FILTERS, "empty file"))
+    for case, source, filters, reason in cases:
+        with pytest.raises(MediaError) as caught:
+            FfmpegCliDecoder(filters).open(str(source))
+        assert reason in str(caught.value) and source.name in str(caught.value), str(caught.value)
+        reliability(
+            "LLaVA-Hound ffmpeg_cli extraction (videolmm.media.ffmpeg_filter)",
+            case,
+            "core",
+            f"MediaError naming the file: {reason}",
+            f"{type(caught.value).__name__}: {caught.value}",
+        )
