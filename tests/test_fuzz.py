@@ -71,9 +71,9 @@ SHORT_MEDIA_EXAMPLES = 40
 #: traceback) → the finding. Such a case is counted, the run goes on, and the test ends as an xfail
 #: naming it (never a silent pass); any other untyped exception fails the test.
 KNOWN: dict[tuple[str, str], str] = {
-    ("AttributeError", "videolmm/media/probe.py"): (
-        "fuzz-findings F3: video_stream (videolmm/media/probe.py:192) reads stream.codec_tag of a stream "
-        "with no codec context while building its UnsupportedCodec message"
+    ("ValueError", "videolmm/media/pyav.py"): (
+        "fuzz-findings F4: PyAV decoder's _decode_pass (videolmm/media/pyav.py:77) np.stack()s frames of "
+        "different sizes (a mid-stream size change) into a ValueError"
     ),
 }
 
@@ -518,13 +518,16 @@ FINDINGS = {
     "F1": ("png", lambda b: b[:136] + b"\x00" + b[136:], "image"),
     "F2": ("webm", lambda b: b.replace(b"00:00:01", b"\xff\xff\xff\xff0:01", 1), "pyav"),
     "F3": ("webm", lambda b: b.replace(b"V_VP8", b"V^VP8", 1), "pyav"),
+    # the fuzzer's minimal case itself (a second, 65-pixel-wide keyframe header spliced in before the
+    # 64-pixel one; the seed's track UIDs are random, so it is kept as a file, not as an edit)
+    "F4": ("webm", lambda _: (Path(__file__).parent / "fuzz" / "f4-size-change.webm").read_bytes(), "pyav"),
 }
 
 
 @pytest.mark.parametrize("finding", sorted(FINDINGS))
 def test_fuzz_findings_replayed(finding: str, seeds: dict[str, bytes], loader: Any, reliability) -> None:
     """Each minimal case the fuzzer found, replayed: an xfail naming the finding until its owner maps it
-    to a typed error, then a regression test (F1 and F2 are fixed; their ``KNOWN`` entries are gone)."""
+    to a typed error, then a regression test (F1-F3 are fixed; their ``KNOWN`` entries are gone)."""
     from videolmm.media.images import load_image
     from videolmm.types import MediaSettings, SamplingSpec
 
