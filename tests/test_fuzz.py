@@ -70,12 +70,7 @@ SHORT_MEDIA_EXAMPLES = 40
 #: reproducer in /work/notes/fuzz-findings.md: (exception type, the innermost videolmm file of the
 #: traceback) → the finding. Such a case is counted, the run goes on, and the test ends as an xfail
 #: naming it (never a silent pass); any other untyped exception fails the test.
-KNOWN: dict[tuple[str, str], str] = {
-    ("ValueError", "videolmm/media/pyav.py"): (
-        "fuzz-findings F4: PyAV decoder's _decode_pass (videolmm/media/pyav.py:77) np.stack()s frames of "
-        "different sizes (a mid-stream size change) into a ValueError"
-    ),
-}
+KNOWN: dict[tuple[str, str], str] = {}  # F1-F4 are fixed: every finding now replays as a regression test
 
 
 # ----------------------------------------------------------------------------- running one case
@@ -527,7 +522,7 @@ FINDINGS = {
 @pytest.mark.parametrize("finding", sorted(FINDINGS))
 def test_fuzz_findings_replayed(finding: str, seeds: dict[str, bytes], loader: Any, reliability) -> None:
     """Each minimal case the fuzzer found, replayed: an xfail naming the finding until its owner maps it
-    to a typed error, then a regression test (F1-F3 are fixed; their ``KNOWN`` entries are gone)."""
+    to a typed error, then a regression test (F1-F4 are fixed; their ``KNOWN`` entries are gone)."""
     from videolmm.media.images import load_image
     from videolmm.types import MediaSettings, SamplingSpec
 

@@ -85,3 +85,30 @@ def test_bad_inputs_are_named(tmp_path: Path, broken_video: Path, clips: dict[st
             f"MediaError naming the file: {reason}",
             f"{type(caught.value).__name__}: {caught.value}",
         )
+
+
+def test_the_exact_route_is_a_registered_decoder_the_engine_and_lmms_eval_can_name(
+    tiny_llava_hound: Path, clips: dict[str, Path]
+) -> None:
+    """``decoder=ffmpeg_cli`` (model_args, CLI, videolmm.json) with the ``uniform`` sampler: the seed's 8 JPEGs."""
+    from videolmm.load import load_engine
+    from videolmm.models.families.base import LoadOptions
+    from videolmm.types import GenerationSettings, Request
+
+    engine = load_engine(
+        str(tiny_llava_hound), decoder="ffmpeg_cli", sampler="uniform", load=LoadOptions(device="cpu")
+    )
+    request = Request(question="q", videos=(str(clips["red_right"]),), generation=GenerationSettings(max_new_tokens=2))
+    decoded = engine.decode(request)
+    assert decoded.error is None and decoded.videos[0].decoder == "ffmpeg_cli"
+    extracted = extract_like_ffmpeg_cli(str(clips["red_right"]))
+    picks = np.linspace(0, len(extracted.frames) - 1, engine.settings.media.sampling.num_frames, dtype=int)
+    assert np.array_equal(decoded.videos[0].array, extracted.frames[picks])
+    assert engine.generate([decoded])[0].ok
+
+
+def test_serve_refuses_the_exact_route_it_cannot_bound() -> None:
+    from videolmm.serve.config import ServeArgs
+
+    with pytest.raises(ValueError, match=r"decoder ffmpeg_cli is not served \(models \['h'\]\)"):
+        ServeArgs.model_validate({"models": [{"model_id": "h", "pretrained": "x", "decoder": "ffmpeg_cli"}]})

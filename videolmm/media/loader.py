@@ -23,6 +23,7 @@ from videolmm.errors import MediaTooLarge
 from videolmm.media.base import OpenedVideo, VideoDecoder, describe_source, read_sampled, resolve_decoder_name
 from videolmm.media.deadline import Deadline, deadline_scope
 from videolmm.media.decord import DecordDecoder
+from videolmm.media.ffmpeg_filter import FfmpegCliDecoder
 from videolmm.media.frames import FramesDirDecoder, ImagesDecoder
 from videolmm.media.packets import PacketIndex, decode_bound
 from videolmm.media.probe import container_source, probe
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 #: Built-in container decoders, which all probe with PyAV: :meth:`FrameLoader.check_header` reads
 #: the header before they open a source.
-PROBED_DECODERS = frozenset({"keyframe", "pyav", "decord", "torchcodec"})
+PROBED_DECODERS = frozenset({"keyframe", "pyav", "decord", "torchcodec", "ffmpeg_cli"})
 
 
 class MediaLimitExceeded(MediaTooLarge):
@@ -333,6 +334,7 @@ def builtin_decoders() -> dict[str, VideoDecoder]:
         "torchcodec": TorchCodecDecoder(),
         "frames": FramesDirDecoder(),
         "images": ImagesDecoder(),
+        "ffmpeg_cli": FfmpegCliDecoder(),  # LLaVA-Hound's exact extraction (scale=336:-1,fps=2 → JPEG)
     }
 
 

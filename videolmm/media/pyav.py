@@ -74,6 +74,10 @@ class PyAVVideo(OpenedVideoBase):
                 f"the stream ended after {decoded} decodable frames but frame {target} was requested "
                 f"(the container claims {self.info.num_frames}); truncated or corrupt",
             )
+        sizes = sorted({f.shape for f in frames})
+        if len(sizes) > 1:  # a mid-stream resolution change: no (T, H, W, 3) array holds both
+            shown = ", ".join(f"{w}x{h}" for h, w, _ in sizes)
+            raise MediaUnreadable(label, f"the frame size changes mid-stream ({shown}); not supported")
         return np.stack(frames)
 
 

@@ -35,6 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from videolmm.models.spec import EngineSpec, spec_fields
 from videolmm.serve.security import METADATA_ADDRESSES, parse_ports
 
+#: Decoders the app refuses in a model entry (they cannot be bounded per request).
+UNSERVED_DECODERS = frozenset({"ffmpeg_cli"})
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -410,6 +413,13 @@ class ServeArgs(_Strict):
             raise ValueError(
                 f"model_deployment.max_ongoing_requests={self.model_deployment.max_ongoing_requests} is below "
                 f"batching.max_batch_size={self.batching.max_batch_size}: batches could never fill"
+            )
+        extracting = [m.model_id for m in self.models if m.engine.decoder in UNSERVED_DECODERS]
+        if extracting:
+            raise ValueError(
+                f"decoder ffmpeg_cli is not served (models {extracting}): it extracts every frame of a video at "
+                "2 fps as JPEG before sampling, beyond the per-request frame budget and the decode deadline; "
+                "serve with the default keyframe decoder"
             )
         too_many = [m.model_id for m in self.models if (m.engine.num_frames or 0) > self.limits.max_frames]
         if too_many:
