@@ -68,7 +68,7 @@ class EngineSpec:
     decoder: str | None = field(
         default=None,
         metadata=_opt(
-            "video decoder (keyframe, decord, pyav, torchcodec, frames, or a plugin's)",
+            "video decoder (keyframe, decord, pyav, torchcodec, frames, ffmpeg_cli, or a plugin's)",
             aliases=("video_decode_backend",),
             flags=("--video-decode-backend",),
         ),
