@@ -287,7 +287,7 @@ SERVE_LAYERS = (
     ("deployments",),
     ("decode", "openai", "guards", "playground"),
     ("jobs", "config"),
-    ("security",),
+    ("security", "deployment_config"),
     ("errors", "metrics", "context"),
     ("protocol",),
 )

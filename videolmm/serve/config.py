@@ -33,6 +33,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from videolmm.models.spec import EngineSpec, spec_fields
+from videolmm.serve.deployment_config import (
+    DEPLOYMENT_DEFAULTS,
+    ActorOptions,
+    AutoscalingOptions,
+    DeploymentOptions,
+    deep_merge,
+    ingress_defaults,
+    media_defaults,
+    model_defaults,
+)
 from videolmm.serve.security import METADATA_ADDRESSES, parse_ports
 
 #: Decoders the app refuses in a model entry (they cannot be bounded per request).
@@ -223,141 +233,6 @@ class SecurityConfig(_Strict):
 
 
 # ---------------------------------------------------------------------------------------------
-# Deployments
-# ---------------------------------------------------------------------------------------------
-
-
-class _RayBlock(_Strict):
-    """A block of Ray Serve options: the fields videolmm's checks read are typed, any other key passes
-    through to Ray unchanged and is checked against Ray's own schema when the app is built
-    (:func:`videolmm.serve.ray_options.deployment_options`)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-
-class AutoscalingOptions(_RayBlock):
-    """Ray Serve ``autoscaling_config``: bounds and target typed, the rest (``policy``, ``metrics_interval_s``,
-    ``look_back_period_s``, smoothing factors, ...) passed through."""
-
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(default=1, ge=1)
-    initial_replicas: int | None = Field(default=None, ge=0)
-    target_ongoing_requests: float = Field(default=2.0, gt=0)
-    upscale_delay_s: float = Field(default=30.0, ge=0)
-    downscale_delay_s: float = Field(default=600.0, ge=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "AutoscalingOptions":
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas={self.min_replicas} > max_replicas={self.max_replicas}")
-        return self
-
-
-class ActorOptions(_RayBlock):
-    """Ray Serve ``ray_actor_options``: resources per replica (fractional CPUs allowed) typed;
-    ``runtime_env``, ``accelerator_type``, ``label_selector``, ... passed through."""
-
-    num_cpus: float = Field(default=1.0, ge=0)
-    num_gpus: float = Field(default=0.0, ge=0)
-    memory: int | None = Field(default=None, ge=0, description="Bytes of memory to reserve.")
-    resources: dict[str, float] = Field(default_factory=dict, description="Custom resources.")
-
-
-class DeploymentOptions(_RayBlock):
-    """Replicas and queues of one deployment; any other Ray Serve deployment option
-    (``health_check_period_s``, ``graceful_shutdown_timeout_s``, ``user_config``, ...) passes through.
-
-    ``max_queued_requests`` bounds the queue in front of the replicas: beyond it a request is
-    answered 503 with ``Retry-After: retry_after_s`` at once instead of waiting.
-    """
-
-    num_replicas: int | None = Field(default=None, ge=1, description="Fixed replica count (no autoscaling).")
-    autoscaling_config: AutoscalingOptions | None = Field(default=None, description="Autoscaling bounds and target.")
-    max_ongoing_requests: int = Field(default=16, ge=1, description="Requests one replica works on at once.")
-    max_queued_requests: int = Field(default=64, ge=1, description="Requests waiting for a replica (then 503).")
-    retry_after_s: float = Field(default=1.0, ge=0, description="Retry-After on a 503.")
-    ray_actor_options: ActorOptions = Field(default_factory=ActorOptions)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "DeploymentOptions":
-        if (self.num_replicas is None) == (self.autoscaling_config is None):
-            raise ValueError("set exactly one of num_replicas and autoscaling_config")
-        auto = self.autoscaling_config
-        if auto is not None and auto.target_ongoing_requests >= self.max_ongoing_requests:
-            raise ValueError(
-                f"autoscaling_config.target_ongoing_requests={auto.target_ongoing_requests} must be below "
-                f"max_ongoing_requests={self.max_ongoing_requests}"
-            )
-        return self
-
-    def ray_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``Deployment.options``: every option set, pass-through ones included."""
-        actor = self.ray_actor_options
-        out: dict[str, Any] = {
-            **(self.model_extra or {}),
-            "max_ongoing_requests": self.max_ongoing_requests,
-            "max_queued_requests": self.max_queued_requests,
-            "ray_actor_options": {
-                **(actor.model_extra or {}),
-                "num_cpus": actor.num_cpus,
-                "num_gpus": actor.num_gpus,
-                **({"memory": actor.memory} if actor.memory is not None else {}),
-                **({"resources": dict(actor.resources)} if actor.resources else {}),
-            },
-        }
-        out.setdefault("backpressure_config", {"status_code": 503, "retry_after_s": self.retry_after_s})
-        if self.autoscaling_config is not None:
-            out["autoscaling_config"] = self.autoscaling_config.model_dump(exclude_none=True)
-        else:
-            out["num_replicas"] = self.num_replicas
-        return out
-
-
-def _ingress_defaults() -> DeploymentOptions:
-    return DeploymentOptions(
-        autoscaling_config=AutoscalingOptions(min_replicas=1, max_replicas=2, target_ongoing_requests=64),
-        max_ongoing_requests=256,
-        max_queued_requests=1024,
-        ray_actor_options=ActorOptions(num_cpus=0.25),
-    )
-
-
-def _media_defaults() -> DeploymentOptions:
-    return DeploymentOptions(
-        autoscaling_config=AutoscalingOptions(min_replicas=1, max_replicas=4, target_ongoing_requests=2),
-        max_ongoing_requests=4,
-        max_queued_requests=64,
-        ray_actor_options=ActorOptions(num_cpus=1),
-    )
-
-
-def _model_defaults() -> DeploymentOptions:
-    return DeploymentOptions(
-        autoscaling_config=AutoscalingOptions(min_replicas=1, max_replicas=1, target_ongoing_requests=8),
-        max_ongoing_requests=16,
-        max_queued_requests=64,
-        ray_actor_options=ActorOptions(num_cpus=1),
-    )
-
-
-_DEPLOYMENT_DEFAULTS = {
-    "ingress_deployment": _ingress_defaults,
-    "media_deployment": _media_defaults,
-    "model_deployment": _model_defaults,
-}
-
-
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 # The app
 # ---------------------------------------------------------------------------------------------
 
@@ -372,9 +247,9 @@ class ServeArgs(_Strict):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
-    ingress_deployment: DeploymentOptions = Field(default_factory=_ingress_defaults)
-    media_deployment: DeploymentOptions = Field(default_factory=_media_defaults)
-    model_deployment: DeploymentOptions = Field(default_factory=_model_defaults)
+    ingress_deployment: DeploymentOptions = Field(default_factory=ingress_defaults)
+    media_deployment: DeploymentOptions = Field(default_factory=media_defaults)
+    model_deployment: DeploymentOptions = Field(default_factory=model_defaults)
     base_dir: str | None = Field(
         default=None, description="Relative `pretrained` and `media_roots` resolve here (default: the current dir)."
     )
@@ -392,7 +267,7 @@ class ServeArgs(_Strict):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        for key, default in _DEPLOYMENT_DEFAULTS.items():
+        for key, default in DEPLOYMENT_DEFAULTS.items():
             given = data.get(key)
             if isinstance(given, dict):
                 base = default().model_dump(exclude_none=True)
@@ -400,7 +275,7 @@ class ServeArgs(_Strict):
                     base.pop("autoscaling_config", None)
                 if "autoscaling_config" in given and "num_replicas" not in given:
                     base.pop("num_replicas", None)
-                data[key] = _deep_merge(base, given)
+                data[key] = deep_merge(base, given)
         return data
 
     @model_validator(mode="after")
