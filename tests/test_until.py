@@ -111,3 +111,29 @@ def test_the_separator_stops_where_it_is_text_not_the_eos(tiny_llava_next_video:
 
     assert stops("mistral_direct") == ("<|im_end|>",)
     assert stops("vicuna_v1") == ()
+
+
+def test_the_marker_patches_only_the_lmms_eval_versions_it_was_tested_with(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dataclasses import dataclass, field
+
+    from videolmm.eval import until
+
+    @dataclass
+    class FakeTaskConfig:
+        generation_kwargs: dict | None = field(default=None)
+
+        def __post_init__(self) -> None:
+            if self.generation_kwargs is None:
+                self.generation_kwargs = {"until": ["\n\n"]}
+
+    original = FakeTaskConfig.__post_init__
+    monkeypatch.setattr(until, "version", lambda name: "0.9.0")
+    assert until.install(FakeTaskConfig) is False and FakeTaskConfig.__post_init__ is original
+    assert "injected until=[fewshot_delimiter] stays applied" in caplog.text
+    monkeypatch.setattr(until, "version", lambda name: "0.7.3")
+    assert until.install(FakeTaskConfig) is True
+    assert isinstance(FakeTaskConfig().generation_kwargs["until"], InjectedUntil)
+    until.uninstall(FakeTaskConfig)
+    assert FakeTaskConfig.__post_init__ is original

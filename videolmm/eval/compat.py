@@ -27,6 +27,25 @@ from functools import cache
 from importlib.metadata import version
 from typing import Any
 
+#: lmms-eval versions videolmm's reach-ins (the task bridge, the ``until`` marker) were written and
+#: tested against: [min, max).
+SUPPORTED = ((0, 7, 3), (0, 8, 0))
+
+
+def version_tuple(ver: str) -> tuple[int, ...]:
+    """``"0.7.3.post1"`` → ``(0, 7, 3)``."""
+    parts = []
+    for piece in ver.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def is_supported(lmms_eval_version: str) -> bool:
+    """True when the installed lmms-eval is in :data:`SUPPORTED`."""
+    low, high = SUPPORTED
+    return low <= version_tuple(lmms_eval_version) < high
+
 
 @cache
 def lower_is_better() -> bool:

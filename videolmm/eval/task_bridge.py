@@ -29,12 +29,11 @@ from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any
 
 from videolmm.eval import until
+from videolmm.eval.compat import SUPPORTED, is_supported
 
 logger = logging.getLogger(__name__)
 
 TASK_ENTRY_POINT_GROUP = "lmms_eval.tasks"
-#: lmms-eval versions whose TaskManager this bridge was written and tested against.
-SUPPORTED = ((0, 7, 3), (0, 8, 0))  # [min, max)
 _MARK = "__videolmm_task_bridge__"
 
 
@@ -48,20 +47,6 @@ def task_folders() -> list[str]:
             continue
         folders.append(str(list(spec.submodule_search_locations)[0]))
     return folders
-
-
-def _parse(ver: str) -> tuple[int, ...]:
-    parts = []
-    for piece in ver.split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
-
-
-def is_supported(lmms_eval_version: str) -> bool:
-    """True when the bridge is known to fit this lmms-eval version."""
-    low, high = SUPPORTED
-    return low <= _parse(lmms_eval_version) < high
 
 
 def install(task_manager_cls: Any = None) -> bool:

@@ -19,7 +19,10 @@ a request should honour.
 from __future__ import annotations
 
 import logging
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+
+from videolmm.eval.compat import SUPPORTED, is_supported
 
 logger = logging.getLogger(__name__)
 
@@ -34,16 +37,27 @@ def install(task_config_cls: Any = None) -> bool:
     """Wrap ``TaskConfig.__post_init__`` once so that an injected ``until`` is marked.
 
     Returns:
-        True when the wrapper is in place (now or before); False when lmms-eval is missing.
+        True when the wrapper is in place (now or before); False when lmms-eval is missing or its
+        version is outside :data:`videolmm.eval.compat.SUPPORTED` (then nothing is patched).
     """
+    try:
+        installed = version("lmms-eval")
+    except PackageNotFoundError:
+        return False
     if task_config_cls is None:
-        try:
-            from lmms_eval.api.task import TaskConfig as task_config_cls
-        except ImportError:
-            return False
+        from lmms_eval.api.task import TaskConfig as task_config_cls
     original = task_config_cls.__post_init__
     if getattr(original, _MARK, False):
         return True
+    if not is_supported(installed) or "generation_kwargs" not in getattr(task_config_cls, "__dataclass_fields__", {}):
+        logger.warning(
+            "lmms-eval %s is outside the versions videolmm's until marker was tested with (%s to %s): "
+            "lmms-eval's injected until=[fewshot_delimiter] stays applied",
+            installed,
+            ".".join(map(str, SUPPORTED[0])),
+            ".".join(map(str, SUPPORTED[1])),
+        )
+        return False
 
     def __post_init__(self: Any) -> None:
         kwargs = self.generation_kwargs
