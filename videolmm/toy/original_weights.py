@@ -23,6 +23,7 @@ __all__ = [
     "save_weights",
     "seed_weights",
     "state_dict",
+    "trained_bpe",
     "write_json",
 ]
 
@@ -39,10 +40,26 @@ def original_tokenizer(style: str, vocab_size: int | None = None) -> Any:
     Returns:
         A ``PreTrainedTokenizerFast``.
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<unk>", "<s>", "</s>"] if style == "llama" else ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    backend = trained_bpe(specials, vocab_size)
+    if style == "llama":
+        backend.post_processor = processors.TemplateProcessing(single="<s>:0 $A:0", special_tokens=[("<s>", 1)])
+        return PreTrainedTokenizerFast(
+            tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>", model_max_length=4096
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=32768
+    )
+
+
+def trained_bpe(specials: list[str] | tuple[str, ...], vocab_size: int | None = None) -> Any:
+    """A byte-level BPE ``tokenizers.Tokenizer`` trained on the tiny corpus (384 entries, ``specials``
+    first, so they get ids 0, 1, ...), its vocabulary padded to ``vocab_size`` when given."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.decoder = decoders.ByteLevel()
@@ -55,16 +72,7 @@ def original_tokenizer(style: str, vocab_size: int | None = None) -> Any:
     )
     corpus = tiny.tokenizer_training_corpus()
     backend.train_from_iterator(corpus, trainer=trainer, length=len(corpus))
-    if vocab_size is not None:
-        backend = padded_vocab(backend, vocab_size)
-    if style == "llama":
-        backend.post_processor = processors.TemplateProcessing(single="<s>:0 $A:0", special_tokens=[("<s>", 1)])
-        return PreTrainedTokenizerFast(
-            tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>", model_max_length=4096
-        )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=32768
-    )
+    return padded_vocab(backend, vocab_size) if vocab_size is not None else backend
 
 
 def padded_vocab(backend: Any, size: int) -> Any:

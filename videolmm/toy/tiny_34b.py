@@ -44,24 +44,12 @@ _IMAGE, _PATCH = 336, 14
 
 
 def _yi_tokenizer():  # noqa: ANN202 - a transformers tokenizer
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
 
-    from videolmm.toy.original_weights import padded_vocab
+    from videolmm.toy.original_weights import trained_bpe
 
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=384,
-        min_frequency=1,
-        show_progress=False,
-        special_tokens=[AddedToken(t, normalized=False, special=True) for t in YI_SPECIAL_TOKENS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    corpus = tiny.tokenizer_training_corpus()
-    backend.train_from_iterator(corpus, trainer=trainer, length=len(corpus))
-    backend = padded_vocab(backend, _YI_VOCAB)
+    backend = trained_bpe(YI_SPECIAL_TOKENS, _YI_VOCAB)
     backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in ("<video>", "<image>")])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
