@@ -204,7 +204,20 @@ def _rebuild(
     return outputs
 
 
-__all__ = ["SeedTokenization", "chunk_ids", "join_chunks", "retokenize_row", "seed_token_ids"]
+def separator_stop(separator: str | None, tokenizer: Any) -> str:
+    """The conversation separator the seeds stop at, when it is text rather than a special token.
+
+    The seeds' wrappers stop generation at the template's separator. Where that separator is the
+    tokenizer's EOS (or another special token) generation stops there anyway; where it is plain text
+    to the tokenizer (``mistral_direct``'s ``<|im_end|>`` on Mistral's tokenizer: LLaVA-NeXT-Video-7B-32K)
+    it must be a stop string. Both doors (lmms-eval and Serve) add the returned string to a generation
+    request's stop strings; ``""`` when there is none to add.
+    """
+    special = set(getattr(tokenizer, "all_special_tokens", ()))
+    return separator if separator and separator not in special else ""
+
+
+__all__ = ["SeedTokenization", "chunk_ids", "join_chunks", "retokenize_row", "seed_token_ids", "separator_stop"]
 
 
 def __getattr__(name: str) -> Any:

@@ -46,6 +46,7 @@ from videolmm.load import load_engine
 from videolmm.log import configure_from_env
 from videolmm.models.engine import DecodedRequest, error_text
 from videolmm.models.spec import EngineSpec
+from videolmm.tokens import separator_stop
 from videolmm.types import Request, Result
 
 logger = logging.getLogger(__name__)
@@ -160,9 +161,7 @@ class VideoLMM(lmms):
         self._device = torch.device(self.engine.model.device)
         # the seeds stop at the conversation separator; needed where it is text, not the EOS token
         # (mistral_direct's <|im_end|> on Mistral's tokenizer: LLaVA-NeXT-Video-7B-32K)
-        sep = getattr(self.engine.template, "stop", "")
-        special = set(getattr(self.engine.processor.tokenizer, "all_special_tokens", ()))
-        self._separator_stop = sep if sep and sep not in special else ""
+        self._separator_stop = separator_stop(self.engine.template.stop, self.engine.processor.tokenizer)
         self.failures: list[tuple[str, Any, str]] = []
         if self._rank == 0:
             logger.info("videolmm settings: %s", self.engine.describe())
