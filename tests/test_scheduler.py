@@ -7,8 +7,10 @@ of every family the same text, and first-step logits within 1e-4 of the request 
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -149,6 +151,27 @@ def test_cancel_frees_the_slot_and_the_rest_goes_on(trained, clips: dict[str, Pa
     assert not cancelled.ok and "RequestCancelled" in cancelled.error
     assert [t.result(timeout=60).text for t in others] == [r.text for r in _alone(trained, requests[1:])]
     scheduler.close()
+
+
+def test_a_finished_request_frees_its_frames_without_the_cyclic_gc(trained, clips: dict[str, Path]) -> None:
+    """In Serve the frames are views of Ray's object store: held until a GC pass, they filled the
+    store and every new decode result waited seconds for spilling (issue 14's decode-heavy stall)."""
+    scheduler = Scheduler(trained, max_batch_size=2)
+    frames = []
+    gc.disable()
+    try:
+        for r in _requests(clips, (3, 2, 3)):
+            item = trained.decode(r)
+            frames.append(weakref.ref(item.videos[0].array))
+            ticket = scheduler.submit(item, [].append)
+            del item
+            assert ticket.result(timeout=60).ok
+            del ticket
+        time.sleep(0.05)  # the scheduler thread waits for the next request (its loop locals are gone)
+        assert [ref() is None for ref in frames] == [True, True, True]
+    finally:
+        gc.enable()
+        scheduler.close()
 
 
 def test_text_stream_holds_back_a_possible_stop_string() -> None:

@@ -28,20 +28,11 @@ from videolmm.types import GenerationSettings, Result, Usage
 
 #: generation_config fields whose logits processors this loop does not apply (greedy parity with
 #: ``model.generate`` would break); an engine whose checkpoint sets one runs the static path.
-UNSUPPORTED_GENERATION_FIELDS = {
-    "repetition_penalty": 1.0,
-    "no_repeat_ngram_size": 0,
-    "encoder_no_repeat_ngram_size": 0,
-    "bad_words_ids": None,
-    "min_length": 0,
-    "min_new_tokens": None,
-    "suppress_tokens": None,
-    "begin_suppress_tokens": None,
-    "forced_bos_token_id": None,
-    "forced_eos_token_id": None,
-    "sequence_bias": None,
+UNSUPPORTED_GENERATION_FIELDS: dict[str, Any] = {
+    **dict.fromkeys(("bad_words_ids", "min_new_tokens", "suppress_tokens", "begin_suppress_tokens", "sequence_bias")),
+    **dict.fromkeys(("forced_bos_token_id", "forced_eos_token_id", "exponential_decay_length_penalty")),
+    **{"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0, "min_length": 0},
     "renormalize_logits": False,
-    "exponential_decay_length_penalty": None,
 }
 
 
@@ -322,18 +313,14 @@ class RunningBatch:
     def _pick(self, logits: Any, rows: Sequence[Row]) -> Any:
         """Greedy argmax per row; sampled rows go through temperature, top-k and top-p as
         ``model.generate`` applies them."""
+        from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
         torch = self._torch
         tokens = logits.argmax(dim=-1)
         for i, row in enumerate(rows):
             gen = row.generation
             if not gen.do_sample:
                 continue
-            from transformers.generation.logits_process import (
-                TemperatureLogitsWarper,
-                TopKLogitsWarper,
-                TopPLogitsWarper,
-            )
-
             scores = logits[i : i + 1].float()
             scores = TemperatureLogitsWarper(gen.temperature)(None, scores)
             if self.top_k:

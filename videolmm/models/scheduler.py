@@ -44,6 +44,13 @@ def _failed(item: DecodedRequest, error: str) -> Result:
     return Result(request_id=item.request.request_id, error=error, timings={"decode": item.decode_seconds})
 
 
+def _outside(engine: Any, item: DecodedRequest) -> Result | None:
+    """The answer of an item that does not join a batch (a failed decode; beam search runs static, alone)."""
+    if item.error is not None:
+        return _failed(item, item.error)
+    return engine.generate_static([item], batch_size=1)[0] if item.request.generation.num_beams > 1 else None
+
+
 def admit(
     batch: RunningBatch, items: Sequence[DecodedRequest], sinks: Sequence[DeltaSink | None]
 ) -> list[Row | Result]:
@@ -148,10 +155,8 @@ def generate_continuous(
                 count += 1
         joining = []
         for i, item in taken:
-            if item.error is not None:
-                done(i, _failed(item, item.error))
-            elif item.request.generation.num_beams > 1:
-                done(i, engine.generate_static([item], batch_size=1)[0])
+            if (alone := _outside(engine, item)) is not None:
+                done(i, alone)
             else:
                 joining.append((i, item))
         if joining:
@@ -177,6 +182,12 @@ def _resolve(ticket: Ticket, result: Result) -> None:
             logger.debug("request %s: result dropped, the caller cancelled", ticket.item.request.request_id or "-")
 
 
+def _fail_all(running: dict[int, Ticket]) -> None:
+    for ticket in running.values():
+        _resolve(ticket, _failed(ticket.item, "RuntimeError: the scheduler failed"))
+    running.clear()
+
+
 class Ticket:
     """A request submitted to a :class:`Scheduler`.
 
@@ -189,12 +200,16 @@ class Ticket:
         self.item = item
         self._scheduler = scheduler
         self.submitted = time.perf_counter()
-        # a caller that cancels the future (asyncio.wrap_future on a cancelled task) cancels the request
-        self.future.add_done_callback(lambda f: self.cancel() if f.cancelled() else None)
+        #: set by :meth:`cancel`; the scheduler drops the request at its next step
+        self.cancelled = flag = threading.Event()
+        # a caller that cancels the future (asyncio.wrap_future on a cancelled task) cancels the request; through the
+        # flag, not self: a ticket ↔ future cycle would hold the frames (in Serve, object-store buffers) until a GC
+        # pass, and fill the store (issue 14's decode-heavy stall)
+        self.future.add_done_callback(lambda f: scheduler._cancel(flag) if f.cancelled() else None)
 
     def cancel(self) -> None:
         """Stop generating for this request at the next step and free its slot."""
-        self._scheduler._cancel(self)
+        self._scheduler._cancel(self.cancelled)
 
     def result(self, timeout: float | None = None) -> Result:
         """Block until the request's result is ready."""
@@ -215,7 +230,6 @@ class Scheduler:
         self.max_batch_size = max(1, int(max_batch_size))
         self.on_step = on_step
         self._inbox: queue.SimpleQueue[tuple[Ticket, DeltaSink | None] | None] = queue.SimpleQueue()
-        self._cancelled: set[int] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -237,45 +251,23 @@ class Scheduler:
         self._closed = True
         self._inbox.put(None)
 
-    def _cancel(self, ticket: Ticket) -> None:
-        with self._lock:
-            self._cancelled.add(id(ticket))
+    def _cancel(self, flag: threading.Event) -> None:
+        flag.set()
         self._inbox.put(None)  # wake the thread if it is idle
-
-    def _take_cancelled(self, ticket: Ticket) -> bool:
-        with self._lock:
-            if id(ticket) in self._cancelled:
-                self._cancelled.discard(id(ticket))
-                return True
-        return False
 
     def _run(self) -> None:
         batch = RunningBatch(self.engine)
         waiting: deque[tuple[Ticket, DeltaSink | None]] = deque()
         running: dict[int, Ticket] = {}
-        while True:
-            block = not waiting and not len(batch)
-            try:
-                entry = self._inbox.get(block=block)
-                while True:
-                    if entry is not None:
-                        waiting.append(entry)
-                    elif self._closed and not waiting and not len(batch):
-                        return
-                    entry = self._inbox.get_nowait()
-            except queue.Empty:
-                pass
+        # stages are methods: no local here keeps a finished request's frames alive while the thread waits
+        while self._receive(waiting, block=not waiting and not len(batch)) or waiting or len(batch):
             try:
                 self._drop_cancelled(batch, waiting, running)
                 self._admit(batch, waiting, running)
-                for row in _step(batch):
-                    ticket = running.pop(id(row))
-                    _resolve(ticket, finish(self.engine, row))
+                self._advance(batch, running)
             except Exception:  # never lose the thread: fail what runs and go on
                 logger.exception("scheduler loop failed; failing %d running requests", len(running))
-                for ticket in running.values():
-                    _resolve(ticket, _failed(ticket.item, "RuntimeError: the scheduler failed"))
-                running.clear()
+                _fail_all(running)
                 batch = RunningBatch(self.engine)
             if self.on_step is not None:
                 try:
@@ -283,29 +275,46 @@ class Scheduler:
                 except Exception:  # a metrics callback never stops the scheduler
                     logger.exception("scheduler on_step callback failed")
 
+    def _receive(self, waiting: deque, *, block: bool) -> bool:
+        """Move submissions to ``waiting`` (first waiting for one when ``block``); False once closed and idle."""
+        if block and self._closed:
+            return False
+        try:
+            entry = self._inbox.get(block=block)
+            while True:
+                if entry is not None:
+                    waiting.append(entry)
+                elif self._closed:
+                    return False
+                entry = self._inbox.get_nowait()
+        except queue.Empty:
+            return True
+
+    def _advance(self, batch: RunningBatch, running: dict[int, Ticket]) -> None:
+        for row in _step(batch):
+            _resolve(running.pop(id(row)), finish(self.engine, row))
+
     def _drop_cancelled(self, batch: RunningBatch, waiting: deque, running: dict[int, Ticket]) -> None:
-        for entry in list(waiting):
-            if self._take_cancelled(entry[0]):
-                waiting.remove(entry)
-                _resolve(entry[0], _failed(entry[0].item, "RequestCancelled: the client went away"))
-        gone = [i for i, row in enumerate(batch.rows) if self._take_cancelled(running[id(row)])]
+        for entry in [e for e in waiting if e[0].cancelled.is_set()]:
+            waiting.remove(entry)
+            _resolve(entry[0], _failed(entry[0].item, "RequestCancelled: the client went away"))
+        gone = [i for i, row in enumerate(batch.rows) if running[id(row)].cancelled.is_set()]
         for row in batch.drop(gone):
             ticket = running.pop(id(row))
-            cancelled = _failed(ticket.item, "RequestCancelled: the client went away")
-            _resolve(ticket, replace(cancelled, usage=Usage(row.prompt_tokens, len(row.ids), row.visual_tokens)))
+            failed = _failed(ticket.item, "RequestCancelled: the client went away")
+            _resolve(ticket, replace(failed, usage=Usage(row.prompt_tokens, len(row.ids), row.visual_tokens)))
 
     def _admit(self, batch: RunningBatch, waiting: deque, running: dict[int, Ticket]) -> None:
         room = self.max_batch_size - len(batch)
         if room <= 0 or not waiting:
             return
         taken = [waiting.popleft() for _ in range(min(room, len(waiting)))]
-        static = [(t, s) for t, s in taken if t.item.request.generation.num_beams > 1 or t.item.error]
-        joining = [(t, s) for t, s in taken if (t, s) not in static]
-        for ticket, _ in static:
-            if ticket.item.error is not None:
-                _resolve(ticket, _failed(ticket.item, ticket.item.error))
+        joining = []
+        for ticket, sink in taken:
+            if (alone := _outside(self.engine, ticket.item)) is not None:
+                _resolve(ticket, alone)
             else:
-                _resolve(ticket, self.engine.generate_static([ticket.item], batch_size=1)[0])
+                joining.append((ticket, sink))
         if not joining:
             return
         entries = admit(batch, [t.item for t, _ in joining], [s for _, s in joining])
