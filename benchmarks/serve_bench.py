@@ -18,6 +18,7 @@ in this process (decode included, no HTTP, no Ray).
 
     python benchmarks/serve_bench.py                      # ~10 min on 2 cores; writes the results
     python benchmarks/serve_bench.py --seconds 4 --pairs 10 --no-write
+    python benchmarks/serve_bench.py --workloads decode-heavy --no-write --save-raw /tmp/decode.json  # one workload
 
 Writes ``docs/serve_bench.png`` and the Serve section of ``docs/benchmarks.md`` (between markers,
 so other sections are kept), and prints the table. Not a test: nothing here asserts a speed.
@@ -496,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset of the workloads")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     parser.add_argument("--from-json", type=Path, help="re-render docs and plot from a results file; no measuring")
+    parser.add_argument("--concurrencies", default=",".join(map(str, CONCURRENCIES)), help="comma-separated subset")
+    parser.add_argument("--object-store-mb", type=int, default=256, help="Ray's object store (the 2-core recipe: 256)")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the work dir (Ray's logs: per-hop times)")
+    parser.add_argument("--save-raw", type=Path, help="also write the raw results here (any --workloads subset)")
     opts = parser.parse_args(argv)
     if opts.from_json:
         data = json.loads(opts.from_json.read_text())
@@ -521,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         "decode-heavy": {"clip": "480-px 240-frame 30-fps clip", "max_tokens": opts.decode_tokens},
     }
     chosen = [w for w in opts.workloads.split(",") if w]
+    concurrencies = tuple(int(c) for c in opts.concurrencies.split(",") if c)
     unknown = sorted(set(chosen) - set(WORKLOADS))
     if unknown:
         parser.error(f"--workloads: unknown {unknown}; choose from {list(WORKLOADS)}")
@@ -533,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
 
     engine, request = make_engine_request(ckpt, clips["generate-heavy"], opts.overhead_tokens)
     runs: list[Run] = []
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 << 20, log_to_driver=False)
+    store = opts.object_store_mb << 20
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=store, log_to_driver=False)
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 120})
@@ -555,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         for workload in chosen:
             tokens = MIXED_TOKENS if workload == "mixed" else (workloads[workload]["max_tokens"],)
             bodies = [payload(clip_of[workload], n) for n in tokens]
-            for concurrency in CONCURRENCIES:
+            for concurrency in concurrencies:
                 for mode in MODES:
                     run = load_run(urls[mode], bodies, workload, mode, concurrency, opts.seconds)
                     print(run, flush=True)
@@ -565,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         body48 = payload(clips["generate-heavy"], STREAM_TOKENS)
         expect = httpx.post(urls["continuous"], json=body48, timeout=120).json()["choices"][0]["message"]["content"]
         streams: list[StreamRun] = []
-        for concurrency in (1, CONCURRENCIES[-1]):
+        for concurrency in (1, CONCURRENCIES[-1]) if opts.stream_rounds > 0 else ():  # 0: no streaming rows
             for mode in ("continuous", "static"):
                 rounds = opts.stream_rounds if concurrency == 1 else max(1, opts.stream_rounds // 2)
                 srun = stream_run(urls[mode], body48, mode, concurrency, rounds, expect)
@@ -587,19 +594,26 @@ def main(argv: list[str] | None = None) -> int:
         "pairs": opts.pairs,
         "raw_path": "benchmarks/results/serve_bench.json",
     }
-    section = markdown(runs, streams, overhead, meta) if set(chosen) == set(WORKLOADS) else ""
+    full = set(chosen) == set(WORKLOADS) and concurrencies == CONCURRENCIES and opts.object_store_mb == 256
+    full = full and opts.stream_rounds > 0
+    section = markdown(runs, streams, overhead, meta) if full else ""
+    data = {"meta": meta, "runs": [asdict(r) for r in runs], "streams": [asdict(s) for s in streams],
+            "overhead": overhead}  # fmt: skip
+    if opts.save_raw:
+        opts.save_raw.write_text(json.dumps(data, indent=1) + "\n")
     print(section or "\n".join(str(r) for r in runs))
     if not opts.no_write:
         if not section:
-            parser.error("writing the results needs every workload; pass --no-write with --workloads")
+            parser.error("writing the results needs the full default run; pass --no-write with a subset")
         raw = REPO / meta["raw_path"]
         raw.parent.mkdir(parents=True, exist_ok=True)
-        data = {"meta": meta, "runs": [asdict(r) for r in runs], "streams": [asdict(s) for s in streams],
-                "overhead": overhead}  # fmt: skip
         raw.write_text(json.dumps(data, indent=1) + "\n")
         plot(runs, meta, PLOT)
         print(f"wrote {write_docs(section)}, {PLOT}, {raw}")
-    shutil.rmtree(work, ignore_errors=True)
+    if opts.keep_logs:
+        print(f"Ray logs kept under {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
