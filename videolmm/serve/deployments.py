@@ -37,6 +37,7 @@ from videolmm.serve.decode import MediaPipeline
 from videolmm.serve.errors import ApiError, ServeError, internal_error, model_unavailable
 from videolmm.serve.jobs import ChatJob, Generated
 from videolmm.serve.metrics import MediaMetrics, ModelMetrics, TokenMetrics
+from videolmm.tokens import separator_stop
 from videolmm.types import Result
 
 logger = logging.getLogger("ray.serve.videolmm")
@@ -134,9 +135,18 @@ class LoadedEngine:
         #: per request in flight, the most requests that ran beside it (continuous)
         self.peaks: dict[int, int] = {}
         self.lock = threading.Lock()
+        #: the template's separator where it is text, a stop string as lmms-eval's path adds it
+        self.separator = separator_stop(engine.template.stop, engine.processor.tokenizer)
         self.scheduler: Scheduler | None = None
         if engine.continuous:
             self.scheduler = Scheduler(engine, max_batch_size=max_batch_size, on_step=self._on_step)
+
+    def with_separator_stop(self, item: DecodedRequest) -> DecodedRequest:
+        """``item`` with :attr:`separator` among its stop strings (the seeds stop at the separator)."""
+        gen = item.request.generation
+        if not self.separator or self.separator in gen.stop:
+            return item
+        return replace(item, request=replace(item.request, generation=replace(gen, stop=(*gen.stop, self.separator))))
 
     def _on_step(self, running: int, waiting: int) -> None:
         """After every scheduler step, on its thread: never raise (it would stop the scheduler)."""
@@ -282,6 +292,7 @@ class ModelServer:
             logger.exception("rids=%s model %s failed to load", [rid], model_id)
             yield _load_failed(model_id, exc, rid)
             return
+        item = loaded.with_separator_stop(item)
         if loaded.scheduler is None:  # static: Serve's dynamic batches
             generated = await self.generate_batch(_Pending(item, model_id, arrived))
             if isinstance(generated, ApiError):
