@@ -30,6 +30,14 @@ def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_llava_next_video_34b(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny checkpoint in LLaVA-NeXT-Video-34B's layout (Yi token ids, 4,096 positions, 336-px CLIP)."""
+    from videolmm.toy.tiny_34b import build_tiny_llava_next_video_34b
+
+    return build_tiny_llava_next_video_34b(tmp_path_factory.mktemp("lnv34b") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
 def tiny_llava_next_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random llava_next_video checkpoint (4 visual tokens per 32-px frame)."""
     from videolmm.toy.tiny import build_tiny_llava_next_video

@@ -25,11 +25,9 @@ CPU = LoadOptions(device="cpu")
 QUESTION = "What colour is the square?"
 
 
-@pytest.fixture(scope="module")
-def ckpt_34b(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from videolmm.toy.tiny_34b import build_tiny_llava_next_video_34b
-
-    return build_tiny_llava_next_video_34b(tmp_path_factory.mktemp("lnv34b") / "tiny", seed=0)
+@pytest.fixture
+def ckpt_34b(tiny_llava_next_video_34b: Path) -> Path:
+    return tiny_llava_next_video_34b  # built once per session (the serve tests serve it too)
 
 
 @pytest.fixture(autouse=True)

@@ -288,7 +288,7 @@ def test_sources_and_decoder_resolution(frames_dir: Path, media: dict[str, Path]
 
 def test_builtin_decoders() -> None:
     decoders = builtin_decoders()
-    assert list(decoders) == ["decord", "pyav", "torchcodec", "frames", "images"]
+    assert list(decoders) == ["decord", "pyav", "torchcodec", "frames", "images", "ffmpeg_cli"]
     for name, decoder in decoders.items():
         assert isinstance(decoder, VideoDecoder) and decoder.name == name
     assert isinstance(decoders["pyav"], PyAVDecoder) and decoders["pyav"].available()

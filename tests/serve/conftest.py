@@ -28,6 +28,7 @@ from serve_helpers import (
     BROKEN,
     HOUND,
     LNV,
+    LNV34B,
     NAT64_HOSTS,
     QWEN2,
     QWEN2_FRAMES,
@@ -160,6 +161,7 @@ def serve_app(
     trained_llava_next_video: Path,
     tiny_llava_video_qwen2: Path,
     tiny_llava_hound: Path,
+    tiny_llava_next_video_34b: Path,
     serve_media: Path,
     cache_root: Path,
 ) -> Iterator[ServeApp]:
@@ -205,6 +207,7 @@ def serve_app(
              "device": "cpu", "scheduler": "static"},  # the @serve.batch path beside the continuous one
             {"model_id": BROKEN, "pretrained": str(_weightless_copy(tiny_llava_next_video, ray_tmp)),
              "family": "llava_next_video", "device": "cpu"},  # fails to load in the replica: 503 for it alone
+            {"model_id": LNV34B, "pretrained": str(tiny_llava_next_video_34b), "device": "cpu"},  # family detected
         ]  # fmt: skip
         raw["max_models_per_replica"] = len(raw["models"])
         args = ServeArgs.model_validate(raw)

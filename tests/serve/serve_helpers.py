@@ -18,6 +18,7 @@ QWEN2 = "tiny-llava-video-qwen2"  # issue 5's families, served by name
 QWEN2_FRAMES = 16  # force_sample frame count for QWEN2 (the family's default of 64 is over TEST_LIMITS)
 HOUND = "tiny-llava-hound"
 STATIC = "tiny-llava-next-video-static"  # LNV's checkpoint on the static scheduler (@serve.batch)
+LNV34B = "tiny-llava-next-video-34b"  # the 34B's layout (Yi ids, 4,096 positions): 32 frames at its seed defaults
 BROKEN = "tiny-broken-weights"  # LNV's config files without weights: passes the build check, fails to load
 API_KEY = "sk-videolmm-test-key"
 STARTUP_TIMEOUT_S = 240

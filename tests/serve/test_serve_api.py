@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serve_helpers import BROKEN, HOUND, LNV, QWEN2, STATIC, TRAINED, VL, ServeApp, data_url, video_message
+from serve_helpers import BROKEN, HOUND, LNV, LNV34B, QWEN2, STATIC, TRAINED, VL, ServeApp, data_url, video_message
 
 QUESTION = "What colour is the moving square?"
 
@@ -31,7 +31,7 @@ def test_health_needs_no_key_and_models_are_listed(serve_app: ServeApp) -> None:
     # BROKEN (no weights) is listed as unavailable once a request has tried to load it
     assert health == {"status": "ok"} or set(health["unavailable"]) == {BROKEN}, health
     client = serve_app.client()
-    assert [m.id for m in client.models.list()] == [LNV, VL, TRAINED, QWEN2, HOUND, STATIC, BROKEN]
+    assert [m.id for m in client.models.list()] == [LNV, VL, TRAINED, QWEN2, HOUND, STATIC, BROKEN, LNV34B]
     card = client.models.retrieve(VL)
     assert (card.id, card.owned_by, card.object) == (VL, "videolmm", "model")
 

@@ -112,3 +112,35 @@ def test_models_list_family_frames_and_context_length_in_vllm_style(
     assert cards[BROKEN].model_extra["family"] == "llava_next_video"  # settings read without weights
     single = serve_app.client().models.retrieve(QWEN2)
     assert single.model_extra["family"] == "llava_video_qwen2" and single.model_extra["max_model_len"] > 0
+
+
+def test_the_34b_layout_answers_32_frames_at_its_seed_defaults(
+    serve_app: ServeApp, tiny_llava_next_video_34b: Path, clips: dict[str, Path]
+) -> None:
+    """LLaVA-NeXT-Video-34B's config (4,096 positions, no RoPE scaling) cannot hold 32 × 144 visual
+    tokens; the authors' demo raises the context to 8,192 (``context_policy=demo``), and so does the API."""
+    from serve_helpers import LNV34B
+
+    from videolmm.load import load_engine
+    from videolmm.models.families.base import LoadOptions
+    from videolmm.types import GenerationSettings, Request
+
+    card = serve_app.client().models.retrieve(LNV34B).model_extra
+    assert (card["family"], card["num_frames"], card["max_model_len"]) == ("llava_next_video", 32, 8192)
+    answer = serve_app.client().chat.completions.create(
+        model=LNV34B, messages=video_message(serve_app.file_url("red_right.mp4")), max_tokens=4, temperature=0
+    )
+    info = answer.model_extra["videolmm"]
+    assert len(info["frames"][0]) == 32 and info["visual_tokens"] == 32 * 144
+    assert answer.usage.prompt_tokens > 4096  # past the config's own 4,096 positions
+    engine = load_engine(str(tiny_llava_next_video_34b), load=LoadOptions(device="cpu"))
+    local = engine.generate(
+        [
+            Request(
+                question="What colour is the moving square?",
+                videos=(str(serve_app.media_root / "red_right.mp4"),),
+                generation=GenerationSettings(max_new_tokens=4),
+            )
+        ]  # fmt: skip
+    )[0]
+    assert answer.choices[0].message.content == local.text  # the same answer in process and over HTTP

@@ -43,7 +43,10 @@ def test_tokens_stream_as_they_are_generated(serve_app: ServeApp) -> None:
     content = [(t, c.choices[0].delta.content) for t, c in zip(at, chunks, strict=True)
                if c.choices and c.choices[0].delta.content]  # fmt: skip
     assert len(content) >= 12, f"{len(content)} content chunks"
-    assert content[0][0] < 0.3 * total, f"first text at {content[0][0]:.2f} s of {total:.2f} s"
+    # the text arrives spread over the generation, not in one burst at its end (prefill is a fixed share
+    # of a 48-token answer on this machine, so the first delta's share of the total is not a fixed bound)
+    assert content[0][0] < 0.5 * total, f"first text at {content[0][0]:.2f} s of {total:.2f} s"
+    assert content[-1][0] - content[0][0] > 0.4 * total, f"text arrived within {content[-1][0] - content[0][0]:.2f} s"
     assert "".join(text for _, text in content) == plain.choices[0].message.content
     finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finish == ["length"]
