@@ -133,12 +133,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.contact_sheet and not args.video:
         raise ConfigError("--contact-sheet draws the sampled frames of a video: give --video too")
     engine = _engine(args, load_model=False)
-    request = Request(question=args.question, videos=(args.video,)) if args.video else None
-    described = engine.describe(request)
+    decoded = engine.decode(Request(question=args.question, videos=(args.video,))) if args.video else None
+    described = engine.describe(decoded)  # one decode for the description and the contact sheet
     if args.contact_sheet and "error" not in described:
         from videolmm.media.contact_sheet import write_contact_sheet
 
-        decoded = engine.decode(request)
         described["contact_sheet"] = str(
             write_contact_sheet(decoded.videos[0], args.contact_sheet, columns=args.sheet_columns)
         )

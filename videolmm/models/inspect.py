@@ -16,7 +16,8 @@ def describe(engine: Any, request: Request | None = None) -> dict[str, Any]:
 
     Args:
         engine: a :class:`~videolmm.models.engine.Engine` (a model is not needed).
-        request: optional; adds its sampled frames, rendered prompt and visual token counts.
+        request: optional (a request, or one already decoded); adds its sampled frames, rendered
+            prompt and visual token counts.
     """
     s = engine.settings
     out: dict[str, Any] = {
@@ -60,7 +61,7 @@ def describe(engine: Any, request: Request | None = None) -> dict[str, Any]:
             "timestamps": [round(t, 3) for t in v.timestamps],
             "frame_time": v.frame_time,
         }
-    batch = engine.prepare([item], request.generation)
+    batch = engine.prepare([item], item.request.generation)
     out["prompt"] = batch.prompts[0]
     out["visual_tokens_total"] = batch.visual_tokens[0]
     out["prompt_tokens"] = int(batch.inputs["attention_mask"][0].sum())

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from videolmm.serve.config import LimitsConfig
 from videolmm.serve.errors import ApiError, ServeError, bad_request, too_large, unprocessable
-from videolmm.serve.protocol import OPENAI_PARAMS, ChatCompletionRequest, TextPart
+from videolmm.serve.protocol import ChatCompletionRequest, TextPart, UnrecognizedArgument
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -151,16 +151,15 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
         raise bad_request(f"request body is not valid JSON ({str(exc)[:200]})", code="invalid_json") from exc
     if not isinstance(data, dict):
         raise bad_request("request body must be a JSON object", code="invalid_json")
-    for name in data:  # as OpenAI answers a parameter it does not have
-        if name not in ChatCompletionRequest.model_fields and name not in OPENAI_PARAMS:
-            message = f"Unrecognized request argument supplied: {name}"
-            raise bad_request(message, param=str(name), code="unrecognized_argument")
     try:
         return ChatCompletionRequest.model_validate(data)
     except RecursionError as exc:
         raise bad_request("request body is nested too deeply", code="invalid_json") from exc
     except ValidationError as exc:
         errors = exc.errors(include_input=False, include_url=False)
+        unknown = (errors[0].get("ctx") or {}).get("error")
+        if isinstance(unknown, UnrecognizedArgument):  # as OpenAI answers a parameter it does not have
+            raise bad_request(str(unknown), param=unknown.name, code="unrecognized_argument") from exc
         param = ".".join(str(p) for p in errors[0]["loc"]) or None
         details = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:8])
         raise unprocessable(details[:2000], param=param) from exc
@@ -203,11 +202,10 @@ def check_request(req: ChatCompletionRequest, limits: LimitsConfig) -> None:
     video = req.video_kwargs
     if video is not None and video.fps is not None:
         low, high = FPS_RANGE
-        where = "mm_processor_kwargs" if (req.mm_processor_kwargs or {}).get("fps") else "media_io_kwargs.video"
         if not (math.isfinite(video.fps) and low <= video.fps <= high):
             raise bad_request(
-                f"{where}.fps={video.fps:g} is outside {low:g}..{high:g} frames per second",
-                param=f"{where}.fps",
+                f"{req.video_param('fps')}={video.fps:g} is outside {low:g}..{high:g} frames per second",
+                param=req.video_param("fps"),
                 code="invalid_value",
             )
 

@@ -199,9 +199,8 @@ def to_job(req: ChatCompletionRequest, *, request_id: str, model: ModelConfig, l
     video_kw = req.video_kwargs  # media_io_kwargs.video, or vLLM's mm_processor_kwargs
     num_frames = video_kw.num_frames if video_kw else None
     if num_frames is not None and num_frames > limits.max_frames:
-        given = "mm_processor_kwargs" if (req.mm_processor_kwargs or {}).get("num_frames") else "media_io_kwargs.video"
         message = f"num_frames={num_frames} exceeds the limit of {limits.max_frames}"
-        raise unprocessable(message, param=f"{given}.num_frames")
+        raise unprocessable(message, param=req.video_param("num_frames"))
     generation = GenerationSettings(
         max_new_tokens=max_new,
         temperature=sampling_temperature(req.temperature),

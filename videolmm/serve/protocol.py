@@ -252,6 +252,11 @@ class ChatCompletionRequest(BaseModel):
         merged = {**(given.model_dump(exclude_none=True) if given else {}), **self.mm_processor_kwargs}
         return VideoIOKwargs.model_validate(merged)
 
+    def video_param(self, key: str) -> str:
+        """The request field a :attr:`video_kwargs` setting came from, for error messages."""
+        given_here = key in (self.mm_processor_kwargs or {})
+        return f"mm_processor_kwargs.{key}" if given_here else f"media_io_kwargs.video.{key}"
+
     @property
     def max_new_tokens(self) -> int | None:
         """``max_completion_tokens`` (the current name) or ``max_tokens``."""
