@@ -172,7 +172,7 @@ def test_decode_bomb_is_refused_before_decoding(media, limits, limit: str, phras
     )
 
 
-@pytest.mark.parametrize("decoder", ["keyframe", "pyav"])
+@pytest.mark.parametrize("decoder", ["keyframe", "pyav", "ffmpeg_cli"])
 def test_deadline_stops_the_decoder_between_frames(media, decoder: str, reliability) -> None:
     settings = MediaSettings(decoder=decoder, sampler="uniform", sampling=SamplingSpec(num_frames=4))
     loader = FrameLoader(get_registry(), limits=MediaLimits(decode_timeout_s=0.05))

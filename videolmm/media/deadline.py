@@ -10,9 +10,10 @@ client that went away).
 
 The scope is per thread (a ``threading.local``): a decoder that starts worker threads (the
 ``keyframe`` decoder's parallel GOP runs) hands :func:`current_deadline` to each of them and opens
-the same scope there. decord and torchcodec decode a whole batch inside one C++ call and cannot be
-stopped between frames; Serve reads every container with the PyAV-based decoders (see
-``docs/serving.md``).
+the same scope there. The ``ffmpeg_cli`` route checks after every frame it decodes and every frame
+it JPEG-encodes. torchcodec decodes a whole batch inside one C++ call, so it checks only before and
+after that call; decord does not check at all. Serve reads every container with the PyAV-based
+decoders (see ``docs/serving.md``).
 
 Pure Python: no decoding library is imported here.
 """

@@ -35,6 +35,7 @@ import numpy as np
 
 from videolmm.errors import MediaUnreadable, NoFrames
 from videolmm.media.base import OpenedVideo, OpenedVideoBase, describe_source, module_importable
+from videolmm.media.deadline import check_deadline
 from videolmm.media.probe import container_source, import_av, open_container, video_stream
 from videolmm.types import VideoInfo, VideoSource
 
@@ -100,6 +101,7 @@ def _jpeg_round_trip(av: Any, frames: list[Any], rate: float, label: str) -> tup
     encoder.framerate = Fraction(rate).limit_denominator(1001)
     images, sizes = [], []
     for frame in frames:
+        check_deadline(label)
         frame.pict_type = av.video.frame.PictureType.NONE
         packets = encoder.encode(frame)
         if len(packets) != 1:
@@ -151,6 +153,7 @@ def extract_like_ffmpeg_cli(source: VideoSource, filters: str = HOUND_FILTERS, j
         start = None
         try:
             for frame in container.decode(stream):
+                check_deadline(label)
                 if start is None:
                     start = frame.pts or 0
                 if frame.pts is not None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from videolmm.errors import DecoderUnavailable, MediaUnreadable, NoFrames
 from videolmm.media.base import OpenedVideo, OpenedVideoBase, describe_source, module_importable
+from videolmm.media.deadline import check_deadline
 from videolmm.media.probe import container_source, frame_count, probe
 from videolmm.types import VideoInfo, VideoSource
 
@@ -39,12 +40,15 @@ class _TorchCodecVideo(OpenedVideoBase):
         self._decoder = decoder
 
     def read_sorted(self, indices: list[int]) -> np.ndarray:
+        # one C++ call decodes the batch: the deadline is checked around it, not between frames
+        check_deadline(self.info.source)
         try:
             batch = self._decoder.get_frames_at(indices=indices)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise MediaUnreadable(
                 self.info.source, f"torchcodec failed to decode frames {indices[:8]}: {exc}"
             ) from exc
+        check_deadline(self.info.source)
         return np.ascontiguousarray(batch.data.cpu().numpy())
 
     def release(self) -> None:
