@@ -243,3 +243,17 @@ def test_train_shows_a_progress_bar_over_the_steps(monkeypatch: pytest.MonkeyPat
     assert main(["train", "--family", "video_llava", "--out", str(tmp_path / "t")]) == 0
     bar = [line for line in stderr.getvalue().replace("\r", "\n").splitlines() if line.startswith("train video_llava")]
     assert bar and "3/3" in bar[-1] and "loss=" in bar[-1], stderr.getvalue()[-2000:]
+
+
+def test_tiny_builds_the_34b_layout_and_other_families_refuse_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, "tiny", "--family", "llava_next_video", "--geometry", "published-34b",
+                       "--out", str(tmp_path / "c34"))  # fmt: skip
+    config = json.loads((Path(out.strip()) / "config.json").read_text())
+    assert code == 0
+    assert (config["video_token_index"], config["image_token_index"]) == (64000, 64001)
+    assert config["text_config"]["max_position_embeddings"] == 4096
+    assert json.loads((Path(out.strip()) / "videolmm_tiny.json").read_text())["geometry"] == "published-34b"
+    with pytest.raises(ValueError, match="unknown geometry 'published-34b'"):
+        main(["tiny", "--family", "video_llava", "--geometry", "published-34b", "--out", str(tmp_path / "vl")])

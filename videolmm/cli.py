@@ -324,8 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--geometry",
         default="tiny",
-        choices=["tiny", "published"],
-        help="tiny: 32px frames; published: the real checkpoints' vision geometry, tiny widths (default: tiny)",
+        choices=["tiny", "published", "published-34b"],
+        help="tiny: 32px frames; published: the real checkpoints' vision geometry, tiny widths; "
+        "published-34b (llava_next_video only): the 34B's layout, Yi token ids, 4096-position context "
+        "(default: tiny)",
     )
     p.add_argument("--trained", action="store_true", help="copy the trained tiny checkpoint shipped with videolmm")
     p.set_defaults(func=cmd_tiny)

@@ -14,6 +14,9 @@ Two geometries are offered:
   Video-LLaVA), so the processors insert as many visual tokens per frame as the real
   checkpoints (144 and 257), still with tiny widths and depths.
 
+LLaVA-NeXT-Video also takes ``"published-34b"``: the 34B's layout (Yi token ids, 4,096-position
+context without RoPE scaling; :mod:`videolmm.toy.tiny_34b`).
+
 torch, transformers and tokenizers are imported inside the functions only.
 """
 
@@ -30,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "GEOMETRIES",
+    "LNV_34B_GEOMETRY",
     "SPECIAL_TOKENS",
     "CHAT_TEMPLATE",
     "MANIFEST_NAME",
@@ -39,7 +43,10 @@ __all__ = [
 ]
 
 GEOMETRIES: tuple[str, ...] = ("tiny", "published")
-"""Vision geometries a builder accepts."""
+"""Vision geometries every builder accepts."""
+
+LNV_34B_GEOMETRY = "published-34b"
+"""The extra geometry of the LLaVA-NeXT-Video builder: the 34B's layout."""
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<unk>", "<pad>", "<s>", "</s>", "<image>", "<video>")
 """Special tokens, in id order (ids 0..5)."""
@@ -264,7 +271,8 @@ def build_tiny_llava_next_video(out_dir: str | Path, *, seed: int = 0, geometry:
     Args:
         out_dir: Directory to write (created if missing; existing files are overwritten).
         seed: Seed for the weight initialisation; the same seed gives bit-identical weights.
-        geometry: ``"tiny"`` or ``"published"``.
+        geometry: ``"tiny"`` or ``"published"`` (the 7B's vision geometry); the family's builder,
+            :func:`videolmm.toy.tiny_34b.build_tiny_llava_next_video_any`, also takes ``"published-34b"``.
 
     Returns:
         The checkpoint directory, loadable with ``from_pretrained``.

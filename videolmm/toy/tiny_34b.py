@@ -26,7 +26,7 @@ from pathlib import Path
 from videolmm.models.families.base import clip_processor_kwargs
 from videolmm.toy import tiny
 
-__all__ = ["YI_SPECIAL_TOKENS", "build_tiny_llava_next_video_34b"]
+__all__ = ["YI_SPECIAL_TOKENS", "build_tiny_llava_next_video_34b", "build_tiny_llava_next_video_any"]
 
 #: Yi's special tokens by id (ids 3–5 are other Yi specials, unused here).
 YI_SPECIAL_TOKENS: tuple[str, ...] = (
@@ -124,3 +124,15 @@ def build_tiny_llava_next_video_34b(out_dir: str | Path, *, seed: int = 0) -> Pa
     processor.save_pretrained(out)
     tiny.write_tiny_manifest(out, "llava_next_video", "published-34b", seed)
     return out
+
+
+def build_tiny_llava_next_video_any(out_dir: str | Path, *, seed: int = 0, geometry: str = "tiny") -> Path:
+    """The ``llava_next_video`` family's tiny builder: every geometry of
+    :func:`videolmm.toy.tiny.build_tiny_llava_next_video`, plus ``"published-34b"`` (this module's).
+
+    Raises:
+        ValueError: If ``geometry`` is unknown.
+    """
+    if geometry == tiny.LNV_34B_GEOMETRY:
+        return build_tiny_llava_next_video_34b(out_dir, seed=seed)
+    return tiny.build_tiny_llava_next_video(out_dir, seed=seed, geometry=geometry)

@@ -122,7 +122,7 @@ LLAVA_NEXT_VIDEO = LlavaNextVideoFamily(
     model_types=("llava_next_video",),
     media=MediaSettings(decoder="keyframe", sampler="uniform", sampling=SamplingSpec(num_frames=32)),
     lmms_eval_id="llava_next_video",
-    tiny_builder="videolmm.toy.tiny:build_tiny_llava_next_video",
+    tiny_builder="videolmm.toy.tiny_34b:build_tiny_llava_next_video_any",
     options={"spatial_pool_stride": None, "spatial_pool_mode": None, "context_policy": None},
 )
 
