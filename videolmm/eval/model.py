@@ -7,10 +7,14 @@ family.
 
 What it adds over lmms-eval's built-in wrappers:
 - batched generation (``--batch_size``) with left padding;
+- the engine loads in a background thread started by the constructor (lmms-eval builds its tasks
+  meanwhile); ``generate_until`` starts decoding before it waits for that load, so the first
+  batches decode while the model loads (:mod:`videolmm.eval.loading`, :mod:`videolmm.eval.prefetch`);
 - the next batches' videos are decoded in background threads while the current batch
-  generates (``prefetch`` batches ahead, ``decode_workers`` threads), each video once however
-  many questions ask about it; on CPU, torch's threads are sized per batch: every core while decoding
-  is cheap, else the cores the decode threads leave (``torch_threads``);
+  generates (``prefetch`` batches ahead, ``decode_workers`` threads; every core, ``decode_burst``,
+  while nothing generates), each video once however many questions ask about it; on CPU, torch's
+  threads are sized per batch: every core while decoding is cheap, else the cores the decode threads
+  leave (``torch_threads``);
 - ``frame_cache=DIR`` (or ``VIDEOLMM_FRAME_CACHE=DIR``) keeps decoded frames on disk, so a second
   run over the same videos and settings skips decoding (:mod:`videolmm.media.cache`);
 - a broken video fails only its own sample: its response is ``"[videolmm error] <reason>"``,
@@ -23,11 +27,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +42,15 @@ from videolmm.errors import ConfigError
 from videolmm.eval import until
 from videolmm.eval.checkpoint import ResponseCheckpoint
 from videolmm.eval.compat import loglikelihood_output
+from videolmm.eval.loading import BackgroundLoad, ModelLoadError
+from videolmm.eval.loops import generate_continuous, generate_static
 from videolmm.eval.markers import ERROR_PREFIX
+from videolmm.eval.prefetch import PRELOAD_BYTES, DecodePipeline, EarlyMedia
 from videolmm.eval.requests import generation_from_kwargs, split_visuals
+from videolmm.eval.stats import STATS_ENV, EvalStats
 from videolmm.eval.threads import set_threads, size_torch_threads, threads_for, usable_cores
-from videolmm.load import load_engine
 from videolmm.log import configure_from_env
-from videolmm.models.engine import DecodedRequest, error_text
+from videolmm.models.engine import DecodedRequest, Engine, error_text
 from videolmm.models.spec import EngineSpec
 from videolmm.tokens import separator_stop
 from videolmm.types import Request, Result
@@ -52,54 +58,11 @@ from videolmm.types import Request, Result
 logger = logging.getLogger(__name__)
 
 
-#: Set to a file path to have every ``generate_until`` call write its :class:`EvalStats` there (JSON).
-STATS_ENV = "VIDEOLMM_EVAL_STATS"
-
-
-@dataclass(frozen=True)
-class EvalStats:
-    """Where the time of the ``generate_until`` calls so far went (cumulative per model instance).
-
-    Attributes:
-        samples: requests answered.
-        decodes: media decodes made (requests about the same video share one).
-        batches: engine calls made.
-        wall_s: wall time inside ``generate_until``.
-        wait_s: time generation sat blocked waiting for a prefetched batch's decode to finish.
-        generate_s: time in ``Engine.generate`` (preprocessing + ``model.generate``).
-        decode_s: decode time summed over samples (in the decode threads, overlapping generation).
-        batch_size, prefetch, decode_workers, torch_threads: the settings the calls ran with
-            (``torch_threads`` 0: left to torch, i.e. not on CPU or set by the user).
-    """
-
-    samples: int = 0
-    decodes: int = 0
-    batches: int = 0
-    wall_s: float = 0.0
-    wait_s: float = 0.0
-    generate_s: float = 0.0
-    decode_s: float = 0.0
-    batch_size: int = 1
-    prefetch: int = 0
-    decode_workers: int = 1
-    torch_threads: int = 0
-
-    @property
-    def wait_share(self) -> float:
-        """Share of the wall time generation waited for decoding (0 when nothing ran)."""
-        return self.wait_s / self.wall_s if self.wall_s > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields plus ``wait_share``."""
-        return {**asdict(self), "wait_share": self.wait_share}
-
-
 class VideoLMM(lmms):
     """lmms-eval model ``videolmm``: any registered videolmm family."""
 
     is_simple = True
     fixed_family: str | None = None
-    _separator_stop: str = ""
 
     def __init__(
         self,
@@ -108,18 +71,28 @@ class VideoLMM(lmms):
         max_new_tokens: int = 256,
         prefetch: int = 2,
         decode_workers: int | None = None,
+        decode_burst: int | None = None,
+        preload_mb: float = PRELOAD_BYTES / 2**20,
         torch_threads: int | str = "auto",
         max_batch_size: int | None = None,  # lmms-eval passes it; batches are fixed-size here
         **options: Any,
     ) -> None:
-        """Load the engine from ``--model_args``.
+        """Start loading the engine from ``--model_args`` (in a background thread: see :attr:`engine`).
+
+        The spec, its media settings and the thread sizing are checked here (a bad option raises at
+        once); a failure of the load itself is raised where the engine is first needed, as
+        :class:`~videolmm.eval.loading.ModelLoadError` naming the checkpoint.
 
         Args:
             pretrained: checkpoint directory or hub id.
             batch_size: requests per engine call (left-padded batches).
             max_new_tokens: generation budget when a task sets none.
             prefetch: batches decoded ahead in background threads.
-            decode_workers: decode threads (default ``min(4, cores - 1)``).
+            decode_workers: decode threads while generation runs (default ``min(4, cores - 1)``).
+            decode_burst: decode threads while nothing generates (the load, generation waiting on a
+                batch); default every core, never fewer than ``decode_workers``.
+            preload_mb: while the model loads, decode beyond ``prefetch`` batches until this many MiB
+                of frames wait (``prefetch > 0`` only).
             torch_threads: ``auto``, ``none`` or an integer (see :mod:`videolmm.eval.threads`).
             max_batch_size: accepted for lmms-eval's CLI; unused.
             **options: engine options: every :class:`~videolmm.models.spec.EngineSpec` field under
@@ -146,6 +119,8 @@ class VideoLMM(lmms):
         self.prefetch = int(prefetch)
         workers = decode_workers if decode_workers is not None else min(4, max(1, (os.cpu_count() or 2) - 1))
         self.decode_workers = max(1, int(workers))
+        self.decode_burst = max(self.decode_workers, int(decode_burst or usable_cores()))
+        self.preload_bytes = int(float(preload_mb) * 2**20)
         self.torch_threads = size_torch_threads(torch_threads, self.decode_workers, spec.device)
         # auto: per batch, every core when decoding is cheap next to generating (see threads_for)
         self._adaptive_threads = str(torch_threads).strip().lower() == "auto" and self.torch_threads > 0
@@ -153,18 +128,35 @@ class VideoLMM(lmms):
             batch_size=self.batch_size_per_gpu,
             prefetch=self.prefetch,
             decode_workers=self.decode_workers,
+            decode_burst=self.decode_burst,
             torch_threads=self.torch_threads,
         )
-        self._wait_s = 0.0
-        self._decodes = 0
-        self.engine = load_engine(spec)
-        self._device = torch.device(self.engine.model.device)
-        # the seeds stop at the conversation separator; needed where it is text, not the EOS token
-        # (mistral_direct's <|im_end|> on Mistral's tokenizer: LLaVA-NeXT-Video-7B-32K)
-        self._separator_stop = separator_stop(self.engine.template.stop, self.engine.processor.tokenizer)
         self.failures: list[tuple[str, Any, str]] = []
-        if self._rank == 0:
-            logger.info("videolmm settings: %s", self.engine.describe())
+        self._accelerator_device = torch.device(accelerator.device)
+        self._engine: Engine | None = None
+        self._separator: str = ""  # set with the engine (see engine)
+        self._defer_stop = False
+        self._media = EarlyMedia(spec)  # decoding needs no weights: from the spec, at once
+        self._load = BackgroundLoad(spec)
+
+    @property
+    def engine(self) -> Engine:
+        """The loaded engine; waits for the background load the first time.
+
+        Raises:
+            ModelLoadError: the load failed (names the checkpoint; raised at every use).
+        """
+        if self._engine is None:
+            engine = self._load.result()
+            engine.frame_cache = self._media.frame_cache  # one cache (and its counters) per model
+            # the seeds stop at the conversation separator; needed where it is text, not the EOS token
+            # (mistral_direct's <|im_end|> on Mistral's tokenizer: LLaVA-NeXT-Video-7B-32K)
+            self._separator = separator_stop(engine.template.stop, engine.processor.tokenizer)
+            self._engine = engine
+            self.stats = replace(self.stats, load_s=self._load.seconds)
+            if self._rank == 0:
+                logger.info("videolmm settings: %s (loaded in %.1f s)", engine.describe(), self._load.seconds)
+        return self._engine
 
     @classmethod
     def spec_from_model_args(cls, pretrained: str, **options: Any) -> EngineSpec:
@@ -197,7 +189,12 @@ class VideoLMM(lmms):
 
     @property
     def device(self) -> Any:
-        return self._device
+        """Under ``accelerate launch``, the rank's device (known before the load); else the model's."""
+        if self._world_size > 1:
+            return self._accelerator_device
+        import torch
+
+        return torch.device(self.engine.model.device)
 
     @property
     def eot_token_id(self) -> int:
@@ -235,11 +232,29 @@ class VideoLMM(lmms):
         )
 
     def _generation(self, gen_kwargs: dict[str, Any], *, scored: bool = False) -> Any:
-        """A task's ``gen_kwargs`` as settings, the template's separator a stop string where it is text."""
+        """A task's ``gen_kwargs`` as settings, the template's separator a stop string where it is text
+        (which needs the tokenizer: ``generate_until`` adds it after the load, :meth:`_finish`)."""
         generation = generation_from_kwargs(dict(gen_kwargs), self.max_new_tokens)
-        if not scored and self._separator_stop and self._separator_stop not in generation.stop:
-            generation = replace(generation, stop=(*generation.stop, self._separator_stop))
+        if scored or self._defer_stop:
+            return generation
+        return self._with_stop(generation)
+
+    def _with_stop(self, generation: Any) -> Any:
+        _ = self.engine  # joins the load: the separator comes with the tokenizer
+        separator = self._separator
+        if separator and separator not in generation.stop:
+            generation = replace(generation, stop=(*generation.stop, separator))
         return generation
+
+    def _finish(self, item: DecodedRequest) -> DecodedRequest:
+        """A decoded generation request with the separator stop its conversion deferred."""
+        request = item.request
+        if item.error is not None or request.continuation is not None:
+            return item
+        generation = self._with_stop(request.generation)
+        if generation is request.generation:
+            return item
+        return replace(item, request=replace(request, generation=generation))
 
     @staticmethod
     def _media_key(item: Request | DecodedRequest) -> tuple | None:
@@ -253,50 +268,24 @@ class VideoLMM(lmms):
             return None
         return key
 
-    def _decoded_batches(self, requests: list[Any]) -> Iterator[list[DecodedRequest]]:
-        """Yield batches of decoded requests, decoding ``prefetch`` batches ahead in threads.
+    def _pipeline(self, requests: list[Any]) -> DecodePipeline:
+        """Start decoding ``requests`` ahead of generation (see :mod:`videolmm.eval.prefetch`)."""
+        return DecodePipeline(
+            self._media.decode,
+            requests,
+            batch_size=self.batch_size_per_gpu,
+            prefetch=self.prefetch,
+            workers=self.decode_workers,
+            burst=self.decode_burst,
+            media_key=self._media_key,
+            preload_bytes=self.preload_bytes,
+            loading=self._engine is None and not self._load.done,
+        )
 
-        Requests about the same media (several questions per video) share one decode; the frames
-        are dropped once the last request that needs them has been yielded.
-        """
-        bs = max(1, self.batch_size_per_gpu)
-        keys = [self._media_key(r) for r in requests]
-        last_use = {k: i for i, k in enumerate(keys) if k is not None}
-        shared: dict[tuple, Future] = {}
-
-        def submit(pool: ThreadPoolExecutor, i: int) -> tuple[Future, bool]:
-            key = keys[i]
-            if key is not None and key in shared:
-                return shared[key], True
-            self._decodes += 1
-            future = pool.submit(self.engine.decode, requests[i])
-            if key is not None:
-                shared[key] = future
-            return future, False
-
-        def result(i: int, future: Future, reused: bool) -> DecodedRequest:
-            done = future.result()
-            if not reused:
-                return done
-            return DecodedRequest(requests[i], done.videos, done.images, done.error, decode_seconds=0.0)
-
-        starts = list(range(0, len(requests), bs))
-        with ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="videolmm-decode") as pool:
-            pending: deque[list[tuple[int, Future, bool]]] = deque()
-            nxt = 0
-            for _ in starts:
-                while nxt < len(starts) and len(pending) <= self.prefetch:
-                    span = range(starts[nxt], min(starts[nxt] + bs, len(requests)))
-                    pending.append([(i, *submit(pool, i)) for i in span])
-                    nxt += 1
-                start = time.perf_counter()
-                entries = pending.popleft()
-                batch = [result(*entry) for entry in entries]
-                self._wait_s += time.perf_counter() - start
-                end = entries[-1][0]
-                for key in [k for k in shared if last_use[k] <= end]:
-                    del shared[key]
-                yield batch
+    def _decoded_batches(self, pipe: DecodePipeline) -> Iterator[list[DecodedRequest]]:
+        """The pipeline's batches, each request with its separator stop."""
+        for batch in pipe.batches():
+            yield [self._finish(item) for item in batch]
 
     # -- lmms-eval API ---------------------------------------------------------------------
 
@@ -305,12 +294,27 @@ class VideoLMM(lmms):
 
         Continuous (the default): at most ``batch_size`` samples generate at once and the next one
         joins as soon as one ends, so no sample waits for the longest answer of a batch. Static:
-        batch by batch, each to its longest answer.
+        batch by batch, each to its longest answer. Decoding starts first; then the call waits for
+        the model load (if it is still running) and generates.
         """
         self._log_share("generate_until", len(requests))
-        started, self._wait_s, self._decodes = time.perf_counter(), 0.0, 0
-        converted = [self._to_request(r) for r in requests]
-        checkpoint = ResponseCheckpoint.from_caller("generate_until")  # --use_cache: store per sample
+        started = time.perf_counter()
+        self._defer_stop = True  # the separator stop needs the tokenizer: added after the load (_finish)
+        try:
+            converted = [self._to_request(r) for r in requests]
+        finally:
+            self._defer_stop = False
+        with self._pipeline(converted) as pipe:
+            t0 = time.perf_counter()
+            engine = self.engine  # waits for the load while the pipeline decodes
+            load_wait = time.perf_counter() - t0
+            pipe.loaded()
+            return self._generate_all(engine, requests, pipe, started, load_wait)
+
+    def _generate_all(
+        self, engine: Engine, requests: list[Instance], pipe: DecodePipeline, started: float, load_wait: float
+    ) -> list[GenerationResult]:
+        checkpoint = ResponseCheckpoint.from_caller("generate_until", sys._getframe(2))  # --use_cache
         out: list[GenerationResult | None] = [None] * len(requests)
         pbar = tqdm(total=len(requests), disable=self.rank != 0, desc="videolmm generating")
         sums = {"decode": 0.0, "generate": 0.0, "batches": 0}
@@ -329,67 +333,38 @@ class VideoLMM(lmms):
                 checkpoint.store(instance, out[i])
             pbar.update(1)
 
-        if self.engine.continuous:
-            self._generate_continuous(converted, record, sums)
+        batches = self._decoded_batches(pipe)
+        if engine.continuous:
+            slots = self.batch_size_per_gpu
+            generate_continuous(engine, batches, record, sums, self._size_threads, slots, lambda: pipe.wait_s)
         else:
-            self._generate_static(converted, record, sums)
+            generate_static(engine, batches, record, sums, self._size_threads)
         pbar.close()
         self._report_failures()
-        wall = time.perf_counter() - started
-        self._add_stats(len(requests), int(sums["batches"]), wall, self._wait_s, sums["generate"], sums["decode"])
+        sums["wall"] = time.perf_counter() - started
+        self._add_stats(len(requests), pipe, load_wait, sums)
         return [o for o in out if o is not None]
 
-    def _generate_static(self, converted: list[Any], record: Any, sums: dict[str, float]) -> None:
-        last: tuple[float, float] | None = None  # (decode, generate) seconds of the previous batch
-        done = 0
-        for batch in self._decoded_batches(converted):
-            if self._adaptive_threads:
-                set_threads(threads_for(last, usable_cores(), self.decode_workers))
-            t0 = time.perf_counter()
-            results = self.engine.generate(batch, batch_size=len(batch))
-            last = (sum(item.decode_seconds for item in batch), time.perf_counter() - t0)
-            sums["generate"] += last[1]
-            sums["decode"] += last[0]
-            sums["batches"] += 1
-            for result in results:
-                record(done, result)
-                done += 1
+    def _size_threads(self, last: tuple[float, float] | None) -> None:
+        """``torch_threads=auto``: size torch's threads for the next batch (see :func:`threads_for`)."""
+        if self._adaptive_threads:
+            set_threads(threads_for(last, usable_cores(), self.decode_workers))
 
-    def _generate_continuous(self, converted: list[Any], record: Any, sums: dict[str, float]) -> None:
-        from videolmm.models.scheduler import generate_continuous
-
-        def items() -> Iterator[DecodedRequest]:
-            last: tuple[float, float] | None = None
-            mark = time.perf_counter()
-            for batch in self._decoded_batches(converted):  # prefetched batches, handed over one by one
-                now = time.perf_counter()
-                if self._adaptive_threads:
-                    set_threads(threads_for(last, usable_cores(), self.decode_workers))
-                decode = sum(item.decode_seconds for item in batch)
-                last, mark = (decode, now - mark), now
-                sums["decode"] += decode
-                sums["batches"] += 1
-                yield from batch
-
-        t0 = time.perf_counter()
-        wait_before = self._wait_s
-        # newcomers join once half the slots are free: prefilled together, as a static batch would be
-        slots = self.batch_size_per_gpu
-        generate_continuous(self.engine, items(), max_batch_size=slots, on_result=record, min_join=max(1, slots // 2))
-        sums["generate"] += time.perf_counter() - t0 - (self._wait_s - wait_before)
-
-    def _add_stats(self, samples: int, batches: int, wall: float, wait: float, gen: float, dec: float) -> None:
+    def _add_stats(self, samples: int, pipe: DecodePipeline, load_wait: float, sums: dict[str, float]) -> None:
         """Accumulate into :attr:`stats`; write them to ``$VIDEOLMM_EVAL_STATS`` when it is set."""
         s = self.stats
         self.stats = replace(
             s,
             samples=s.samples + samples,
-            decodes=s.decodes + self._decodes,
-            batches=s.batches + batches,
-            wall_s=s.wall_s + wall,
-            wait_s=s.wait_s + wait,
-            generate_s=s.generate_s + gen,
-            decode_s=s.decode_s + dec,
+            decodes=s.decodes + pipe.decodes,
+            batches=s.batches + int(sums["batches"]),
+            wall_s=s.wall_s + sums["wall"],
+            wait_s=s.wait_s + pipe.wait_s,
+            first_wait_s=s.first_wait_s + pipe.first_wait_s,
+            generate_s=s.generate_s + sums["generate"],
+            decode_s=s.decode_s + sums["decode"],
+            load_wait_s=s.load_wait_s + load_wait,
+            decoded_during_load=s.decoded_during_load + pipe.decoded_during_load,
         )
         path = os.environ.get(STATS_ENV)
         if path:
@@ -466,6 +441,7 @@ class LlavaHound(VideoLMM):
 
 __all__ = [
     "ERROR_PREFIX",
+    "ModelLoadError",
     "STATS_ENV",
     "EvalStats",
     "LlavaHound",

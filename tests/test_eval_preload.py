@@ -1,0 +1,223 @@
+"""The eval model loads its engine in the background and decodes while it loads.
+
+``VideoLMM.__init__`` starts the load on a thread; ``generate_until`` starts decoding first and
+joins the load after. Checked here: decoding really runs before the load finishes (the load is
+held until the pipeline has decoded a request, and ``EvalStats`` records it), the answers are the
+plain path's, a failed load is a clear error naming the checkpoint at first use, options are still
+checked at construction, and the pipeline's own rules (order, shared decodes, prefetch depth,
+preload bound, decode threads).
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lmms_eval.api.instance import Instance
+
+from videolmm.errors import ConfigError, RegistryError
+from videolmm.eval import loading
+from videolmm.eval.loading import ModelLoadError
+from videolmm.eval.model import LlavaNextVideo, VideoLMM
+from videolmm.eval.prefetch import DecodePipeline, EarlyMedia, frames_bytes
+from videolmm.models.engine import DecodedRequest
+from videolmm.types import Frames, Request
+
+GEN = {"max_new_tokens": 4, "temperature": 0, "do_sample": False, "until": ["\n", "."]}
+QUESTIONS = ("What colour is the moving square? Answer with one word.", "Which way does the square move?")
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads() -> Iterator[None]:
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def docs(clips: dict[str, Path]) -> list[dict[str, str]]:
+    return [{"video": str(path), "question": q} for path in clips.values() for q in QUESTIONS]
+
+
+def instances(docs: list[dict[str, str]]) -> list[Instance]:
+    def doc_to_visual(doc: dict[str, str]) -> list[str]:
+        return [doc["video"]]
+
+    return [
+        Instance(
+            "generate_until",
+            (d["question"], dict(GEN), doc_to_visual, i, "pre", "test"),
+            idx=0,
+            metadata={"task": "pre", "doc_id": i, "repeats": 1},
+        )  # fmt: skip
+        for i, d in enumerate(docs)
+    ]
+
+
+def answers(lm: LlavaNextVideo, docs: list[dict[str, str]]) -> list[str]:
+    lm.task_dict = {"pre": {"test": dict(enumerate(docs))}}
+    return [r.text for r in lm.generate_until(instances(docs))]
+
+
+def model(ckpt: Path, **kwargs: object) -> LlavaNextVideo:
+    return LlavaNextVideo(pretrained=str(ckpt), device="cpu", num_frames=4, **kwargs)
+
+
+def test_decoding_runs_while_the_model_loads(
+    trained_llava_next_video: Path, docs: list[dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The load is held until the second decode starts (one decode thread: the first has finished and
+    been counted by then), so it can finish only if decoding started before the load did."""
+    plain = answers(model(trained_llava_next_video, batch_size=2, prefetch=0, decode_workers=1), docs)
+
+    second_decode = threading.Event()
+    calls: list[int] = []
+    real_decode, real_load = EarlyMedia.decode, loading.load_engine
+
+    def decode(self: EarlyMedia, request: object) -> DecodedRequest:
+        calls.append(1)
+        if len(calls) == 2:
+            second_decode.set()
+        return real_decode(self, request)
+
+    held: list[bool] = []
+
+    def load_engine(spec: object, **kwargs: object) -> object:
+        held.append(second_decode.wait(timeout=120))
+        return real_load(spec, **kwargs)
+
+    monkeypatch.setattr(EarlyMedia, "decode", decode)
+    monkeypatch.setattr(loading, "load_engine", load_engine)
+    lm = model(trained_llava_next_video, batch_size=2, prefetch=2, decode_workers=1, decode_burst=1)
+    assert lm._engine is None and not lm._load.done  # the constructor did not wait for the load
+    got = answers(lm, docs)
+
+    assert held == [True], "the load finished without decoding having started: generate_until joined it first"
+    assert got == plain  # three clips, two questions each: the same answers as the plain path
+    stats = lm.stats
+    assert stats.decoded_during_load >= 1 and stats.decodes == 3
+    assert stats.load_wait_s > 0 and stats.load_s >= stats.load_wait_s
+    assert 0 <= stats.first_wait_s <= stats.wait_s <= stats.wall_s
+    assert stats.load_wait_s + stats.wait_s <= stats.wall_s
+    assert stats.to_dict()["load_wait_share"] == pytest.approx(stats.load_wait_s / stats.wall_s)
+
+
+def test_a_failed_load_names_the_checkpoint_at_first_use(trained_llava_next_video: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-weights"
+    shutil.copytree(trained_llava_next_video, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    lm = model(broken)  # config and media settings are fine: the constructor returns
+    with pytest.raises(ModelLoadError, match=f"{broken}: loading the model failed") as info:
+        answers(lm, [{"video": "unused.mp4", "question": "q"}])
+    assert info.value.__cause__ is not None  # the original error is kept, not swallowed
+    with pytest.raises(ModelLoadError, match=str(broken)):  # every later use says so again
+        _ = lm.model
+
+
+def test_options_are_still_checked_at_construction(trained_llava_next_video: Path, tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="unknown decoder 'nope'"):
+        model(trained_llava_next_video, decoder="nope")
+    missing = tmp_path / "no-such-checkpoint"
+    with pytest.raises(ConfigError, match="config.json"):  # the generic id reads the config to find the family
+        VideoLMM(pretrained=str(missing), device="cpu")
+    lm = model(missing)  # the family is fixed: nothing to read before the load
+    with pytest.raises(ModelLoadError, match=f"{missing}: loading the model failed"):
+        _ = lm.tokenizer
+
+
+def test_early_media_is_the_engines_media(trained_llava_next_video: Path, clips: dict[str, Path]) -> None:
+    lm = LlavaNextVideo(pretrained=str(trained_llava_next_video), device="cpu", max_frames_num=3)
+    request = Request(question="q", videos=(str(clips["red_right"]),))
+    early = lm._media.decode(request)
+    assert lm._media.media == lm.engine.settings.media
+    assert lm.engine.frame_cache is lm._media.frame_cache  # one frame cache per model
+    late = lm.engine.decode(request)
+    assert early.error is None and early.videos[0].num_frames == 3
+    assert np.array_equal(early.videos[0].array, late.videos[0].array)
+    assert early.videos[0].indices == late.videos[0].indices
+
+
+# -- the pipeline's rules, with a decode function that records what it was asked ------------------
+
+
+class Recorder:
+    """Decodes request i into a 1-frame 8x8 video; records the order and the most decodes at once."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.order: list[str] = []
+        self.running = self.peak = 0
+        self.gate = gate
+        self.lock = threading.Lock()
+
+    def __call__(self, request: Request) -> DecodedRequest:
+        with self.lock:
+            self.order.append(request.question)
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        if self.gate is not None:
+            self.gate.wait(timeout=60)
+        frames = Frames(np.zeros((1, 8, 8, 3), np.uint8), (0,), (0.0,), 1.0, 1.0, request.question, 1)
+        with self.lock:
+            self.running -= 1
+        return DecodedRequest(request, (frames,), decode_seconds=0.001)
+
+
+def requests(n: int, videos: list[str] | None = None) -> list[Request]:
+    videos = videos or [f"v{i}.mp4" for i in range(n)]
+    return [Request(question=f"q{i}", videos=(videos[i],)) for i in range(n)]
+
+
+def key(request: Request) -> tuple:
+    return (request.videos,)
+
+
+def test_pipeline_order_sharing_and_release() -> None:
+    shared = ["a.mp4", "a.mp4", "b.mp4", "a.mp4", "c.mp4"]
+    decode = Recorder()
+    reqs = requests(5, shared)
+    with DecodePipeline(decode, reqs, batch_size=2, prefetch=1, workers=1, media_key=key, loading=False) as pipe:
+        got = [[item.request.question for item in batch] for batch in pipe.batches()]
+        assert got == [["q0", "q1"], ["q2", "q3"], ["q4"]]
+        assert sorted(decode.order) == ["q0", "q2", "q4"] and pipe.decodes == 3  # a.mp4 decoded once
+        assert not pipe._done and not pipe._shared and pipe._held == 0  # every frame released
+    assert frames_bytes(decode(reqs[0])) == 8 * 8 * 3
+
+
+def test_pipeline_depth_preload_and_burst() -> None:
+    # generating (not loading): the batch asked for plus `prefetch` batches, no further
+    gate = threading.Event()
+    decode = Recorder(gate)
+    with DecodePipeline(decode, requests(12), batch_size=2, prefetch=1, workers=2, burst=4, loading=False) as pipe:
+        assert pipe._next == 2  # workers=2 at most in flight while the consumer is not waiting
+        gate.set()
+        batches = pipe.batches()
+        next(batches)
+        with pipe._cond:
+            while pipe._inflight:
+                pipe._cond.wait()
+            assert pipe._next == 4  # batch 0 handed over, batch 1 prefetched: nothing beyond
+        assert len(list(batches)) == 5
+    assert decode.peak <= 4
+    # loading: everything ahead while the frames fit the preload bound; `burst` threads at once
+    gate = threading.Event()
+    decode = Recorder(gate)
+    with DecodePipeline(decode, requests(12), batch_size=2, prefetch=1, workers=1, burst=3, loading=True) as pipe:
+        assert pipe._inflight == 3
+        gate.set()
+        with pipe._cond:
+            while pipe._next < 12 or pipe._inflight:
+                pipe._cond.wait(timeout=60)
+        assert pipe.decoded_during_load == 12
+        pipe.loaded()
+        assert sum(len(b) for b in pipe.batches()) == 12 and pipe.wait_s == 0.0
+    # a preload bound of 0 bytes: no further than `prefetch` (the frames of one request exceed it)
+    with DecodePipeline(Recorder(), requests(12), batch_size=2, prefetch=1, workers=1, preload_bytes=0) as pipe:
+        with pipe._cond:
+            while pipe._inflight:
+                pipe._cond.wait(timeout=60)
+            assert pipe._next == 4
