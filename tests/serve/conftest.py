@@ -27,6 +27,7 @@ from serve_helpers import (
     API_KEY,
     BROKEN,
     HOUND,
+    INLINE_MAX_BYTES,
     LNV,
     LNV34B,
     NAT64_HOSTS,
@@ -62,6 +63,8 @@ def serve_media(tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path]
     shutil.copy(clips["blue_up"], root / "blue up.mp4")  # a space: percent-encoded in the URL
     shutil.copy(clips["green_left_long"], root / "long.mp4")  # 40 frames at 8 fps: 5 s > 4 s
     write_moving_square_video(root / "wide.mp4", colour="red", direction="up", seed=4, size=160)  # 160² px
+    # 128² px, ~10 KB: over the app's inline_decode_max_bytes, so it is decoded in the MediaDecoder
+    write_moving_square_video(root / "sharp.mp4", colour="green", direction="down", seed=6, size=128)
     frame = next(moving_square_frames(colour="yellow", direction="left", seed=5, size=48))
     Image.fromarray(frame).save(root / "square.png")
     (root / "big.mp4").write_bytes(os.urandom(300 << 10))  # over max_video_bytes, refused before decoding
@@ -119,6 +122,9 @@ def _test_args(tiny_lnv: Path, tiny_vl: Path, media_root: Path, cache_root: Path
         },
     )
     args["media_deployment"] = _merge(args["media_deployment"], {"max_ongoing_requests": 4, "max_queued_requests": 8})
+    # both decode routes run: the 64-px clips (~5 KB) are decoded in the model replica, sharp.mp4 (~10 KB) and
+    # anything larger in the MediaDecoder (test_serve_routing)
+    args["inline_decode_max_bytes"] = INLINE_MAX_BYTES
     return args
 
 

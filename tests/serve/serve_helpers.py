@@ -28,6 +28,9 @@ REDIRECT_HOST = "127.0.0.2"
 #: must be refused by the address check (NAT64, IPv4-translated, IPv4-compatible, local-use NAT64).
 NAT64_HOSTS = ("64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "::ffff:0:7f00:1", "::a00:1", "64:ff9b:1::808:808")
 
+#: The test app's ``inline_decode_max_bytes``: the 64-px clips go to the model replica, sharp.mp4 to the MediaDecoder.
+INLINE_MAX_BYTES = 8192
+
 #: Limits small enough that test files cross them (the clips are 64 px, 16 frames at 8 fps, 2 s).
 TEST_LIMITS = {
     "max_request_bytes": 1 << 20,

@@ -193,11 +193,13 @@ def test_a_system_message_replaces_the_templates_system_prompt(serve_app: ServeA
 
 def test_request_id_reaches_every_stage_log(serve_app: ServeApp) -> None:
     rid = f"vlmm-test-{uuid.uuid4().hex}"
-    body = {"model": LNV, "messages": video_message(serve_app.file_url("red_right.mp4")), "max_tokens": 2}
+    # sharp.mp4 is over the app's inline_decode_max_bytes: ingress → MediaDecoder → model replica
+    body = {"model": LNV, "messages": video_message(serve_app.file_url("sharp.mp4")), "max_tokens": 2}
     with serve_app.http(headers={"x-request-id": rid}) as http:
         response = http.post("/v1/chat/completions", json=body)
     assert response.status_code == 200 and response.headers["x-request-id"] == rid
     assert response.json()["videolmm"]["request_id"] == rid
+    assert response.json()["videolmm"]["decoded_in"] == "media_deployment"
     stages = {"OpenAIIngress": f"rid={rid}", "MediaDecoder": f"rid={rid}", "ModelServer": rid}
     deadline = time.monotonic() + 20
     found: dict[str, bool] = {}

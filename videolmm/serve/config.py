@@ -259,6 +259,14 @@ class ServeArgs(_Strict):
         "decoding off the model replicas), or the model replica itself, before batching (no MediaDecoder; "
         "`media_deployment` is then unused).",
     )
+    inline_decode_max_bytes: int = Field(
+        default=65536,
+        ge=0,
+        description="With decode_in: media_deployment, a request whose media are all local (file:// under a media "
+        "root, data: URLs) and together at most this many encoded bytes, or that has no media, skips the "
+        "MediaDecoder: the model replica decodes it (same limits and errors), saving a Serve hop that costs more "
+        "than such a decode. 0 sends every request with media through the MediaDecoder.",
+    )
 
     @model_validator(mode="before")
     @classmethod

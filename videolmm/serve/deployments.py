@@ -205,8 +205,9 @@ class ModelServer:
 
         # Built here so the LRU size comes from the config (Ray LLM's pattern).
         self.engine = serve.multiplexed(max_num_models_per_replica=args.max_models_per_replica)(load_engine)
-        # no MediaDecoder deployment with decode_in: model_replica: decode here, before batching
-        self.media = MediaStage(args) if args.decode_in == "model_replica" else None
+        # decode here, before batching: every request with decode_in: model_replica, else the requests the
+        # ingress routes here (no or small local media: routing.DecodeRouter)
+        self.media = MediaStage(args)
 
     async def describe_models(self) -> dict[str, dict[str, Any]]:
         """Per model: family, default frames, sampler and context length (vLLM's ``max_model_len``),
@@ -240,7 +241,7 @@ class ModelServer:
 
         ``item`` is what the media stage made (Serve resolves the ingress's ``DecodedRequest``
         response here): a refusal (:class:`ApiError`) is passed back as it is; a :class:`ChatJob`
-        is decoded here first (``decode_in: model_replica``).
+        is decoded here first (``decode_in: model_replica``, or no or small media: :mod:`~videolmm.serve.routing`).
         """
         out: Generated | ApiError | None = None
         async for event in self._events(item, stream=False):
@@ -273,8 +274,6 @@ class ModelServer:
             yield item
             return
         if isinstance(item, ChatJob):
-            if self.media is None:
-                raise RuntimeError("a ChatJob needs decode_in: model_replica; this app decodes in MediaDecoder")
             decoded = await self.media.decode(item)
             if isinstance(decoded, ApiError):
                 yield decoded

@@ -62,6 +62,7 @@ from videolmm.serve.metrics import IngressMetrics
 from videolmm.serve.openai import StreamEvents, completion, to_job
 from videolmm.serve.playground import mount_playground
 from videolmm.serve.protocol import ModelCard, ModelList
+from videolmm.serve.routing import DecodeRouter
 from videolmm.serve.security import api_key_matches
 
 logger = logging.getLogger("ray.serve.videolmm.ingress")
@@ -102,6 +103,12 @@ class OpenAIIngress:
         self._cards: dict[str, ModelCard] | None = None
         self.metrics = IngressMetrics()
         self.inflight = InflightBytes(args.limits.max_inflight_bytes, args.ingress_deployment.retry_after_s)
+        #: small or no media skip the MediaDecoder hop (``inline_decode_max_bytes``)
+        self.router = DecodeRouter(
+            args.decode_in if media is not None else "model_replica",
+            args.inline_decode_max_bytes,
+            args.security.media_roots,
+        )
         #: model id -> why its last request found it unavailable (a failed load); cleared by a success
         self.unavailable: dict[str, str] = {}
 
@@ -205,10 +212,12 @@ class OpenAIIngress:
             # The media stage's response goes into the model call unawaited: Serve resolves it for the
             # model replica, so the decoded frames cross processes once (media → model), not through
             # here; a refusal arrives there as an ApiError and comes back as the model call's result.
-            work = job if self.media is None else self.media.decode.remote(job)
+            # A request with no or small local media goes to the model replica as it is (it decodes).
+            route = self.router.route(job)
+            work = job if route.inline or self.media is None else self.media.decode.remote(job)
             response_id, created = f"chatcmpl-{rid}", int(time.time())
             if req.stream:
-                events = StreamEvents(job, response_id, created, req.include_usage)
+                events = StreamEvents(job, response_id, created, req.include_usage, decoded_in=route.where)
                 stream = handle.options(stream=True).generate_stream.remote(work)
                 try:
                     first = await self._call(stream.__anext__(), "model server", rid)
@@ -225,7 +234,10 @@ class OpenAIIngress:
             result = _raise_if_failed(generated, rid).result
             status = 200
             self._note_availability(model_id, None)
-            body = completion(result, job, completion_id=response_id, created=created, batch_size=generated.batch_size)
+            body = completion(
+                result, job, completion_id=response_id, created=created, batch_size=generated.batch_size,
+                decoded_in=route.where,
+            )  # fmt: skip
             return JSONResponse(body.model_dump(exclude_none=True))
         except ServeError as exc:
             status = exc.error.status

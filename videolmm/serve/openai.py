@@ -250,9 +250,11 @@ def usage(result: Result) -> UsageInfo:
     )
 
 
-def videolmm_info(result: Result, job: ChatJob, batch_size: int = 1) -> VideoLMMInfo:
-    """The response's ``videolmm`` object: frames and timestamps shown, visual tokens, batch, timings."""
+def videolmm_info(result: Result, job: ChatJob, batch_size: int = 1, decoded_in: str | None = None) -> VideoLMMInfo:
+    """The response's ``videolmm`` object: frames and timestamps shown, visual tokens, batch, timings,
+    and where the media were decoded."""
     return VideoLMMInfo(
+        decoded_in=decoded_in,
         request_id=job.request_id,
         frames=[list(f) for f in result.frames],
         timestamps=[[round(t, 6) for t in ts] for ts in result.timestamps],
@@ -263,7 +265,13 @@ def videolmm_info(result: Result, job: ChatJob, batch_size: int = 1) -> VideoLMM
 
 
 def completion(
-    result: Result, job: ChatJob, *, completion_id: str, created: int, batch_size: int = 1
+    result: Result,
+    job: ChatJob,
+    *,
+    completion_id: str,
+    created: int,
+    batch_size: int = 1,
+    decoded_in: str | None = None,
 ) -> ChatCompletion:
     """The non-streamed response for a successful result (``batch_size``: requests in its engine call)."""
     message = ChatCompletionMessage(role="assistant", content=result.text or "")
@@ -274,7 +282,7 @@ def completion(
         model=job.model_id,
         choices=[Choice(index=0, message=message, finish_reason=finish_reason(result, job))],
         usage=usage(result),
-        videolmm=videolmm_info(result, job, batch_size).model_dump(),
+        videolmm=videolmm_info(result, job, batch_size, decoded_in).model_dump(exclude_none=True),
     )
 
 
@@ -308,6 +316,8 @@ class StreamEvents:
     completion_id: str
     created: int
     include_usage: bool = False
+    #: where the media were decoded (``media_deployment`` / ``model_replica``), shown in the ``videolmm`` object
+    decoded_in: str | None = None
 
     def _chunk(
         self, choices: list[ChunkChoice], usage_info: UsageInfo | None = None, info: VideoLMMInfo | None = None
@@ -319,7 +329,7 @@ class StreamEvents:
             model=self.job.model_id,
             choices=choices,
             usage=usage_info,
-            **({"videolmm": info.model_dump()} if info is not None else {}),
+            **({"videolmm": info.model_dump(exclude_none=True)} if info is not None else {}),
         )
         return _event(chunk, include_usage=self.include_usage)
 
@@ -334,7 +344,7 @@ class StreamEvents:
     def finish(self, result: Result, batch_size: int = 1) -> Iterator[str]:
         """The finish chunk (with the ``videolmm`` object), the usage chunk (``include_usage``) and ``[DONE]``."""
         choice = ChunkChoice(index=0, delta=Delta(), finish_reason=finish_reason(result, self.job))
-        yield self._chunk([choice], info=videolmm_info(result, self.job, batch_size))
+        yield self._chunk([choice], info=videolmm_info(result, self.job, batch_size, self.decoded_in))
         if self.include_usage:
             yield self._chunk([], usage(result))
         yield DONE_EVENT

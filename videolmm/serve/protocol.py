@@ -298,6 +298,9 @@ class VideoLMMInfo(_Out):
         description="Seconds per stage: decode (fetch + decode + sample), queue (wait for a batch at the model "
         "replica), preprocess, generate (the engine call)."
     )
+    decoded_in: Literal["media_deployment", "model_replica"] | None = Field(
+        default=None, description="Where the media were decoded: the MediaDecoder deployment or the model replica."
+    )
 
 
 class ModelCard(_Out):
