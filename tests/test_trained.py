@@ -1,4 +1,5 @@
-"""The trained tiny checkpoints really watch: accuracy, frame order, decoders (real lmms-eval CLI)."""
+"""The trained tiny checkpoints really watch: accuracy, frame order, decoders (real lmms-eval: its CLI for
+the defaults and a plugin sampler, its Python API in process for the rest)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,23 @@ def lmms_eval(model_args: str, out: Path, env_extra: dict[str, str] | None = Non
     samples = [json.loads(line) for line in samples_file.read_text().splitlines() if line.strip()]
     assert len(samples) == 96
     return metrics, samples
+
+
+def evaluate(model_args: str) -> tuple[dict, list[dict]]:
+    """The same run through lmms-eval's Python API in this process (``simple_evaluate``: tasks,
+    model, filters, metrics); for the checks where the CLI itself is not what is tested."""
+    from lmms_eval.evaluator import simple_evaluate
+
+    out = simple_evaluate(
+        model="videolmm",
+        model_args=f"{model_args},device=cpu",
+        tasks=["videolmm_synthetic"],
+        batch_size=16,
+        log_samples=True,
+    )
+    samples = out["samples"]["videolmm_synthetic"]
+    assert len(samples) == 96
+    return out["results"]["videolmm_synthetic"], samples
 
 
 def answers(samples: list[dict], kind: str) -> list[tuple[str, str]]:
@@ -83,7 +101,7 @@ def test_reversed_frames_flip_direction_but_not_colour(
     request: pytest.FixtureRequest, fixture: str, cache_root: Path, tmp_path: Path, reliability
 ) -> None:
     ckpt = request.getfixturevalue(fixture)
-    metrics, samples = lmms_eval(f"pretrained={ckpt},reverse_frames=true", tmp_path)
+    metrics, samples = evaluate(f"pretrained={ckpt},reverse_frames=true")
     assert metrics["colour_acc,none"] >= 0.95, metrics
     pairs = answers(samples, "direction")
     flipped = sum(ans == OPPOSITE[target] for target, ans in pairs) / len(pairs)
@@ -157,7 +175,7 @@ def test_decord_and_pyav_give_identical_answers(
 ) -> None:
     """Every held-out answer is the same with decord and with PyAV (and both score)."""
     ckpt = request.getfixturevalue(fixture)
-    runs = {d: lmms_eval(f"pretrained={ckpt},decoder={d}", tmp_path / d) for d in ("decord", "pyav")}
+    runs = {d: evaluate(f"pretrained={ckpt},decoder={d}") for d in ("decord", "pyav")}
     texts = {d: [(s["doc_id"], str(s["filtered_resps"])) for s in samples] for d, (_, samples) in runs.items()}
     assert sorted(texts["decord"]) == sorted(texts["pyav"])
     for metrics, _ in runs.values():
