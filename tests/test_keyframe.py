@@ -125,14 +125,17 @@ def test_frames_decoded_stay_within_the_bound(kf_media: dict[str, Path]) -> None
         decoded = video.stats.frames_decoded
     # by hand: runs 0..34, 60..102 (68 and 102 share a GOP), 120..170, 180..239 (204 and 239)
     assert bound == 35 + 43 + 51 + 60
-    assert bound <= decoded <= 1.3 * bound
+    # at most the bound: the decoder is drained once the wanted packets are in, so B-frames shown
+    # before a wanted frame but coded after it are never decoded
+    assert 0.9 * bound <= decoded <= bound
     assert decode_bound([0, 60, 120, 180], range(240)) == 240  # every frame wanted: the bound is all of them
 
     # dropping the unwanted non-reference B-frames decodes fewer frames than the bound, same pixels
     with KeyframeDecoder().open(kf_media["bframes"]) as video:
         assert np.array_equal(video.read(indices), reference)
         assert video.stats.frames_decoded < 0.8 * bound
-        assert video.stats.packets_sent >= bound  # every packet still went through the decoder's parser
+        # every packet up to the last wanted one (decode order) still went through the decoder's parser
+        assert 0.9 * bound <= video.stats.packets_sent <= bound
     with KeyframeDecoder().open(kf_media["mpeg4"]) as video:  # no B-frames: nothing to drop
         video.read(indices)
         assert (
@@ -156,10 +159,12 @@ def test_seek_cost_decides_between_seeking_and_decoding_through(kf_media: dict[s
     with eager.open(kf_media["bframes"]) as a, lazy.open(kf_media["bframes"]) as b:
         assert np.array_equal(a.read(indices), b.read(indices))
         assert [read_index(f) for f in a.read(indices)] == indices
-        # a seek to each of the GOPs at 0, 60, 120, 180, decoding exactly the bound, twice
-        assert a.stats.seeks == 8 and a.stats.frames_decoded == 2 * decode_bound(a.index.keyframes, indices) == 76
+        # a seek to each of the GOPs at 0, 60, 120, 180, decoding the bound (76 over two reads) less the
+        # B-frames shown before a run's last frame but coded after it (at most 3 per run, 3 B-frames here)
+        bound = decode_bound(a.index.keyframes, indices)
+        assert a.stats.seeks == 8 and 2 * bound - 8 * 3 <= a.stats.frames_decoded <= 2 * bound == 76
         # one seek to the start, then decoding through up to frame 200
-        assert b.stats.seeks == 1 and b.stats.frames_decoded == 201
+        assert b.stats.seeks == 1 and 201 - 3 <= b.stats.frames_decoded <= 201
 
 
 def test_load_frames_with_the_keyframe_decoder(kf_media: dict[str, Path]) -> None:
@@ -225,7 +230,8 @@ def test_runs_decoded_in_parallel_give_the_same_frames_and_counts(kf_media: dict
             got = b.read(indices)
             assert np.array_equal(got, ref.read(indices)) and np.array_equal(got, a.read(indices))
         assert b.stats == a.stats and b.stats.seeks == 2 * len(runs)
-        assert a.stats.frames_decoded == 2 * decode_bound(a.index.keyframes, indices)
+        assert 2 * decode_bound(a.index.keyframes, indices) - 2 * 3 * len(runs) <= a.stats.frames_decoded
+        assert a.stats.frames_decoded <= 2 * decode_bound(a.index.keyframes, indices)
 
 
 def test_hostile_corpus_behaves_like_pyav(tmp_path: Path) -> None:

@@ -16,15 +16,20 @@ packets than the header's frame count, a frame past the one wanted) falls back t
 from the start, PyAV's path. Pixels come from :func:`~videolmm.media.pyav.frame_to_rgb`, the
 ``pyav`` decoder's conversion, so frames are bit-identical to decord's and PyAV's (tests check this).
 
-While decoding forward, packets go to the decoder one at a time, and for h264 and MPEG-4 part 2
-the decoder is told to drop the non-reference frames that are not wanted (``skip_frame=NONREF``):
-no frame refers to them, so the wanted pixels do not change, and with B-frames fewer frames are
-decoded than the keyframe-to-frame runs hold. When a read needs several runs (GOPs) and enough
-frames, runs are spread over ``workers`` containers decoded in threads (PyAV releases the GIL while
-decoding), longest first.
+While decoding forward, packets go to the decoder one at a time, and for h264, MPEG-4 part 2 and
+single-layer HEVC the decoder is told to drop the non-reference frames that are not wanted
+(``skip_frame=NONREF``, :func:`~videolmm.media.readplan.skips_nonref`): no frame refers to them, so
+the wanted pixels do not change, and with B-frames fewer frames are decoded than the
+keyframe-to-frame runs hold. Once every wanted frame's packet is in, the decoder is drained rather
+than fed on: the frames a B-frame reorder delay holds back come out without decoding the packets
+after them. Runs are planned and spread over ``workers`` containers decoded in threads (PyAV
+releases the GIL while decoding) by :mod:`videolmm.media.readplan`: balanced by frames to decode,
+longest first, and with FFmpeg frame threads per worker when a read has fewer runs than cores (a
+one-GOP clip). Opened containers are kept for the next read.
 
 Frames go straight into one preallocated ``(T, H, W, 3)`` array: no per-frame list and no
-``np.stack`` copy. :attr:`KeyframeVideo.stats` counts frames decoded and seeks;
+``np.stack`` copy. :attr:`KeyframeVideo.stats` counts frames decoded and seeks, and times each stage
+(index, opening, seeks, demux, decode, conversion, each worker's busy time);
 :func:`~videolmm.media.packets.decode_bound` gives the frames in the keyframe-to-frame runs for a set
 of indices, what the counts are judged against.
 
@@ -35,8 +40,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +53,17 @@ from videolmm.media.deadline import check_deadline, current_deadline, deadline_s
 from videolmm.media.packets import PacketIndex, read_packet_index
 from videolmm.media.probe import container_source, import_av, open_container, stream_facts, video_stream
 from videolmm.media.pyav import frame_to_rgb
+from videolmm.media.readplan import (
+    SKIP_NONREF_CODECS,
+    DecodeStats,
+    Run,
+    Schedule,
+    StageClock,
+    StageTimes,
+    plan_runs,
+    schedule,
+    skips_nonref,
+)
 from videolmm.types import VideoInfo, VideoSource
 
 if TYPE_CHECKING:
@@ -56,27 +72,6 @@ if TYPE_CHECKING:
 
 #: Thread modes accepted for ``thread_type`` (PyAV / FFmpeg names).
 THREAD_TYPES = ("NONE", "SLICE", "FRAME", "AUTO")
-#: Codecs whose decoders drop exactly the frames nothing refers to under ``skip_frame=NONREF``
-#: (h264: ``nal_ref_idc == 0``; MPEG-4 part 2: B-frames), so unwanted ones are skipped while seeking.
-SKIP_NONREF_CODECS = frozenset({"h264", "mpeg4"})
-
-
-@dataclass(frozen=True)
-class DecodeStats:
-    """What the reads of one opened video cost.
-
-    Attributes:
-        frames_decoded: frames the decoder produced (wanted or passed through).
-        seeks: container seeks.
-        sequential_fallbacks: reads that fell back to one sequential pass from the start.
-        packets_sent: packets fed to the decoder by seeking reads; the non-reference frames among
-            them that were not wanted were dropped undecoded (``packets_sent - frames_decoded``).
-    """
-
-    frames_decoded: int = 0
-    seeks: int = 0
-    sequential_fallbacks: int = 0
-    packets_sent: int = 0
 
 
 class _IndexMismatch(Exception):
@@ -129,7 +124,8 @@ class KeyframeVideo(OpenedVideoBase):
     Attributes:
         info: frame count, rate and size.
         index: the packet index read at open.
-        stats: cumulative :class:`DecodeStats` over this video's reads.
+        stats: cumulative :class:`DecodeStats` over this video's reads (``stats.times``: the profile).
+        last_schedule: the :class:`~videolmm.media.readplan.Schedule` of the last seeking read.
     """
 
     backend = "keyframe"
@@ -145,20 +141,23 @@ class KeyframeVideo(OpenedVideoBase):
         seek_cost_frames: int,
         thread_type: str,
         workers: int = 1,
+        cores: int = 1,
         min_parallel_frames: int = 64,
         skip_nonref: bool = False,
+        index_seconds: float = 0.0,
     ) -> None:
         super().__init__(info)
         self._lock = threading.Lock()
-        self._workers = max(1, workers)
+        self._workers, self._cores = max(1, workers), max(1, cores)
         self._min_parallel = min_parallel_frames
-        self._extra: list[tuple[InputContainer, VideoStream]] = []
         self._data = data
-        self._container: InputContainer | None = container
-        self._stream = stream
-        self._at_start = False  # the container was demuxed to its end while indexing
+        # the container that read the index: its decoder is not opened yet, so the first read may
+        # still choose its threads; then handles by (worker, FFmpeg frame threads), kept until close
+        self._fresh: tuple[InputContainer, VideoStream] | None = (container, stream)
+        self._handles: dict[tuple[int, int], tuple[InputContainer, VideoStream]] = {}
         self.index = index
-        self.stats = DecodeStats()
+        self.stats = DecodeStats(times=StageTimes(index=index_seconds))
+        self.last_schedule: Schedule | None = None
         self._seek_cost = seek_cost_frames
         self._thread_type = thread_type
         self._skip_nonref = skip_nonref
@@ -174,125 +173,111 @@ class KeyframeVideo(OpenedVideoBase):
                 return out.array
             except _IndexMismatch:
                 pass  # timestamps do not fit the index: one sequential pass below
-        self._bump(sequential_fallbacks=1)
+        self._add(DecodeStats(sequential_fallbacks=1))
         out = _Output(len(indices), self.info.source)
         self._read_sequential(indices, out)
         return out.array
 
-    def _bump(
-        self, frames_decoded: int = 0, seeks: int = 0, sequential_fallbacks: int = 0, packets_sent: int = 0
-    ) -> None:
+    def _add(self, stats: DecodeStats) -> None:
         with self._lock:
-            s = self.stats
-            self.stats = DecodeStats(
-                frames_decoded=s.frames_decoded + frames_decoded,
-                seeks=s.seeks + seeks,
-                sequential_fallbacks=s.sequential_fallbacks + sequential_fallbacks,
-                packets_sent=s.packets_sent + packets_sent,
-            )
+            self.stats = self.stats + stats
 
     def plan(self, indices: Sequence[int]) -> list[list[tuple[int, int]]]:
-        """Split sorted unique indices into runs, each one seek followed by decoding forward.
-
-        Args:
-            indices: sorted, unique frame positions.
+        """Split sorted unique indices into runs (:func:`~videolmm.media.readplan.plan_runs`).
 
         Returns:
             Runs of ``(slot, position)`` pairs; a new run starts where seeking to the wanted
             frame's keyframe beats decoding through (see ``seek_cost_frames``).
         """
-        runs: list[list[tuple[int, int]]] = []
-        next_position: int | None = None  # presentation position the decoder outputs next
-        for slot, target in enumerate(indices):
-            key = self.index.keyframe_before(target)
-            ahead = next_position is not None and next_position <= target
-            if not (ahead and (key <= next_position or key - next_position <= self._seek_cost)):  # type: ignore[operator]
-                runs.append([])
-            runs[-1].append((slot, target))
-            next_position = target + 1
-        return runs
-
-    def _run_cost(self, run: list[tuple[int, int]]) -> int:
-        """Frames a run decodes: from the keyframe before its first frame to its last frame."""
-        return run[-1][1] - self.index.keyframe_before(run[0][1]) + 1
+        return [list(run.items) for run in plan_runs(self.index.keyframes, indices, self._seek_cost)]
 
     def _read_seeking(self, indices: list[int], out: _Output) -> None:
-        """Decode the planned runs, on ``workers`` containers at once when there is enough work."""
-        runs = self.plan(indices)
-        self._at_start = False
-        workers = min(self._workers, len(runs))
-        if workers <= 1 or sum(self._run_cost(r) for r in runs) < self._min_parallel:
-            container, stream = self._live()
-            for run in runs:
-                self._decode_run(container, stream, run, out)
-            return
-        # longest runs first, each to the least loaded worker
-        shares: list[list[list[tuple[int, int]]]] = [[] for _ in range(workers)]
-        loads = [0] * workers
-        for run in sorted(runs, key=self._run_cost, reverse=True):
-            k = loads.index(min(loads))
-            shares[k].append(sorted(run))
-            loads[k] += self._run_cost(run)
-        handles = [self._live(), *(self._extra_handle(k) for k in range(1, workers))]
+        """Decode the planned runs, longest first, on several containers at once when there is enough work."""
+        runs = plan_runs(self.index.keyframes, indices, self._seek_cost)
+        plan = schedule(runs, workers=self._workers, cores=self._cores, min_parallel_frames=self._min_parallel)
+        self.last_schedule = plan
+        threads = plan.frame_threads if self._thread_type == "NONE" else 0
         errors: list[BaseException] = []
         deadline = current_deadline()  # each worker checks the caller's deadline
 
+        queue = iter(plan.order)  # shared: each worker takes the next run when done with one
+        take = threading.Lock()
+
         def work(k: int) -> None:
+            clock, start = StageClock(), time.perf_counter()
             try:
                 with deadline_scope(deadline):
-                    for run in sorted(shares[k]):
-                        self._decode_run(*handles[k], run, out)
+                    container, stream = self._handle(k, threads, clock)
+                    while not errors:
+                        with take:
+                            run = next(queue, None)
+                        if run is None:
+                            break
+                        self._decode_run(container, stream, run, out, clock)
             except BaseException as exc:  # handed to the calling thread below
                 errors.append(exc)
+            finally:
+                self._add(DecodeStats(times=clock.times(time.perf_counter() - start)))
 
-        threads = [threading.Thread(target=work, args=(k,), name=f"keyframe-{k}") for k in range(1, workers)]
-        for thread in threads:
+        workers = [threading.Thread(target=work, args=(k,), name=f"keyframe-{k}") for k in range(1, plan.workers)]
+        for thread in workers:
             thread.start()
         work(0)
-        for thread in threads:
+        for thread in workers:
             thread.join()
         if errors:
             mismatch = [e for e in errors if isinstance(e, _IndexMismatch)]
             raise (mismatch[0] if len(mismatch) == len(errors) else next(e for e in errors if e not in mismatch))
 
     def _decode_run(
-        self, container: InputContainer, stream: VideoStream, run: list[tuple[int, int]], out: _Output
+        self, container: InputContainer, stream: VideoStream, run: Run, out: _Output, clock: StageClock
     ) -> None:
-        """Seek to the keyframe before the run's first frame and decode forward through its frames.
+        """Seek to the run's keyframe and decode forward through its frames.
 
         Packets are fed to the decoder one by one so that, for codecs in :data:`SKIP_NONREF_CODECS`,
         the decoder may drop the non-reference frames that are not wanted (``skip_frame=NONREF``):
-        no other frame depends on them, so every wanted frame's pixels are unchanged.
+        no other frame depends on them, so every wanted frame's pixels are unchanged. Once every
+        wanted frame's packet is in, the decoder is drained instead of fed further: packets after
+        them in decode order cannot be referenced by them, so the frames a B-frame reorder delay
+        holds back come out without decoding more.
         """
-        av, index = self._av, self.index
+        av, index, now = self._av, self.index, time.perf_counter
         ctx = stream.codec_context
-        wanted_pts = {int(index.pts[t]) for _, t in run} if self._skip_nonref else None
-        pending = iter(run)
+        wanted_pts = {int(index.pts[t]) for _, t in run.items}
+        unsent = len(wanted_pts)  # wanted frames whose packet the decoder has not had yet
+        skip_nonref = self._skip_nonref
+        pending = iter(run.items)
         slot, target = next(pending)
         target_pts = int(index.pts[target])
         decoded = packets = 0
-        done = False
+        done = skipping = False
         try:
-            key = index.keyframe_before(target)
-            container.seek(int(index.pts[key]), stream=stream, backward=True, any_frame=False)
-            self._bump(seeks=1)
-            skipping = False
-            for packet in container.demux(stream):
+            t0 = now()
+            container.seek(int(index.pts[run.key]), stream=stream, backward=True, any_frame=False)
+            t1 = now()
+            clock.seek += t1 - t0
+            demux = container.demux(stream)
+            while not done:
                 check_deadline(self.info.source)
-                if wanted_pts is not None and packet.size > 0:
-                    skip = packet.pts not in wanted_pts
-                    if skip != skipping:
-                        ctx.skip_frame = "NONREF" if skip else "DEFAULT"
-                        skipping = skip
-                packets += packet.size > 0
-                for frame in ctx.decode(packet):
+                packet = next(demux, None) if unsent else None  # None: drain the decoder
+                t0 = now()
+                clock.demux += t0 - t1
+                if packet is not None and packet.size > 0:
+                    wanted = packet.pts in wanted_pts
+                    unsent -= wanted
+                    packets += 1
+                    if skip_nonref and wanted == skipping:
+                        ctx.skip_frame = "DEFAULT" if wanted else "NONREF"
+                        skipping = not wanted
+                frames = ctx.decode(packet)
+                t1 = now()
+                clock.decode += t1 - t0
+                for frame in frames:
                     decoded += 1
-                    if frame.pts is None:
+                    if frame.pts is None or frame.pts > target_pts:
                         raise _IndexMismatch
                     if frame.pts < target_pts:
                         continue
-                    if frame.pts > target_pts:
-                        raise _IndexMismatch
                     out.put(slot, frame, target)
                     item = next(pending, None)
                     if item is None:
@@ -300,36 +285,54 @@ class KeyframeVideo(OpenedVideoBase):
                         break
                     slot, target = item
                     target_pts = int(index.pts[target])
-                if done:
-                    break
-            if not done:
-                raise _IndexMismatch  # the stream ended before the wanted frame: let the slow path say why
+                t0 = now()
+                clock.convert += t0 - t1
+                t1 = t0
+                if not done and (packet is None or packet.size == 0):
+                    raise _IndexMismatch  # drained or ended before the wanted frame: let the slow path say why
         except (av.error.FFmpegError, EOFError) as exc:
             raise _IndexMismatch from exc
         finally:
-            if wanted_pts is not None:
+            if skipping:
                 ctx.skip_frame = "DEFAULT"
-            self._bump(frames_decoded=decoded, packets_sent=packets)
+            self._add(DecodeStats(frames_decoded=decoded, seeks=1, packets_sent=packets))
 
-    def _extra_handle(self, k: int) -> tuple[InputContainer, VideoStream]:
-        """The ``k``-th extra container (opened on first use, kept until close) for parallel runs."""
-        while len(self._extra) < k:
-            container = open_container(self._av, self._data, self.info.source)
-            try:
-                stream = _configure(video_stream(self._av, container, self.info.source), self._thread_type)
-            except BaseException:
-                container.close()
-                raise
-            self._extra.append((container, stream))
-        return self._extra[k - 1]
+    def _handle(self, k: int, threads: int, clock: StageClock) -> tuple[InputContainer, VideoStream]:
+        """Worker ``k``'s container whose decoder runs ``threads`` FFmpeg frame threads (0: ``thread_type``).
+
+        The container that read the index serves the first handle asked for; others are opened on
+        first use (in the worker's own thread) and kept until close.
+        """
+        with self._lock:
+            if self._closed:
+                raise MediaError(self.info.source, "read() after close()")
+            handle = self._handles.get((k, threads))
+            if handle is None and self._fresh is not None:
+                handle, self._fresh = self._fresh, None
+                self._handles[(k, threads)] = _configure(*handle, self._thread_type, threads)
+        if handle is None:
+            start = time.perf_counter()
+            handle = self._open_handle(threads)
+            clock.open += time.perf_counter() - start
+            with self._lock:
+                self._handles[(k, threads)] = handle
+        return handle
+
+    def _open_handle(self, threads: int) -> tuple[InputContainer, VideoStream]:
+        container = open_container(self._av, self._data, self.info.source)
+        try:
+            return _configure(
+                container, video_stream(self._av, container, self.info.source), self._thread_type, threads
+            )
+        except BaseException:
+            container.close()
+            raise
 
     def _read_sequential(self, indices: list[int], out: _Output) -> None:
         """One decode pass from the start (PyAV's path), for streams the index cannot address."""
         av, label = self._av, self.info.source
-        if not self._at_start:
-            self._reopen()
-        container, stream = self._live()
-        self._at_start = False
+        threads = self._cores if self._thread_type == "NONE" and self._cores > 1 else 0
+        container, stream = self._open_handle(threads)
         pending = iter(enumerate(indices))
         slot, target = next(pending)
         done, decoded = False, 0
@@ -349,7 +352,8 @@ class KeyframeVideo(OpenedVideoBase):
                 label, f"decoding failed after {decoded} frames while looking for frame {target} ({exc})"
             ) from exc
         finally:
-            self._bump(frames_decoded=decoded)
+            container.close()
+            self._add(DecodeStats(frames_decoded=decoded))
         if not done:
             if decoded == 0:
                 raise NoFrames(label, "the video stream yields no decodable frames")
@@ -361,33 +365,25 @@ class KeyframeVideo(OpenedVideoBase):
 
     # ------------------------------------------------------------------ handles
 
-    def _live(self) -> tuple[InputContainer, VideoStream]:
-        if self._container is None:
-            raise MediaError(self.info.source, "read() after close()")
-        return self._container, self._stream
-
-    def _reopen(self) -> None:
-        """A fresh container positioned at the start (for a sequential pass)."""
-        if self._container is not None:
-            self._container.close()
-        self._container = None
-        container = open_container(self._av, self._data, self.info.source)
-        self._stream = _configure(video_stream(self._av, container, self.info.source), self._thread_type)
-        self._container = container
-        self._at_start = True
-
     def release(self) -> None:
-        if self._container is not None:
-            self._container.close()
-            self._container = None
-        for container, _ in self._extra:
+        with self._lock:
+            handles = [*self._handles.values(), *([self._fresh] if self._fresh else [])]
+            self._handles.clear()
+            self._fresh = None
+        for container, _ in handles:
             container.close()
-        self._extra.clear()
 
 
-def _configure(stream: VideoStream, thread_type: str) -> VideoStream:
-    stream.thread_type = thread_type
-    return stream
+def _configure(
+    container: InputContainer, stream: VideoStream, thread_type: str, frame_threads: int = 0
+) -> tuple[InputContainer, VideoStream]:
+    """Set the decoder's threads before it opens: ``frame_threads`` > 1 FFmpeg frame threads, else ``thread_type``."""
+    if frame_threads > 1:
+        stream.thread_type = "FRAME"
+        stream.codec_context.thread_count = frame_threads
+    else:
+        stream.thread_type = thread_type
+    return container, stream
 
 
 class KeyframeDecoder:
@@ -401,10 +397,14 @@ class KeyframeDecoder:
         seek_cost_frames: a seek is taken only when the next keyframe is more than this many frames
             ahead of the decoder's position (decoding through a short gap beats a seek + flush).
         thread_type: FFmpeg threading inside each decoder: ``NONE``, ``SLICE``, ``FRAME`` or ``AUTO``
-            (frame + slice). Frame threading pays a pipeline refill after every seek, so the default
-            parallelises across GOPs instead (``workers``).
+            (frame + slice, FFmpeg's thread count). Frame threading pays a pipeline refill after every
+            seek, so the default (``NONE``) parallelises across GOPs instead (``workers``), and gives
+            each worker ``cores // workers`` frame threads only when a read has fewer runs than cores
+            (a one-GOP read, a short clip); any other value is used as given for every read.
         workers: containers decoding independent runs (GOPs) at once, each in its own thread
-            (PyAV releases the GIL while decoding); 0 picks ``min(4, os.cpu_count())``.
+            (PyAV releases the GIL while decoding), runs balanced by frames to decode; 0 picks
+            ``min(4, cores)``.
+        cores: CPU cores a read may use; 0 counts those this process may run on.
         min_parallel_frames: reads that decode fewer frames than this stay on one container.
         skip_nonref: let the decoder drop unwanted non-reference frames (h264, MPEG-4 part 2; see
             :data:`SKIP_NONREF_CODECS`); the wanted frames are the same either way.
@@ -419,6 +419,7 @@ class KeyframeDecoder:
         workers: int = 0,
         min_parallel_frames: int = 64,
         skip_nonref: bool = True,
+        cores: int = 0,
     ) -> None:
         if seek_cost_frames < 0:
             raise ValueError(f"seek_cost_frames must be >= 0, got {seek_cost_frames}")
@@ -426,9 +427,12 @@ class KeyframeDecoder:
             raise ValueError(f"thread_type must be one of {THREAD_TYPES}, got {thread_type!r}")
         if workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = one per core, at most 4), got {workers}")
+        if cores < 0:
+            raise ValueError(f"cores must be >= 0 (0 = the CPUs this process may use), got {cores}")
         self.seek_cost_frames = seek_cost_frames
         self.thread_type = thread_type
-        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.cores = cores or _available_cores()
+        self.workers = workers or min(4, self.cores)
         self.min_parallel_frames = min_parallel_frames
         self.skip_nonref = skip_nonref
 
@@ -452,13 +456,14 @@ class KeyframeDecoder:
         try:
             stream = video_stream(av, container, label)
             facts = stream_facts(container, stream, label)
+            start = time.perf_counter()
             index = read_packet_index(av, container, stream, label)
+            index_seconds = time.perf_counter() - start
             count = facts.header_frames if facts.header_frames > 0 else index.num_frames
             if count <= 0:
                 raise NoFrames(label, f"the {facts.codec} video stream has no frames")
             if count != index.num_frames:
                 index = PacketIndex(pts=index.pts, keyframes=index.keyframes, exact=False)
-            _configure(stream, self.thread_type)
         except BaseException:
             container.close()
             raise
@@ -472,9 +477,17 @@ class KeyframeDecoder:
             seek_cost_frames=self.seek_cost_frames,
             thread_type=self.thread_type,
             workers=self.workers,
+            cores=self.cores,
             min_parallel_frames=self.min_parallel_frames,
-            skip_nonref=self.skip_nonref and facts.codec in SKIP_NONREF_CODECS,
+            skip_nonref=self.skip_nonref and skips_nonref(facts.codec, stream.codec_context.extradata),
+            index_seconds=index_seconds,
         )
+
+
+def _available_cores() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 __all__ = ["SKIP_NONREF_CODECS", "THREAD_TYPES", "DecodeStats", "KeyframeDecoder", "KeyframeVideo"]
