@@ -279,6 +279,7 @@ class ModelServer:
                 yield decoded
                 return
             item = decoded
+            arrived = time.perf_counter()  # the decode has its own timing: queue starts after it
         rid = item.request.request_id
         model_id = serve.get_multiplexed_model_id()
         if model_id not in self.models:
