@@ -14,6 +14,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -69,11 +70,14 @@ def model(ckpt: Path, **kwargs: object) -> LlavaNextVideo:
 
 
 def test_decoding_runs_while_the_model_loads(
-    trained_llava_next_video: Path, docs: list[dict[str, str]], monkeypatch: pytest.MonkeyPatch
+    trained_llava_next_video: Path, docs: list[dict[str, str]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The load is held until the second decode starts (one decode thread: the first has finished and
-    been counted by then), so it can finish only if decoding started before the load did."""
+    been counted by then), so it can finish only if decoding started before the load did. Only this
+    model's load is held (a copy of the checkpoint: loads other tests started may still be running)."""
     plain = answers(model(trained_llava_next_video, batch_size=2, prefetch=0, decode_workers=1), docs)
+    gated = tmp_path / "gated"
+    shutil.copytree(trained_llava_next_video, gated)
 
     second_decode = threading.Event()
     calls: list[int] = []
@@ -87,13 +91,14 @@ def test_decoding_runs_while_the_model_loads(
 
     held: list[bool] = []
 
-    def load_engine(spec: object, **kwargs: object) -> object:
-        held.append(second_decode.wait(timeout=120))
+    def load_engine(spec: Any, **kwargs: Any) -> Any:
+        if spec.pretrained == str(gated):
+            held.append(second_decode.wait(timeout=120))
         return real_load(spec, **kwargs)
 
     monkeypatch.setattr(EarlyMedia, "decode", decode)
     monkeypatch.setattr(loading, "load_engine", load_engine)
-    lm = model(trained_llava_next_video, batch_size=2, prefetch=2, decode_workers=1, decode_burst=1)
+    lm = model(gated, batch_size=2, prefetch=2, decode_workers=1, decode_burst=1)
     assert lm._engine is None and not lm._load.done  # the constructor did not wait for the load
     got = answers(lm, docs)
 
