@@ -306,8 +306,9 @@ class VideoLMM(lmms):
             self._defer_stop = False
         with self._pipeline(converted) as pipe:
             t0 = time.perf_counter()
-            engine = self.engine  # waits for the load while the pipeline decodes
+            self._load.wait()  # the pipeline decodes meanwhile
             load_wait = time.perf_counter() - t0
+            engine = self.engine
             pipe.loaded()
             return self._generate_all(engine, requests, pipe, started, load_wait)
 
