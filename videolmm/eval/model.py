@@ -154,7 +154,7 @@ class VideoLMM(lmms):
             self._separator = separator_stop(engine.template.stop, engine.processor.tokenizer)
             self._engine = engine
             self.stats = replace(self.stats, load_s=self._load.seconds)
-            if self._rank == 0:
+            if self._rank == 0 and logger.isEnabledFor(logging.INFO):
                 logger.info("videolmm settings: %s (loaded in %.1f s)", engine.describe(), self._load.seconds)
         return self._engine
 
