@@ -25,7 +25,7 @@ from videolmm.errors import ConfigError, RegistryError
 from videolmm.eval import loading
 from videolmm.eval.loading import ModelLoadError
 from videolmm.eval.model import LlavaNextVideo, VideoLMM
-from videolmm.eval.prefetch import DecodePipeline, EarlyMedia, frames_bytes
+from videolmm.eval.prefetch import DecodePipeline, EarlyMedia, deeper, frames_bytes
 from videolmm.models.engine import DecodedRequest
 from videolmm.types import Frames, Request
 
@@ -226,3 +226,10 @@ def test_pipeline_depth_preload_and_burst() -> None:
             while pipe._inflight:
                 pipe._cond.wait(timeout=60)
             assert pipe._next == 4
+
+
+def test_depth_grows_only_where_it_helps() -> None:
+    assert deeper(2, 2, decode_s=0.5, generate_s=2.0) == 3  # decoding keeps up: a wait was unevenness
+    assert deeper(8, 2, decode_s=0.5, generate_s=2.0) == 8  # at most 4 x prefetch
+    assert deeper(2, 2, decode_s=3.0, generate_s=2.0) == 2  # decoding is the bottleneck: depth cannot help
+    assert deeper(0, 0, decode_s=0.0, generate_s=2.0) == 0  # prefetch=0 means no decoding ahead

@@ -366,6 +366,7 @@ class VideoLMM(lmms):
             decode_s=s.decode_s + sums["decode"],
             load_wait_s=s.load_wait_s + load_wait,
             decoded_during_load=s.decoded_during_load + pipe.decoded_during_load,
+            depth_reached=max(s.depth_reached, pipe.depth),
         )
         path = os.environ.get(STATS_ENV)
         if path:

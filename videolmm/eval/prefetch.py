@@ -7,7 +7,12 @@ cache) but needs no weights, so decoding can start before the engine exists.
 :class:`DecodePipeline` decodes a call's requests in order, in a thread pool, ahead of the
 consumer (the generation loop), which takes them batch by batch:
 
-- ``prefetch`` batches ahead while generation runs (0: each batch only when it is asked for);
+- ``prefetch`` batches ahead while generation runs (0: each batch only when it is asked for), one
+  more each time generation had to wait although decoding keeps up on average (measured: decode
+  seconds per decode thread against generation seconds; a wait then comes from uneven decode costs,
+  which depth absorbs), up to ``4 * prefetch`` and only while the frames waiting stay under
+  ``preload_bytes``; when decoding is slower than generation, more depth cannot help and none is
+  added;
 - while the model still loads, further ahead, as long as the decoded, not yet consumed frames stay
   under ``preload_bytes`` (``prefetch > 0`` only);
 - ``workers`` decodes at once while generation runs; ``burst`` (every core by default) while
@@ -72,6 +77,24 @@ def frames_bytes(item: DecodedRequest) -> int:
     return sum(v.array.nbytes for v in item.videos) + sum(getattr(i, "nbytes", 0) for i in item.images)
 
 
+def deeper(depth: int, prefetch: int, decode_s: float, generate_s: float) -> int:
+    """The prefetch depth after generation waited on a batch (not the first).
+
+    Args:
+        depth: the depth now.
+        prefetch: the configured depth (0: no decoding ahead, kept).
+        decode_s: decode seconds so far per decode thread.
+        generate_s: generation seconds so far (the consumer's time between batches).
+
+    Returns:
+        ``depth + 1`` (at most ``4 * prefetch``) when decoding keeps up on average, i.e. the wait came
+        from uneven decode costs that more depth absorbs; else ``depth`` (decoding is the bottleneck).
+    """
+    if prefetch <= 0 or decode_s >= generate_s:
+        return depth
+    return min(depth + 1, 4 * prefetch)
+
+
 class DecodePipeline:
     """Decodes ``requests`` ahead of a consumer that takes them in batches (see the module doc).
 
@@ -100,7 +123,7 @@ class DecodePipeline:
         self._decode = decode
         self._requests = list(requests)
         self._bs = max(1, int(batch_size))
-        self._prefetch = max(0, int(prefetch))
+        self._prefetch = self.depth = max(0, int(prefetch))
         self._workers = max(1, int(workers))
         self._burst = max(self._workers, int(burst or self._workers))
         self._preload_bytes = int(preload_bytes)
@@ -123,6 +146,8 @@ class DecodePipeline:
         self.first_wait_s = 0.0
         self.decodes = 0
         self.decoded_during_load = 0
+        self.decode_busy_s = 0.0  # decode seconds summed over decodes
+        self.generate_s = 0.0  # consumer time between taking a batch and asking for the next
         self._pool = ThreadPoolExecutor(max_workers=self._burst, thread_name_prefix="videolmm-decode")
         with self._cond:
             self._pump()
@@ -137,9 +162,13 @@ class DecodePipeline:
     def batches(self) -> Iterator[list[DecodedRequest]]:
         """Yield the decoded requests batch by batch, in order, waiting where a batch is not ready."""
         n = len(self._requests)
+        handed: float | None = None
         for b, start in enumerate(range(0, n, self._bs)):
             span = range(start, min(start + self._bs, n))
+            asked = time.perf_counter()
             with self._cond:
+                if handed is not None:
+                    self.generate_s += asked - handed
                 self._asked = b
                 self._pump()
                 if not self._ready(span):
@@ -153,9 +182,13 @@ class DecodePipeline:
                     self.wait_s += waited
                     if b == 0:
                         self.first_wait_s += waited
+                    else:
+                        per_thread = self.decode_busy_s / self._workers
+                        self.depth = deeper(self.depth, self._prefetch, per_thread, self.generate_s)
                 batch = [self._take(i) for i in span]
                 self._release(span)
                 self._pump()
+            handed = time.perf_counter()
             yield batch
 
     def _ready(self, span: range) -> bool:
@@ -198,9 +231,10 @@ class DecodePipeline:
             idle = self._waiting or self._loading  # nothing generates: every allowed thread decodes
             if self._inflight >= (self._burst if idle else self._workers):
                 return
-            if i // self._bs > self._asked + self._prefetch:
-                preloading = self._loading and self._prefetch > 0 and self._held < self._preload_bytes
-                if not preloading:
+            ahead = i // self._bs - self._asked
+            if ahead > self._prefetch:
+                room = self._held < self._preload_bytes  # past `prefetch` only while the frames fit
+                if not (room and (self._loading and self._prefetch > 0 or ahead <= self.depth)):
                     return
             if key is not None:
                 self._shared[key] = i
@@ -213,12 +247,14 @@ class DecodePipeline:
     def _run(self, i: int) -> None:
         out: DecodedRequest | None = None
         error: BaseException | None = None
+        began = time.perf_counter()
         try:
             out = self._decode(self._requests[i])
         except BaseException as exc:  # decode records failures itself; anything else reaches the consumer
             error = exc
         with self._cond:
             self._inflight -= 1
+            self.decode_busy_s += time.perf_counter() - began
             if out is not None:
                 self._done[i] = out
                 self._sizes[i] = frames_bytes(out)
@@ -244,4 +280,4 @@ class DecodePipeline:
         self.close()
 
 
-__all__ = ["PRELOAD_BYTES", "DecodePipeline", "EarlyMedia", "frames_bytes"]
+__all__ = ["PRELOAD_BYTES", "DecodePipeline", "EarlyMedia", "deeper", "frames_bytes"]

@@ -33,6 +33,8 @@ class EvalStats:
         batch_size, prefetch, decode_workers, torch_threads: the settings the calls ran with
             (``torch_threads`` 0: left to torch, i.e. not on CPU or set by the user).
         decode_burst: decode threads allowed while generation waits (the load, an empty queue).
+        depth_reached: the deepest prefetch (batches ahead) any call reached (it grows from
+            ``prefetch`` when generation waits although decoding keeps up on average).
     """
 
     samples: int = 0
@@ -50,6 +52,7 @@ class EvalStats:
     prefetch: int = 0
     decode_workers: int = 1
     decode_burst: int = 1
+    depth_reached: int = 0
     torch_threads: int = 0
 
     @property
