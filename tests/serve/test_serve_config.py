@@ -285,7 +285,7 @@ SERVE_LAYERS = (
     ("app",),
     ("ingress", "ray_options"),
     ("deployments",),
-    ("decode", "openai", "guards", "playground"),
+    ("decode", "openai", "guards", "playground", "routing"),
     ("jobs", "config"),
     ("security", "deployment_config"),
     ("errors", "metrics", "context"),
