@@ -80,6 +80,8 @@ class Run:
     generate_ms: float = float("nan")
     mean_batch: float = float("nan")
     tokens_per_s: float = float("nan")
+    #: share of the row's requests whose media the model replica decoded (``videolmm.decoded_in``)
+    inline_share: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,9 @@ def load_run(
                             data = response.json()
                             info = data["videolmm"]
                             tokens[0] += data["usage"]["completion_tokens"]
-                            stages.append({**info["timings"], "batch_size": info.get("batch_size", float("nan"))})
+                            inline = float(info.get("decoded_in") == "model_replica")
+                            stages.append({**info["timings"], "batch_size": info.get("batch_size", float("nan")),
+                                           "inline": inline})  # fmt: skip
                         else:
                             errors[0] += 1
 
@@ -223,7 +227,7 @@ def load_run(
     # "generate" is per engine call (a whole batch); batch size as seen by each request
     return Run(workload, mode, concurrency, len(latencies), errors[0], measured, len(latencies) / measured,
                percentile(ms, 50), percentile(ms, 99), 1000 * mean("decode"), 1000 * mean("generate"),
-               mean("batch_size"), tokens[0] / measured)  # fmt: skip
+               mean("batch_size"), tokens[0] / measured, mean("inline"))  # fmt: skip
 
 
 def stream_run(url: str, body: dict[str, Any], mode: str, concurrency: int, rounds: int, expect: str) -> StreamRun:
@@ -357,6 +361,13 @@ def markdown(runs: list[Run], streams: list[StreamRun], overhead: dict[str, Any]
     by = {(r.workload, r.mode, r.concurrency): r for r in runs}
     top, one = CONCURRENCIES[-1], CONCURRENCIES[0]
     wl = meta["workloads"]
+    small, large = wl["generate-heavy"].get("clip_bytes"), wl["decode-heavy"].get("clip_bytes")
+    routed = (
+        f"the model replica for the {small / 1024:.0f}-KB 64-px clip (media up to `inline_decode_max_bytes`, 64 KiB, "
+        f"skip the MediaDecoder), the MediaDecoder deployment for the {large / 1024:.0f}-KB 480-px clip"
+        if small and large
+        else "the MediaDecoder deployment"
+    )
 
     def scale(workload: str, mode: str) -> float:
         return by[(workload, mode, top)].tokens_per_s / by[(workload, mode, one)].tokens_per_s
@@ -376,10 +387,8 @@ def markdown(runs: list[Run], streams: list[StreamRun], overhead: dict[str, Any]
         "",
         "| app | scheduler | videos decoded in | slots / `max_batch_size` |",
         "|---|---|---|---:|",
-        "| `continuous` (the default shape) | continuous: join and leave at step boundaries | the MediaDecoder "
-        "deployment | 16 |",
-        "| `static` | static (`@serve.batch`: a batch runs to its longest answer) | the MediaDecoder deployment "
-        "| 16 |",
+        f"| `continuous` (the default shape) | continuous: join and leave at step boundaries | {routed} | 16 |",
+        f"| `static` | static (`@serve.batch`: a batch runs to its longest answer) | {routed} | 16 |",
         "| `colocated` (`decode_in: model_replica`) | continuous | the model replica; no MediaDecoder | 16 |",
         "",
         "**Against the targets** (issue: a serving engine):",
@@ -440,14 +449,15 @@ def markdown(runs: list[Run], streams: list[StreamRun], overhead: dict[str, Any]
         "step).",
         "",
         "| workload | app | concurrency | requests | errors | output tokens/s | requests/s | p50 (ms) | p99 (ms) "
-        "| decode (ms) | generate (ms) | batch size |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| decode (ms) | generate (ms) | batch size | decoded in the model replica |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
+        inline = "—" if r.inline_share != r.inline_share else f"{r.inline_share:.0%}"  # nan: an older results file
         lines.append(
             f"| {r.workload} | {r.mode} | {r.concurrency} | {r.requests} | {r.errors} | {r.tokens_per_s:.0f} | "
             f"{r.throughput:.1f} | {r.p50_ms:.0f} | {r.p99_ms:.0f} | {r.decode_ms:.0f} | {r.generate_ms:.0f} | "
-            f"{r.mean_batch:.1f} |"
+            f"{r.mean_batch:.1f} | {inline} |"
         )
     lines += [
         "",
@@ -471,7 +481,8 @@ def markdown(runs: list[Run], streams: list[StreamRun], overhead: dict[str, Any]
         "rows merged into the running cache) and leaves at its own end, so a slot never idles while a batch waits "
         "for its longest answer, and a newcomer never waits for a batch to finish; the static scheduler collects "
         "what has arrived (`batch_wait_timeout_s`) and runs it to the longest `max_tokens` in it, which is why "
-        "mixed lengths cost it most. The media stage's response goes straight into the model call (Serve "
+        "mixed lengths cost it most. A request whose media are small and local is decoded in the model replica "
+        "(one Serve hop fewer); otherwise the media stage's response goes straight into the model call (Serve "
         "resolves a `DeploymentResponse` argument in the model replica), so decoded frames cross processes once.",
         "",
         f"![Serve throughput and latency]({PLOT.name})",
@@ -520,11 +531,14 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="vlmm-bench-", dir="/tmp"))  # short: Ray's socket paths are limited
     os.environ["RAY_TMPDIR"] = str(work)
     ckpt, clips = build_inputs(work)
+    small_bytes, large_bytes = clips["generate-heavy"].stat().st_size, clips["decode-heavy"].stat().st_size
     workloads = {
-        "generate-heavy": {"clip": "64-px 16-frame 8-fps clip", "max_tokens": opts.max_tokens},
-        "mixed": {"clip": "64-px 16-frame 8-fps clip", "max_tokens": "16-256"},
-        "decode-heavy": {"clip": "480-px 240-frame 30-fps clip", "max_tokens": opts.decode_tokens},
-    }
+        "generate-heavy": {"clip": "64-px 16-frame 8-fps clip", "max_tokens": opts.max_tokens,
+                           "clip_bytes": small_bytes},
+        "mixed": {"clip": "64-px 16-frame 8-fps clip", "max_tokens": "16-256", "clip_bytes": small_bytes},
+        "decode-heavy": {"clip": "480-px 240-frame 30-fps clip", "max_tokens": opts.decode_tokens,
+                         "clip_bytes": large_bytes},
+    }  # fmt: skip
     chosen = [w for w in opts.workloads.split(",") if w]
     concurrencies = tuple(int(c) for c in opts.concurrencies.split(",") if c)
     unknown = sorted(set(chosen) - set(WORKLOADS))
