@@ -590,7 +590,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "there in a background thread and waits inside `generate_until` for what is left of it, the *waits for "
         "the load* column above).",
         "",
-        *cache_lines(meta.get("frame_cache") or []),
+        *cache_lines(meta.get("frame_cache") or [], meta.get("frame_cache_note", "")),
         f"![Eval throughput]({PLOT.name})",
         "",
         f"Raw numbers (every run, every answer): `{RAW.relative_to(REPO)}`.",
@@ -659,8 +659,9 @@ def hidden_lines(rows: list[dict[str, Any]], cpus: int) -> list[str]:
     return lines
 
 
-def cache_lines(cache: list[dict[str, Any]]) -> list[str]:
-    """The decoded-frame cache paragraph (empty when the pair was not measured)."""
+def cache_lines(cache: list[dict[str, Any]], note: str = "") -> list[str]:
+    """The decoded-frame cache paragraph (empty when the pair was not measured); ``note`` says when it
+    was measured where that was not in this run."""
     if not cache:
         return []
     cells = "; ".join(
@@ -675,7 +676,8 @@ def cache_lines(cache: list[dict[str, Any]]) -> list[str]:
         "**Decoded-frame cache across runs.** Ours on `hd` with `frame_cache=DIR` (a fresh directory), the same "
         "run twice, each its own process, as a re-run of an evaluation is: the first decodes and writes the "
         f"frames, the second reads them. {cells}. The evaluation phase gains less than decoding does because "
-        "prefetching already hides most of the decoding behind generation (the *waits* share).",
+        "prefetching already hides most of the decoding behind generation (the *waits* share)."
+        + (f" {note}" if note else ""),
         "",
     ]
 
@@ -758,6 +760,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.cache_only:  # merge into the results of the last full run
         data = json.loads(RAW.read_text())
         data["meta"]["frame_cache"] = cache
+        data["meta"].pop("frame_cache_note", None)  # measured now
         data["cache_runs"] = cache_runs
         section = markdown(data["rows"], data["meta"])
         print(section)
