@@ -432,6 +432,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "ours_load_s": ours_med("load_s"), "ours_decoded_during_load": ours_med("decoded_during_load"),
             "ours_decodes": ours_med("decodes"),
             "predecode_s": med("predecoded", "predecode_s"),
+            "predecoded_torch_threads": first["predecoded"]["torch_threads"],
             "predecoded_same_answers": all(p["ours"]["answers"] == p["predecoded"]["answers"] for p in pairs),
         })  # fmt: skip
     return rows
@@ -654,6 +655,29 @@ def hidden_lines(rows: list[dict[str, Any]], cpus: int) -> list[str]:
         f"before its evaluation, one thread (median): {bounds}. Where that bound is over "
         f"{PREDECODED_TARGET:.2f}× the target is out of reach here whatever the pipeline does; on a GPU host "
         "generation does not use the CPU cores and the bound is 1 while decoding is cheaper than generation.",
+        "",
+        "What else keeps ours from the pre-decoded time here. (1) Decoding during the load does little: "
+        + "; ".join(
+            f"{r['family']} {task(r)} {r['ours_decoded_during_load']:.0f} of {r['ours_decodes']:.0f} decodes in "
+            f"{r['ours_load_wait_s']:.2f} s of load wait ({1000 * r['predecode_s'] / max(1, r['ours_decodes']):.0f} "
+            "ms per decode alone)"
+            for r in rows
+        )
+        + ". Why so few is not fully established. The load runs on a thread of the same process, and "
+        "importing and building the model is Python work that competes with the decoders' Python code for the "
+        "GIL, but that alone does not explain it: in process under the lock, 8 warm `hd` decodes took 0.35 s "
+        "alone and 0.58 s beside a model load. In these runs they are also the process's first decodes (the "
+        "decoder's imports and first opens, while the load thread imports the model's modules), which that probe "
+        "did not measure. So the first batch is still partly waited for on `hd` (*of which first batch*). "
+        "(2) Thread sizing: `torch_threads=auto` "
+        "keeps torch on the cores the decode threads leave while decoding is not cheap next to generation (torch's "
+        "intra-op threads stall when a decode thread takes one of their cores); the pre-decoded run has no decode "
+        "time and takes every core. Torch threads at the end of the run, ours / pre-decoded: "
+        + "; ".join(
+            f"{r['family']} {task(r)} {r['ours_torch_threads']} / {r.get('predecoded_torch_threads', '?')}"
+            for r in rows
+        )
+        + ".",
         "",
     ]
     return lines
