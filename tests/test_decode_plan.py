@@ -46,15 +46,16 @@ def test_schedule_orders_runs_by_cost_and_balances_workers_by_frames() -> None:
     assert schedule(runs, workers=4, cores=2).workers == 4  # more workers than cores is the caller's choice
 
 
-def test_schedule_gives_frame_threads_when_runs_are_fewer_than_cores() -> None:
+def test_schedule_gives_frame_threads_when_runs_are_fewer_than_cores_or_uneven() -> None:
     one_gop = _runs(300)
     assert schedule(one_gop, workers=2, cores=2) == schedule(one_gop, workers=4, cores=2)
     plan = schedule(one_gop, workers=2, cores=2)
     assert (plan.workers, plan.frame_threads) == (1, 2)
-    assert (
-        schedule(_runs(300, 200), workers=4, cores=8).frame_threads,
-        schedule(_runs(300, 200), workers=4, cores=8).workers,
-    ) == (4, 2)
+    two = schedule(_runs(300, 200), workers=4, cores=8)
+    assert (two.workers, two.frame_threads) == (2, 4)
+    # two GOPs, one five times the other: the worker done with the short one lends its core through frame threads
+    uneven = schedule(_runs(250, 50), workers=2, cores=2)
+    assert (uneven.workers, uneven.frame_threads, uneven.loads()) == (2, 2, (250, 50))
     small = schedule(_runs(10, 20), workers=2, cores=2, min_parallel_frames=64)
     assert (small.workers, small.frame_threads) == (1, 1)  # too little work for a second container
     assert schedule([], workers=2, cores=2).workers == 0

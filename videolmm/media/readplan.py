@@ -190,8 +190,10 @@ def schedule(runs: Sequence[Run], *, workers: int, cores: int, min_parallel_fram
 
     Reads of fewer than ``min_parallel_frames`` frames stay on one worker (a second container is not
     worth opening). When there are fewer runs than ``cores``, each worker's decoder gets
-    ``cores // workers`` FFmpeg frame threads so that a one-GOP read still uses every core; frame
-    threading gives the same frames as a single thread.
+    ``cores // workers`` FFmpeg frame threads so that a one-GOP read still uses every core; when the
+    longest run alone is over 1.25 fair shares (``total / workers``) of the frames, every worker
+    gets ``cores`` frame threads, so that the cores whose worker ran out of runs help decode it.
+    Frame threading gives the same frames as a single thread.
 
     Args:
         runs: the planned runs (:func:`plan_runs`).
@@ -206,7 +208,12 @@ def schedule(runs: Sequence[Run], *, workers: int, cores: int, min_parallel_fram
     if total < min_parallel_frames:
         return Schedule(order=order, workers=min(1, len(order)))
     n = min(workers, len(order))
-    threads = max(1, cores // n) if len(order) < cores else 1
+    if len(order) < cores:
+        threads = max(1, cores // n)
+    elif order[0].cost * n > total * 1.25:
+        threads = cores  # the longest run alone outlasts a fair share: the cores that run out of work help it
+    else:
+        threads = 1
     return Schedule(order=order, workers=n, frame_threads=threads)
 
 
