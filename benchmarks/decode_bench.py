@@ -7,21 +7,26 @@ Videos are generated locally with PyAV (FFmpeg's ``testsrc2`` pattern, encoded h
 * ``long``: 1280x720, 30 fps, 5 min (9000 frames), h264 with x264's defaults (preset medium: 3 B-frames,
   b-pyramid, what ``ffmpeg -c:v libx264 -g 250`` writes and what most real h264 looks like), a keyframe
   every 250 frames;
+* ``long_veryfast``: the same with x264 veryfast (3 B-frames, b-pyramid; the issue's video);
 * ``long_ponly``: the same with x264 ultrafast (no B-frames: every frame is a reference, so nothing can
   be skipped; the worst case for a keyframe-aware decoder);
 * ``short``: 1280x720, 30 fps, 10 s, h264 (veryfast), one keyframe (x264's default interval);
 * ``short_gop``: 1280x720, 30 fps, 20 s, h264 (veryfast) with a keyframe every 12 frames;
 * ``mpeg4``: 1280x720, 30 fps, 20 s, MPEG-4 part 2 (a keyframe every 12 frames);
+* ``vp9``: 1280x720, 30 fps, 60 s, VP9 in WebM (libvpx realtime, a keyframe every 120 frames);
+* ``hevc``: 1280x720, 30 fps, 60 s, HEVC in MP4 (x265 veryfast, B-frames, a keyframe every 250 frames);
 * ``mem384``: 384x384, 30 fps, 30 s, h264 (for the memory measurement).
 
 For every video and 8 / 16 / 32 uniformly sampled frames (``np.linspace(0, N-1, n, dtype=int)``,
 the seeds' sampler), each decoder opens the file and reads the frames, ``--repeats`` times in
 interleaved order; the table gives the median milliseconds per video (open included), the frames
 decoded where a decoder can count them, and the bound: the frames that must be decoded (for each
-wanted frame, the run from its preceding keyframe to it, shared runs counted once). Every keyframe
-result is checked bit-identical to decord's.
+wanted frame, the run from its preceding keyframe to it, shared runs counted once), and the ideal
+(the bound at the video's sequential per-frame cost, measured in the same run, over the cores).
+Every result is checked bit-identical to decord's. The keyframe decoder's own stage timers give the
+profile table (``decode_profile.py``).
 
-    python benchmarks/decode_bench.py            # ~10 min on 2 cores the first time (writes the videos)
+    python benchmarks/decode_bench.py            # ~11 min on 2 cores (+ ~7 min the first time: the videos)
     python benchmarks/decode_bench.py --quick    # shorter videos, fewer repeats; --no-write to print only
 
 Writes ``benchmarks/results/decode_bench.json``, ``docs/decode_bench.png`` and the decode section of
