@@ -3,9 +3,11 @@ token streaming, and the overhead of HTTP + Ray over an in-process engine call, 
 
 Three copies of the ``serve_configs/tiny.yaml`` app run at once in one Ray cluster:
 
-* ``/continuous``: the default shape: videos decoded in the MediaDecoder deployment, the continuous
-  scheduler (requests join the running batch at step boundaries and leave at their own end), 16 slots
-  (``batching.max_batch_size`` of tiny.yaml);
+* ``/continuous``: the default shape: videos decoded in the MediaDecoder deployment, except media small
+  enough to skip it (``inline_decode_max_bytes``: the 64-px clip is decoded in the model replica, the
+  480-px one in the MediaDecoder; each row reports the share), the continuous scheduler (requests join
+  the running batch at step boundaries and leave at their own end), 16 slots (``batching.max_batch_size``
+  of tiny.yaml);
 * ``/static``: the same with ``scheduler: static`` (``@serve.batch``: a batch runs to its longest answer);
 * ``/colocated``: continuous, ``decode_in: model_replica`` (no MediaDecoder: the model replica decodes).
 
