@@ -154,10 +154,11 @@ def test_decode_bound_counts_shared_runs_once() -> None:
 
 def test_seek_cost_decides_between_seeking_and_decoding_through(kf_media: dict[str, Path]) -> None:
     indices = [1, 2, 61, 62, 130, 200]
-    eager = KeyframeDecoder(seek_cost_frames=0, skip_nonref=False)
-    lazy = KeyframeDecoder(seek_cost_frames=1000, skip_nonref=False)
+    eager = KeyframeDecoder(seek_cost_frames=0, skip_nonref=False, workers=1)
+    lazy = KeyframeDecoder(seek_cost_frames=1000, skip_nonref=False, workers=1)
     with eager.open(kf_media["bframes"]) as a, lazy.open(kf_media["bframes"]) as b:
-        assert np.array_equal(a.read(indices), b.read(indices))
+        frames = a.read(indices)
+        assert np.array_equal(frames, b.read(indices))
         assert [read_index(f) for f in a.read(indices)] == indices
         # a seek to each of the GOPs at 0, 60, 120, 180, decoding the bound (76 over two reads) less the
         # B-frames shown before a run's last frame but coded after it (at most 3 per run, 3 B-frames here)
@@ -165,6 +166,10 @@ def test_seek_cost_decides_between_seeking_and_decoding_through(kf_media: dict[s
         assert a.stats.seeks == 8 and 2 * bound - 8 * 3 <= a.stats.frames_decoded <= 2 * bound == 76
         # one seek to the start, then decoding through up to frame 200
         assert b.stats.seeks == 1 and 201 - 3 <= b.stats.frames_decoded <= 201
+    # with several workers every keyframe starts a run (GOPs in parallel), whatever the seek cost
+    with KeyframeDecoder(seek_cost_frames=1000, workers=2, min_parallel_frames=0).open(kf_media["bframes"]) as c:
+        assert [run[0][1] for run in c.plan(indices)] == [1, 61, 130, 200]
+        assert np.array_equal(c.read(indices), frames) and c.stats.seeks == 4
 
 
 def test_load_frames_with_the_keyframe_decoder(kf_media: dict[str, Path]) -> None:

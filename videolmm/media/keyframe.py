@@ -189,11 +189,17 @@ class KeyframeVideo(OpenedVideoBase):
             Runs of ``(slot, position)`` pairs; a new run starts where seeking to the wanted
             frame's keyframe beats decoding through (see ``seek_cost_frames``).
         """
-        return [list(run.items) for run in plan_runs(self.index.keyframes, indices, self._seek_cost)]
+        return [list(run.items) for run in plan_runs(self.index.keyframes, indices, self._run_seek_cost)]
+
+    @property
+    def _run_seek_cost(self) -> int:
+        """``seek_cost_frames`` on one container; with several, a run never crosses a keyframe (-1), so GOPs
+        decode in parallel rather than one after another (cutting there only skips frames nobody wants)."""
+        return self._seek_cost if self._workers == 1 else -1
 
     def _read_seeking(self, indices: list[int], out: _Output) -> None:
         """Decode the planned runs, longest first, on several containers at once when there is enough work."""
-        runs = plan_runs(self.index.keyframes, indices, self._seek_cost)
+        runs = plan_runs(self.index.keyframes, indices, self._run_seek_cost)
         plan = schedule(runs, workers=self._workers, cores=self._cores, min_parallel_frames=self._min_parallel)
         self.last_schedule = plan
         threads = plan.frame_threads if self._thread_type == "NONE" else 0
@@ -394,8 +400,9 @@ class KeyframeDecoder:
     ``guessed_rate``), as for ``pyav``.
 
     Args:
-        seek_cost_frames: a seek is taken only when the next keyframe is more than this many frames
-            ahead of the decoder's position (decoding through a short gap beats a seek + flush).
+        seek_cost_frames: on one worker, a seek is taken only when the next keyframe is more than this
+            many frames ahead of the decoder's position (decoding through a short gap beats a seek +
+            flush); with several workers every keyframe starts a run, so GOPs decode in parallel.
         thread_type: FFmpeg threading inside each decoder: ``NONE``, ``SLICE``, ``FRAME`` or ``AUTO``
             (frame + slice, FFmpeg's thread count). Frame threading pays a pipeline refill after every
             seek, so the default (``NONE``) parallelises across GOPs instead (``workers``), and gives

@@ -141,7 +141,8 @@ def plan_runs(keyframes: Sequence[int], indices: Sequence[int], seek_cost_frames
     Args:
         keyframes: sorted keyframe positions.
         indices: sorted, unique frame positions.
-        seek_cost_frames: the gap, in frames, below which decoding through beats seeking.
+        seek_cost_frames: the gap, in frames, up to which decoding through beats seeking; -1 starts a
+            run at every keyframe (for parallel workers: no run spans two GOPs).
 
     Returns:
         The runs in position order; their items, concatenated, are ``indices`` with slots ``0..n-1``.
