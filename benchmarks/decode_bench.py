@@ -506,7 +506,8 @@ def markdown(data: dict[str, Any]) -> str:
         if v.startswith("long") and v not in b_frames
     )
     never = "; ".join(
-        f"{label.replace('get_batch', '').strip()} ÷ keyframe at least {r:.2f}× (`{v}`, {n} frames, {met(r >= 1)})"
+        f"{' '.join(label.replace('get_batch', '').split())} ÷ keyframe at least {r:.2f}× "
+        f"(`{v}`, {n} frames, {met(r >= 1)})"
         for label, (r, v, n) in slowest.items()
     )
     lines += [
