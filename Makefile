@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install demo test test-all fuzz lint format bench serve-tiny dist clean
+.PHONY: install demo test test-serve-throughput test-all fuzz lint format bench serve-tiny dist clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ demo: install
 # README command 2: the test suite (CI runs this).
 test: install
 	$(PY) -m pytest
+
+# tests/serve again on a cluster with Ray Serve's throughput-optimized settings (direct ingress, gRPC
+# between deployments; docs/serving.md "Lower latency"). CI runs it after `make test`.
+test-serve-throughput: install
+	VIDEOLMM_TEST_RAY_MODE=throughput $(PY) -m pytest tests/serve
 
 test-all: install
 	$(PY) -m pytest -m "not gpu and not hub"

@@ -11,6 +11,7 @@ temp dir (``RAY_TMPDIR``) so that its logs are ours to read.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -26,6 +27,7 @@ import pytest
 from serve_helpers import (
     API_KEY,
     BROKEN,
+    DIRECT_INGRESS_PORTS,
     HOUND,
     INLINE_MAX_BYTES,
     LNV,
@@ -33,6 +35,7 @@ from serve_helpers import (
     NAT64_HOSTS,
     QWEN2,
     QWEN2_FRAMES,
+    RAY_MODES,
     REDIRECT_HOST,
     STARTUP_TIMEOUT_S,
     STATIC,
@@ -43,6 +46,25 @@ from serve_helpers import (
     ServeApp,
     video_message,
 )
+
+
+def _direct_ingress_url(deadline: float) -> str:
+    """The ingress replica's own HTTP server (direct ingress): Serve allocates its port from
+    :data:`DIRECT_INGRESS_PORTS` and publishes it to no driver, so ask each open port for ``/health``."""
+    while True:
+        for port in DIRECT_INGRESS_PORTS:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) != 0:
+                    continue
+            url = f"http://127.0.0.1:{port}"
+            try:
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                continue
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no direct-ingress port in {DIRECT_INGRESS_PORTS} answers /health")
+        time.sleep(0.5)
 
 
 def _free_port() -> int:
@@ -180,6 +202,11 @@ def serve_app(
     ``STATIC``, tiny.yaml's llava_next_video checkpoint on the static scheduler."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray_mode = os.environ.get("VIDEOLMM_TEST_RAY_MODE", "default")
+    if ray_mode not in RAY_MODES:
+        raise ValueError(f"VIDEOLMM_TEST_RAY_MODE={ray_mode!r}: choose one of {sorted(RAY_MODES)}")
+    saved_env = {key: os.environ.get(key) for key in RAY_MODES[ray_mode]}
+    os.environ.update(RAY_MODES[ray_mode])  # before ray.init: Ray's processes read them at start-up
     ray_tmp = Path(tempfile.mkdtemp(prefix="vlmm-ray-", dir="/tmp"))  # short: Ray's socket paths are limited
     previous_tmp = os.environ.get("RAY_TMPDIR")
     os.environ["RAY_TMPDIR"] = str(ray_tmp)
@@ -232,8 +259,11 @@ def serve_app(
             args=args,
             ray_tmp=ray_tmp,
             metrics_port=int(ray.nodes()[0]["MetricsExportPort"]),
+            ray_mode=ray_mode,
         )
         _wait_healthy(app.base_url, deadline)
+        if ray_mode == "throughput":
+            app = dataclasses.replace(app, direct_url=_direct_ingress_url(deadline))
         with app.http() as http:  # load both engines once, so tests measure requests, not loading
             for model in (LNV, VL):
                 body = {"model": model, "messages": video_message(app.file_url("red_right.mp4")), "max_tokens": 2}
@@ -247,5 +277,10 @@ def serve_app(
             os.environ.pop("RAY_TMPDIR", None)
         else:
             os.environ["RAY_TMPDIR"] = previous_tmp
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         if not os.environ.get("VIDEOLMM_KEEP_RAY_TMP"):
             shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -51,6 +51,21 @@ TEST_LIMITS = {
     "max_inflight_bytes": 3 << 20,  # three stalled 1 MiB bodies fill it (test_serve_hardening)
 }
 
+#: Ray Serve's settings for the session cluster, chosen by ``VIDEOLMM_TEST_RAY_MODE`` (``make test`` runs
+#: ``default``; ``make test-serve-throughput`` runs tests/serve again on ``throughput``, the settings
+#: docs/serving.md recommends). Read by Ray's processes at start-up. The last two only make tests
+#: quicker and their logs readable at once: no 30-s drain when a test deletes an app; request logs unbuffered.
+RAY_MODES = {
+    "default": {},
+    "throughput": {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0",
+        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+    },
+}
+#: where Serve's direct ingress gives ingress replicas their HTTP ports (RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT)
+DIRECT_INGRESS_PORTS = range(30000, 30100)
+
 
 @dataclass(frozen=True)
 class ServeApp:
@@ -63,6 +78,9 @@ class ServeApp:
         args: the validated ``ServeArgs`` the app was built from.
         ray_tmp: the Ray temp dir (its ``session_*/logs/serve`` holds the replica logs).
         metrics_port: the node's Prometheus metrics port.
+        ray_mode: Ray Serve's settings the cluster runs with (:data:`RAY_MODES`).
+        direct_url: ``http://127.0.0.1:PORT`` of the ingress replica's own HTTP server (direct ingress,
+            ``throughput`` mode); None in ``default`` mode.
     """
 
     base_url: str
@@ -71,6 +89,8 @@ class ServeApp:
     args: Any
     ray_tmp: Path
     metrics_port: int
+    ray_mode: str = "default"
+    direct_url: str | None = None
 
     def client(self, **kwargs: Any) -> Any:
         """A real ``openai.OpenAI`` client for the app (no automatic retries unless asked)."""
@@ -79,12 +99,14 @@ class ServeApp:
         kwargs.setdefault("api_key", self.api_key)
         kwargs.setdefault("max_retries", 0)
         kwargs.setdefault("timeout", 60)
-        return OpenAI(base_url=f"{self.base_url}/v1", **kwargs)
+        kwargs.setdefault("base_url", f"{self.base_url}/v1")
+        return OpenAI(**kwargs)
 
     def http(self, **kwargs: Any) -> httpx.Client:
         """A raw HTTP client with the API key set (for status codes and headers)."""
         headers = {"Authorization": f"Bearer {self.api_key}", **kwargs.pop("headers", {})}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=kwargs.pop("timeout", 60), **kwargs)
+        kwargs.setdefault("base_url", self.base_url)
+        return httpx.Client(headers=headers, timeout=kwargs.pop("timeout", 60), **kwargs)
 
     def file_url(self, name: str) -> str:
         """``file://`` URL of a file in the media root."""

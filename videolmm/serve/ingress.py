@@ -96,7 +96,10 @@ class OpenAIIngress:
         self, args: ServeArgs, media: DeploymentHandle | None, model: DeploymentHandle, api_key: SecretStr | None
     ) -> None:
         self.args = args
-        self.media = media
+        # By reference whatever Ray's default is: under RAY_SERVE_THROUGHPUT_OPTIMIZED (gRPC between
+        # deployments, by value) Serve would resolve the MediaDecoder's response here and send the frames
+        # on again; by reference the model replica reads them from the object store (one crossing).
+        self.media = media.options(_by_reference=True) if media is not None else None
         self.model = model
         self.api_key = api_key
         self.created = int(time.time())
@@ -214,7 +217,10 @@ class OpenAIIngress:
             # here; a refusal arrives there as an ApiError and comes back as the model call's result.
             # A request with no or small local media goes to the model replica as it is (it decodes).
             route = self.router.route(job)
-            work = job if route.inline or self.media is None else self.media.decode.remote(job)
+            work: Any = job
+            if not route.inline and self.media is not None:
+                work = self.media.decode.remote(job)
+                handle = handle.options(_by_reference=True)  # see __init__: the frames skip this replica
             response_id, created = f"chatcmpl-{rid}", int(time.time())
             if req.stream:
                 events = StreamEvents(job, response_id, created, req.include_usage, decoded_in=route.where)
