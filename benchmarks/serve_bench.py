@@ -18,6 +18,11 @@ same machine state. Then streamed requests (48 tokens) at concurrency 1 and 16 m
 deltas and the time to first token. The in-process baseline is ``Engine.generate`` on the same request
 in this process (decode included, no HTTP, no Ray).
 
+The cluster runs with Ray Serve's throughput-optimized settings (``--ray-mode throughput``, the settings
+docs/serving.md recommends: ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``), so the overhead rounds also go to each
+ingress replica's own HTTP port (direct ingress) besides the proxy; before it, a child process repeats
+the overhead rounds on a cluster with Ray's default settings (``--no-default-overhead`` skips it).
+
     python benchmarks/serve_bench.py                      # ~10 min on 2 cores; writes the results
     python benchmarks/serve_bench.py --seconds 4 --pairs 10 --no-write
     python benchmarks/serve_bench.py --workloads decode-heavy --no-write --save-raw /tmp/decode.json  # one workload
@@ -62,6 +67,14 @@ WORKLOADS = ("generate-heavy", "mixed", "decode-heavy")
 #: the ``mixed`` workload's max_tokens, cycled request by request
 MIXED_TOKENS = (16, 32, 64, 128, 256)
 STREAM_TOKENS = 48
+#: Ray's own switch (direct ingress: each ingress replica serves HTTP on its own port; gRPC between
+#: deployments; user code on the replica's event loop; buffered request logs); the Ray env of each mode
+RAY_MODES = {
+    "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0"},
+    "default": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
+}
+#: where Serve's direct ingress gives ingress replicas their ports (RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT)
+DIRECT_PORTS = range(30000, 30100)
 STYLES = {"continuous": ("o-", "tab:blue"), "static": ("s--", "tab:orange"), "colocated": ("^-.", "tab:green")}
 
 
@@ -159,6 +172,32 @@ def app_args(ckpt: Path, media: Path, max_batch_size: int, decode_in: str, sched
         "ray_actor_options": {"num_cpus": 0.1},
     }
     return args
+
+
+def direct_urls(modes: list[str]) -> dict[str, str]:
+    """Each app's ingress replica's own HTTP port (direct ingress), found by asking each port for each app's
+    ``/health``: Serve allocates the ports and does not publish them to a driver."""
+    import httpx
+
+    found: dict[str, str] = {}
+    with httpx.Client(timeout=2) as http:
+        for port in DIRECT_PORTS:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) != 0:
+                    continue
+            for mode in modes:
+                if mode not in found and http.get(f"http://127.0.0.1:{port}/{mode}/health").status_code == 200:
+                    found[mode] = f"http://127.0.0.1:{port}/{mode}/v1/chat/completions"
+    missing = sorted(set(modes) - set(found))
+    if missing:
+        raise RuntimeError(f"direct ingress: no port in {DIRECT_PORTS} serves {missing}")
+    return found
+
+
+def path_label(key: str) -> str:
+    """The overhead table's label for a path key of :func:`paired_overhead`."""
+    mode, _, how = key.partition(" ")
+    return f"HTTP → ingress replica's own port, {mode}" if how == "direct" else f"HTTP → Serve proxy, {mode}"
 
 
 def payload(clip: Path, max_tokens: int) -> dict[str, Any]:
@@ -358,8 +397,23 @@ def ratio_line(by: dict, a: str, b: str, workload: str) -> str:
     )
 
 
-def markdown(runs: list[Run], streams: list[StreamRun], overhead: dict[str, Any], meta: dict[str, Any]) -> str:
+def markdown(
+    runs: list[Run],
+    streams: list[StreamRun],
+    overhead: dict[str, Any],
+    meta: dict[str, Any],
+    default_overhead: dict[str, Any] | None = None,
+) -> str:
     lat, diff = overhead["latency_ms"], overhead["overhead_ms"]
+    ray_mode = meta.get("ray_mode", "default")  # older results files: Ray's defaults
+    env = " ".join(f"{k}={v}" for k, v in meta.get("ray_env", {}).items())
+    settings = (
+        f"Ray Serve's throughput-optimized settings (`{env}`: each ingress replica also serves HTTP on its own "
+        "port, gRPC between deployments, user code on the replica's event loop, buffered request logs; the last "
+        "variable only shortens shutdown)"
+        if ray_mode == "throughput"
+        else "Ray Serve's default settings"
+    )
     by = {(r.workload, r.mode, r.concurrency): r for r in runs}
     top, one = CONCURRENCIES[-1], CONCURRENCIES[0]
     wl = meta["workloads"]
@@ -384,8 +438,8 @@ def markdown(runs: list[Run], streams: list[StreamRun], overhead: dict[str, Any]
         f"Measured {meta['date']} with `python benchmarks/serve_bench.py` ({meta['machine']}; every comparison "
         f"below comes from one interleaved run). Model: `{MODEL}` (a tiny random checkpoint: it never says EOS "
         "early, so every request generates its `max_tokens`), videos by `file://`, the family's default 32 frames, "
-        "greedy. Three copies of the tiny.yaml app ran at once in one Ray cluster (one replica per deployment, "
-        "queues large enough that nothing was refused):",
+        "greedy. Three copies of the tiny.yaml app ran at once in one Ray cluster started with "
+        f"{settings} (one replica per deployment, queues large enough that nothing was refused):",
         "",
         "| app | scheduler | videos decoded in | slots / `max_batch_size` |",
         "|---|---|---|---:|",
@@ -406,7 +460,16 @@ def markdown(runs: list[Run], streams: list[StreamRun], overhead: dict[str, Any]
         + ", ".join(f"{w} {vs(w, 'continuous', 'colocated'):.2f}×" for w in WORKLOADS)
         + ";",
         "- HTTP + Ray overhead over an in-process call at concurrency 1, paired p50 (target ≤ 10 ms): "
-        + ", ".join(f"{m} {percentile(diff[m], 50):+.0f} ms" for m in MODES if m in diff)
+        + ", ".join(f"{path_label(m).removeprefix('HTTP → ')} {percentile(diff[m], 50):+.0f} ms" for m in diff)
+        + (
+            "; with Ray's default settings (a second cluster, its own paired rounds): "
+            + ", ".join(
+                f"{path_label(m).removeprefix('HTTP → ')} {percentile(d, 50):+.0f} ms"
+                for m, d in default_overhead["overhead_ms"].items()
+            )
+            if default_overhead
+            else ""
+        )
         + ".",
         "",
         f"**Streaming** ({STREAM_TOKENS}-token answers, `stream: true`, the 64-px clip): content deltas per answer, "
@@ -435,11 +498,21 @@ def markdown(runs: list[Run], streams: list[StreamRun], overhead: dict[str, Any]
         f"| in-process `Engine.generate` | {percentile(lat['in-process'], 50):.0f} | "
         f"{percentile(lat['in-process'], 99):.0f} | — |",
     ]
-    for mode in MODES:
-        if mode in lat:
+    for key in diff:
+        lines.append(
+            f"| {path_label(key)} | {percentile(lat[key], 50):.0f} | {percentile(lat[key], 99):.0f} | "
+            f"{percentile(diff[key], 50):+.0f} |"
+        )
+    if default_overhead:
+        dlat, ddiff = default_overhead["latency_ms"], default_overhead["overhead_ms"]
+        lines.append(
+            f"| in-process, beside the cluster with Ray's default settings | {percentile(dlat['in-process'], 50):.0f} "
+            f"| {percentile(dlat['in-process'], 99):.0f} | — |"
+        )
+        for key in ddiff:
             lines.append(
-                f"| HTTP → Serve, {mode} | {percentile(lat[mode], 50):.0f} | {percentile(lat[mode], 99):.0f} | "
-                f"{percentile(diff[mode], 50):+.0f} |"
+                f"| {path_label(key)}, Ray's default settings | {percentile(dlat[key], 50):.0f} | "
+                f"{percentile(dlat[key], 99):.0f} | {percentile(ddiff[key], 50):+.0f} |"
             )
     lines += [
         "",
@@ -495,6 +568,19 @@ def markdown(runs: list[Run], streams: list[StreamRun], overhead: dict[str, Any]
     return "\n".join(lines) + "\n"
 
 
+def overhead_with_default_ray(opts: argparse.Namespace) -> dict[str, Any]:
+    """The overhead rounds on a cluster with Ray Serve's default settings, in a child process (Ray's
+    settings are read once per process), before this run's cluster starts: nothing else runs meanwhile."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="vlmm-bench-default-", dir="/tmp") as tmp:
+        out = Path(tmp) / "overhead.json"
+        cmd = [sys.executable, __file__, "--ray-mode", "default", "--overhead-only", "--pairs", str(opts.pairs),
+               "--overhead-tokens", str(opts.overhead_tokens), "--no-write", "--save-raw", str(out)]  # fmt: skip
+        subprocess.run(cmd, check=True, timeout=900)
+        return json.loads(out.read_text())["overhead"]
+
+
 def write_docs(section: str) -> Path:
     return write_section(DOCS / "benchmarks.md", MARK_BEGIN, MARK_END, section)
 
@@ -514,15 +600,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--object-store-mb", type=int, default=256, help="Ray's object store (the 2-core recipe: 256)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the work dir (Ray's logs: per-hop times)")
     parser.add_argument("--save-raw", type=Path, help="also write the raw results here (any --workloads subset)")
+    parser.add_argument(
+        "--ray-mode",
+        choices=sorted(RAY_MODES),
+        default="throughput",
+        help="Ray Serve's settings for the cluster (throughput: RAY_SERVE_THROUGHPUT_OPTIMIZED=1)",
+    )
+    parser.add_argument("--overhead-only", action="store_true", help="only the overhead rounds (use --save-raw)")
+    parser.add_argument(
+        "--no-default-overhead",
+        action="store_true",
+        help="skip the overhead rounds on a second cluster with Ray's default settings",
+    )
     opts = parser.parse_args(argv)
     if opts.from_json:
         data = json.loads(opts.from_json.read_text())
         runs = [Run(**r) for r in data["runs"]]
         streams = [StreamRun(**s) for s in data["streams"]]
         plot(runs, data["meta"], PLOT)
-        print(f"wrote {write_docs(markdown(runs, streams, data['overhead'], data['meta']))}, {PLOT}")
+        section = markdown(runs, streams, data["overhead"], data["meta"], data.get("overhead_default_ray"))
+        print(f"wrote {write_docs(section)}, {PLOT}")
         return 0
 
+    default_overhead = None
+    if opts.ray_mode != "default" and not (opts.overhead_only or opts.no_default_overhead):
+        default_overhead = overhead_with_default_ray(opts)
+    os.environ.update(RAY_MODES[opts.ray_mode])  # before Ray starts: its processes read them at import
     for key, value in {
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_AUTH_MODE": "disabled",
@@ -570,9 +673,14 @@ def main(argv: list[str] | None = None) -> int:
             if deploy.is_alive():
                 raise TimeoutError(f"app {mode!r} did not start in 300 s: {serve.status()}")
         urls = {mode: f"http://127.0.0.1:{port}/{mode}/v1/chat/completions" for mode in MODES}
+        paths = dict(urls)
+        if opts.ray_mode == "throughput":  # direct ingress: also each ingress replica's own port
+            paths.update({f"{mode} direct": url for mode, url in direct_urls(list(MODES)).items()})
         small = payload(clips["generate-heavy"], opts.overhead_tokens)
-        overhead = paired_overhead(engine, request, urls, small, opts.pairs)
-        print({k: percentile(v, 50) for k, v in overhead["latency_ms"].items()}, flush=True)
+        overhead = paired_overhead(engine, request, paths, small, opts.pairs)
+        print({k: percentile(v, 50) for k, v in overhead["overhead_ms"].items()}, flush=True)
+        if opts.overhead_only:  # no load or stream rows
+            chosen, opts.stream_rounds = [], 0
         clip_of = {"generate-heavy": clips["generate-heavy"], "mixed": clips["generate-heavy"],
                    "decode-heavy": clips["decode-heavy"]}  # fmt: skip
         for workload in chosen:
@@ -597,6 +705,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         serve.shutdown()
         ray.shutdown()
+    if opts.overhead_only:
+        if opts.save_raw:
+            opts.save_raw.write_text(json.dumps({"overhead": overhead, "ray_mode": opts.ray_mode}) + "\n")
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
     runs.sort(key=lambda r: (WORKLOADS.index(r.workload), list(MODES).index(r.mode), r.concurrency))
 
     meta = {
@@ -609,12 +722,14 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": opts.seconds,
         "pairs": opts.pairs,
         "raw_path": "benchmarks/results/serve_bench.json",
+        "ray_mode": opts.ray_mode,
+        "ray_env": RAY_MODES[opts.ray_mode],
     }
     full = set(chosen) == set(WORKLOADS) and concurrencies == CONCURRENCIES and opts.object_store_mb == 256
     full = full and opts.stream_rounds > 0
-    section = markdown(runs, streams, overhead, meta) if full else ""
+    section = markdown(runs, streams, overhead, meta, default_overhead) if full else ""
     data = {"meta": meta, "runs": [asdict(r) for r in runs], "streams": [asdict(s) for s in streams],
-            "overhead": overhead}  # fmt: skip
+            "overhead": overhead, "overhead_default_ray": default_overhead}  # fmt: skip
     if opts.save_raw:
         opts.save_raw.write_text(json.dumps(data, indent=1) + "\n")
     print(section or "\n".join(str(r) for r in runs))
