@@ -200,6 +200,12 @@ def path_label(key: str) -> str:
     return f"HTTP → ingress replica's own port, {mode}" if how == "direct" else f"HTTP → Serve proxy, {mode}"
 
 
+def stream_label(mode: str) -> str:
+    """The streaming table's app label: ``continuous direct`` → ``continuous, ingress replica's own port``."""
+    app, _, how = mode.partition(" ")
+    return f"{app}, ingress replica's own port" if how == "direct" else f"{app}, Serve proxy"
+
+
 def payload(clip: Path, max_tokens: int) -> dict[str, Any]:
     return {
         "model": MODEL,
@@ -481,7 +487,8 @@ def markdown(
     ]
     for s in streams:
         lines.append(
-            f"| {s.mode} | {s.concurrency} | {s.requests} | {s.deltas_p50:.0f} | {s.first_share_p50:.0%} | "
+            f"| {stream_label(s.mode)} | {s.concurrency} | {s.requests} | {s.deltas_p50:.0f} | "
+            f"{s.first_share_p50:.0%} | "
             f"{s.ttft_p50_ms:.0f} | {s.ttft_p99_ms:.0f} | {s.total_p50_ms:.0f} | {'yes' if s.same_text else 'NO'} |"
         )
     lines += [
@@ -697,9 +704,9 @@ def main(argv: list[str] | None = None) -> int:
         expect = httpx.post(urls["continuous"], json=body48, timeout=120).json()["choices"][0]["message"]["content"]
         streams: list[StreamRun] = []
         for concurrency in (1, CONCURRENCIES[-1]) if opts.stream_rounds > 0 else ():  # 0: no streaming rows
-            for mode in ("continuous", "static"):
+            for mode in [m for m in ("continuous", "static", "continuous direct") if m in paths]:
                 rounds = opts.stream_rounds if concurrency == 1 else max(1, opts.stream_rounds // 2)
-                srun = stream_run(urls[mode], body48, mode, concurrency, rounds, expect)
+                srun = stream_run(paths[mode], body48, mode, concurrency, rounds, expect)
                 print(srun, flush=True)
                 streams.append(srun)
     finally:
