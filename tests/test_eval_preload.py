@@ -4,12 +4,16 @@
 joins the load after. Checked here: decoding really runs before the load finishes (the load is
 held until the pipeline has decoded a request, and ``EvalStats`` records it), the answers are the
 plain path's, a failed load is a clear error naming the checkpoint at first use, options are still
-checked at construction, and the pipeline's own rules (order, shared decodes, prefetch depth,
-preload bound, decode threads).
+checked at construction, the start-up measures (the heap frozen from before the load to the end of the
+first call, the decoder warmed before the load starts), and the pipeline's own rules (order, shared
+decodes, prefetch depth, preload bound, decode threads).
 """
 
 from __future__ import annotations
 
+import gc
+import importlib.util
+import logging
 import shutil
 import threading
 from collections.abc import Iterator
@@ -22,12 +26,15 @@ import torch
 from lmms_eval.api.instance import Instance
 
 from videolmm.errors import ConfigError, RegistryError
-from videolmm.eval import loading
+from videolmm.eval import loading, startup
 from videolmm.eval.loading import ModelLoadError
 from videolmm.eval.model import LlavaNextVideo, VideoLMM
 from videolmm.eval.prefetch import DecodePipeline, EarlyMedia, deeper, frames_bytes
+from videolmm.eval.startup import FrozenHeap, tiny_clip, warm_decoder
+from videolmm.load import host
+from videolmm.media.loader import FrameLoader
 from videolmm.models.engine import DecodedRequest
-from videolmm.types import Frames, Request
+from videolmm.types import Frames, MediaSettings, Request, SamplingSpec
 
 GEN = {"max_new_tokens": 4, "temperature": 0, "do_sample": False, "until": ["\n", "."]}
 QUESTIONS = ("What colour is the moving square? Answer with one word.", "Which way does the square move?")
@@ -90,9 +97,11 @@ def test_decoding_runs_while_the_model_loads(
         return real_decode(self, request)
 
     held: list[bool] = []
+    frozen_during_load: list[bool] = []
 
     def load_engine(spec: Any, **kwargs: Any) -> Any:
         if spec.pretrained == str(gated):
+            frozen_during_load.append(gc.get_freeze_count() > 0)
             held.append(second_decode.wait(timeout=120))
         return real_load(spec, **kwargs)
 
@@ -100,9 +109,12 @@ def test_decoding_runs_while_the_model_loads(
     monkeypatch.setattr(loading, "load_engine", load_engine)
     lm = model(gated, batch_size=2, prefetch=2, decode_workers=1, decode_burst=1)
     assert lm._engine is None and not lm._load.done  # the constructor did not wait for the load
+    assert lm._frozen is not None and lm._frozen.held and lm.stats.warmup_s > 0  # both before the load started
     got = answers(lm, docs)
 
     assert held == [True], "the load finished without decoding having started: generate_until joined it first"
+    assert frozen_during_load == [True]  # no full collection walked the imports' objects during the load
+    assert not lm._frozen.held  # released at the end of the first call
     assert got == plain  # three clips, two questions each: the same answers as the plain path
     stats = lm.stats
     assert stats.decoded_during_load >= 1 and stats.decodes == 3
@@ -130,9 +142,66 @@ def test_options_are_still_checked_at_construction(trained_llava_next_video: Pat
     missing = tmp_path / "no-such-checkpoint"
     with pytest.raises(ConfigError, match="config.json"):  # the generic id reads the config to find the family
         VideoLMM(pretrained=str(missing), device="cpu")
-    lm = model(missing)  # the family is fixed: nothing to read before the load
+    lm = model(missing, freeze_gc="no", warm_decoder="false")  # the family is fixed: nothing to read before the load
+    assert lm._frozen is None and lm.stats.warmup_s == 0.0
     with pytest.raises(ModelLoadError, match=f"{missing}: loading the model failed"):
         _ = lm.tokenizer
+    with pytest.raises(ConfigError, match="freeze_gc='maybe': expected a boolean"):
+        model(missing, freeze_gc="maybe")
+
+
+# -- the start-up measures ---------------------------------------------------------------------
+
+
+def test_the_heap_freeze_is_shared_released_once_and_never_someone_elses() -> None:
+    gc.collect()  # models dropped by earlier tests release their hold when collected
+    assert startup._holders == 0 and gc.get_freeze_count() == 0
+    first, second = FrozenHeap(), FrozenHeap()
+    assert first.frozen > 0 and second.frozen == 0 and gc.get_freeze_count() > 0  # (freed objects leave it)
+    first.release()
+    first.release()  # idempotent: the second holder still holds the freeze
+    assert gc.get_freeze_count() > 0 and second.held
+    second.release()
+    assert gc.get_freeze_count() == 0 and not second.held
+    gc.freeze()  # the process froze objects itself: left as it is
+    try:
+        third = FrozenHeap()
+        before = gc.get_freeze_count()
+        third.release()
+        assert third.frozen == 0 and gc.get_freeze_count() == before > 0
+    finally:
+        gc.unfreeze()
+    gc.disable()  # the collector is off: nothing to freeze
+    try:
+        fourth = FrozenHeap()
+        assert fourth.frozen == 0 and gc.get_freeze_count() == 0
+        fourth.release()
+    finally:
+        gc.enable()
+
+
+def test_a_dropped_model_releases_its_hold(trained_llava_next_video: Path) -> None:
+    lm = model(trained_llava_next_video, warm_decoder=False)
+    frozen = lm._frozen
+    assert frozen is not None and frozen.held
+    lm._load.wait()
+    del lm
+    gc.collect()
+    assert not frozen.held
+
+
+def test_the_warm_up_decodes_a_clip_in_memory_with_the_models_settings(caplog: pytest.LogCaptureFixture) -> None:
+    registry = host()[0]
+    media = MediaSettings(decoder="keyframe", sampling=SamplingSpec(num_frames=4))
+    frames = FrameLoader(registry).load(tiny_clip(), media)
+    assert frames.num_frames == 4 and frames.array.shape == (4, 64, 64, 3)
+    seconds = warm_decoder(registry, media)
+    assert seconds is not None and seconds > 0
+    assert warm_decoder(registry, MediaSettings(decoder="frames")) is None  # reads folders: nothing to warm
+    if importlib.util.find_spec("torchcodec") is None:  # a decoder that cannot run here: said, not raised
+        with caplog.at_level(logging.INFO, logger="videolmm.eval.startup"):
+            assert warm_decoder(registry, MediaSettings(decoder="torchcodec")) is None
+        assert "decoder 'torchcodec' not warmed up (DecoderUnavailable" in caplog.text
 
 
 def test_early_media_is_the_engines_media(trained_llava_next_video: Path, clips: dict[str, Path]) -> None:

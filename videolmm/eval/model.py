@@ -29,6 +29,7 @@ import logging
 import os
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -47,11 +48,13 @@ from videolmm.eval.loops import generate_continuous, generate_static
 from videolmm.eval.markers import ERROR_PREFIX
 from videolmm.eval.prefetch import PRELOAD_BYTES, DecodePipeline, EarlyMedia
 from videolmm.eval.requests import generation_from_kwargs, split_visuals
+from videolmm.eval.startup import FrozenHeap
+from videolmm.eval.startup import warm_decoder as warm_up
 from videolmm.eval.stats import STATS_ENV, EvalStats
 from videolmm.eval.threads import set_threads, size_torch_threads, threads_for, usable_cores
 from videolmm.log import configure_from_env
 from videolmm.models.engine import DecodedRequest, Engine, error_text
-from videolmm.models.spec import EngineSpec
+from videolmm.models.spec import EngineSpec, parse_bool
 from videolmm.tokens import separator_stop
 from videolmm.types import Request, Result
 
@@ -74,6 +77,8 @@ class VideoLMM(lmms):
         decode_burst: int | None = None,
         preload_mb: float = PRELOAD_BYTES / 2**20,
         torch_threads: int | str = "auto",
+        freeze_gc: bool | str = True,
+        warm_decoder: bool | str = True,
         max_batch_size: int | None = None,  # lmms-eval passes it; batches are fixed-size here
         **options: Any,
     ) -> None:
@@ -94,6 +99,12 @@ class VideoLMM(lmms):
             preload_mb: while the model loads, decode beyond ``prefetch`` batches until this many MiB
                 of frames wait (``prefetch > 0`` only).
             torch_threads: ``auto``, ``none`` or an integer (see :mod:`videolmm.eval.threads`).
+            freeze_gc: exempt the objects that exist before the load from the cyclic GC until the
+                first evaluation call ends (:class:`~videolmm.eval.startup.FrozenHeap`), so that no
+                full collection stalls decoding while the model loads.
+            warm_decoder: decode a tiny in-memory clip before the load starts
+                (:func:`~videolmm.eval.startup.warm_decoder`), so that the first real decodes do
+                not pay the decoder's imports beside the load.
             max_batch_size: accepted for lmms-eval's CLI; unused.
             **options: engine options: every :class:`~videolmm.models.spec.EngineSpec` field under
                 its name or a seed alias (``max_frames_num``, ``conv_template``,
@@ -107,6 +118,7 @@ class VideoLMM(lmms):
         from accelerate import Accelerator
 
         spec = self.spec_from_model_args(pretrained, **options)
+        freeze, warm = parse_bool(freeze_gc, "freeze_gc"), parse_bool(warm_decoder, "warm_decoder")
         accelerator = Accelerator()
         self._rank = accelerator.process_index
         self._world_size = accelerator.num_processes
@@ -137,6 +149,12 @@ class VideoLMM(lmms):
         self._separator: str = ""  # set with the engine (see engine)
         self._defer_stop = False
         self._media = EarlyMedia(spec)  # decoding needs no weights: from the spec, at once
+        # before the load starts: no full GC over the imports' objects, the decoder's imports done
+        self._frozen = FrozenHeap() if freeze else None
+        if self._frozen is not None:  # a model dropped before any evaluation call releases it too
+            weakref.finalize(self, self._frozen.release)
+        warmup_s = warm_up(self._media.registry, self._media.media) if warm else None
+        self.stats = replace(self.stats, warmup_s=warmup_s or 0.0)
         self._load = BackgroundLoad(spec)
 
     @property
@@ -304,13 +322,16 @@ class VideoLMM(lmms):
             converted = [self._to_request(r) for r in requests]
         finally:
             self._defer_stop = False
-        with self._pipeline(converted) as pipe:
-            t0 = time.perf_counter()
-            self._load.wait()  # the pipeline decodes meanwhile
-            load_wait = time.perf_counter() - t0
-            engine = self.engine
-            pipe.loaded()
-            return self._generate_all(engine, requests, pipe, started, load_wait)
+        try:
+            with self._pipeline(converted) as pipe:
+                t0 = time.perf_counter()
+                self._load.wait()  # the pipeline decodes meanwhile
+                load_wait = time.perf_counter() - t0
+                engine = self.engine
+                pipe.loaded()
+                return self._generate_all(engine, requests, pipe, started, load_wait)
+        finally:
+            self._thaw()
 
     def _generate_all(
         self, engine: Engine, requests: list[Instance], pipe: DecodePipeline, started: float, load_wait: float
@@ -378,21 +399,29 @@ class VideoLMM(lmms):
         """Summed log-probability of each continuation and whether greedy decoding gives it
         (``(logprob, is_greedy)``, wrapped by :mod:`videolmm.eval.compat` where needed)."""
         out: list[tuple[float, bool]] = []
-        for instance in tqdm(requests, disable=self.rank != 0, desc="videolmm loglikelihood"):
-            context, target, _, doc_id, task, split = instance.args
-            if not isinstance(target, str):
-                target = target(self.task_dict[task][split][doc_id])
-            req = self._to_request(instance, continuation=target)
-            result = self.engine.loglikelihood([req])[0]
-            if result.ok:
-                pair = (float(result.logprob), bool(result.is_greedy))
-                self.cache_hook.add_partial("loglikelihood", (context, target), pair)
-            else:
-                self._record_failure(result.request_id, result.error)
-                pair = (float("-inf"), False)
-            out.append(loglikelihood_output(*pair))
+        try:
+            for instance in tqdm(requests, disable=self.rank != 0, desc="videolmm loglikelihood"):
+                context, target, _, doc_id, task, split = instance.args
+                if not isinstance(target, str):
+                    target = target(self.task_dict[task][split][doc_id])
+                req = self._to_request(instance, continuation=target)
+                result = self.engine.loglikelihood([req])[0]
+                if result.ok:
+                    pair = (float(result.logprob), bool(result.is_greedy))
+                    self.cache_hook.add_partial("loglikelihood", (context, target), pair)
+                else:
+                    self._record_failure(result.request_id, result.error)
+                    pair = (float("-inf"), False)
+                out.append(loglikelihood_output(*pair))
+        finally:
+            self._thaw()
         self._report_failures()
         return out
+
+    def _thaw(self) -> None:
+        """The first evaluation call is over: the cyclic GC walks every object again (see ``freeze_gc``)."""
+        if self._frozen is not None:
+            self._frozen.release()
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
         raise NotImplementedError(

@@ -29,6 +29,7 @@ class EvalStats:
         decode_s: decode time summed over samples (in the decode threads, overlapping generation).
         load_s: how long the engine took to load (in the background thread; 0 before it finished).
         load_wait_s: time ``generate_until`` waited for that load to finish (decoding ran meanwhile).
+        warmup_s: the decoder warm-up in the constructor, before the load started (0: not warmed).
         decoded_during_load: decodes finished while ``generate_until`` waited for the load.
         batch_size, prefetch, decode_workers, torch_threads: the settings the calls ran with
             (``torch_threads`` 0: left to torch, i.e. not on CPU or set by the user).
@@ -47,6 +48,7 @@ class EvalStats:
     decode_s: float = 0.0
     load_s: float = 0.0
     load_wait_s: float = 0.0
+    warmup_s: float = 0.0
     decoded_during_load: int = 0
     batch_size: int = 1
     prefetch: int = 0
