@@ -63,6 +63,8 @@ SIDES = ("builtin", "builtin1", "ours", "predecoded")
 #: targets of issue 19: decode waits at most this share of the evaluation phase, and the evaluation phase
 #: at most this multiple of the same run on pre-decoded frames
 WAIT_TARGET, PREDECODED_TARGET = 0.03, 1.05
+#: our model args without the start-up measures of videolmm/eval/startup.py (the A/B side on ``hd``)
+NO_STARTUP = ",freeze_gc=false,warm_decoder=false"
 
 #: family → (checkpoint family, frames, our model id, built-in model id)
 PAIRS: dict[str, dict[str, Any]] = {
@@ -321,6 +323,11 @@ def specs(ckpts: dict[str, Path], task_dir: Path, tasks: list[str], repeats: int
                     out.append({"side": side, "impl": impl, "kind": kind, "family": family, "task": task,
                                 "model": model, "model_args": args, "batch_size": bs, "repeat": repeat,
                                 "env": env, "task_dir": str(task_dir)})  # fmt: skip
+                if task == "evalbench_hd":  # ours without the start-up measures (eval/startup.py), same session
+                    out.append({"side": "nostartup", "impl": f"videolmm {pair['ours']}, no start-up measures",
+                                "kind": "ours", "family": family, "task": task, "model": pair["ours"],
+                                "model_args": ours_args + NO_STARTUP, "batch_size": batch, "repeat": repeat,
+                                "env": {}, "task_dir": str(task_dir)})  # fmt: skip
     return out
 
 
@@ -434,8 +441,29 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "predecode_s": med("predecoded", "predecode_s"),
             "predecoded_torch_threads": first["predecoded"]["torch_threads"],
             "predecoded_same_answers": all(p["ours"]["answers"] == p["predecoded"]["answers"] for p in pairs),
+            **startup_ab([v for v in by_rep.values() if set(SIDES) | {"nostartup"} <= set(v)]),
         })  # fmt: skip
     return rows
+
+
+def startup_ab(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ours against ours without the start-up measures (same repeat, same session), where that side ran."""
+    if not pairs:
+        return {}
+
+    def med(side: str, key: str) -> float:
+        return statistics.median(p[side]["ours_stats"][key] for p in pairs)
+
+    return {
+        "ab_repeats": len(pairs),
+        "ab_eval_ratio": statistics.median(p["ours"]["eval_s"] / p["nostartup"]["eval_s"] for p in pairs),
+        "ab_eval_ratios": [p["ours"]["eval_s"] / p["nostartup"]["eval_s"] for p in pairs],
+        **{f"ab_{side}_{key}": med(side, key) for side in ("ours", "nostartup")
+           for key in ("load_s", "load_wait_s", "decoded_during_load", "first_wait_s", "wait_s", "warmup_s")},
+        "ab_ours_setup_s": statistics.median(p["ours"]["setup_s"] for p in pairs),
+        "ab_nostartup_setup_s": statistics.median(p["nostartup"]["setup_s"] for p in pairs),
+        "ab_same_answers": all(p["ours"]["answers"] == p["nostartup"]["answers"] for p in pairs),
+    }  # fmt: skip
 
 
 def plot(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> None:
