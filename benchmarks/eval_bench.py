@@ -530,7 +530,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "whole phase), so that no side's phase includes loading its model; the load wait itself is reported "
         "apart in the next table, never left out. Ours: `batch_size="
         f"{meta['batch_size']}`, defaults otherwise (the families' `{meta.get('our_decoder', 'keyframe')}` decoder, "
-        "prefetch 2 batches, decode threads and torch threads sized to the cores; no frame cache). The built-ins "
+        "prefetch 2 batches, decode threads and torch threads sized to the cores, the heap frozen and the decoder "
+        "warmed before the background load starts (`videolmm/eval/startup.py`); no frame cache). The built-ins "
         "at batch 1 (the only size `llava_hf` accepts; `video_llava` ignores it), "
         "once with their defaults and once with `OMP_NUM_THREADS=1` (the thread count our model picks on this "
         f"machine), so that the share of the gain that comes from thread sizing alone is visible. "
@@ -684,19 +685,38 @@ def hidden_lines(rows: list[dict[str, Any]], cpus: int) -> list[str]:
         f"{PREDECODED_TARGET:.2f}× the target is out of reach here whatever the pipeline does; on a GPU host "
         "generation does not use the CPU cores and the bound is 1 while decoding is cheaper than generation.",
         "",
-        "What else keeps ours from the pre-decoded time here. (1) Decoding during the load does little: "
+        "What else keeps ours from the pre-decoded time here. (1) Decoding during the load: "
         + "; ".join(
             f"{r['family']} {task(r)} {r['ours_decoded_during_load']:.0f} of {r['ours_decodes']:.0f} decodes in "
             f"{r['ours_load_wait_s']:.2f} s of load wait ({1000 * r['predecode_s'] / max(1, r['ours_decodes']):.0f} "
             "ms per decode alone)"
             for r in rows
         )
-        + ". Why so few is not fully established. The load runs on a thread of the same process, and "
-        "importing and building the model is Python work that competes with the decoders' Python code for the "
-        "GIL, but that alone does not explain it: in process under the lock, 8 warm `hd` decodes took 0.35 s "
-        "alone and 0.58 s beside a model load. In these runs they are also the process's first decodes (the "
-        "decoder's imports and first opens, while the load thread imports the model's modules), which that probe "
-        "did not measure. So the first batch is still partly waited for on `hd` (*of which first batch*). "
+        + ". Measured in process (probes under the lock, 2026-12-04 04:05-04:45 UTC, other work running; `hd` "
+        "clips, LLaVA-NeXT-Video checkpoint, after importing torch and lmms-eval as a run does): a decode takes "
+        "22-31 ms alone, the process's first 101 ms (importing PyAV, 60 ms, is most of it); beside the model load "
+        "the first decodes took 146-372 ms and 3-4 of 16 finished during a 1.0-1.1 s load. Two causes. (a) The "
+        "load allocates enough to trigger a full garbage collection, which walks every object the process holds "
+        "(about 520,000) in 0.27-0.33 s with the GIL held: no thread runs Python meanwhile, a decode's "
+        "per-packet loop included (seen as a 319 ms hole in a thread that wakes every 0.5 ms, and as that "
+        "collection in `gc.callbacks`; in an instrumented benchmark run it fell inside the load wait and the "
+        "first two decodes took 0.63 s). (b) GIL hand-over: each time a decode thread comes back from FFmpeg "
+        "it waits for the load thread, busy in Python, to give the GIL up (up to the 5 ms switch interval), many "
+        "times per decode: 90-300 ms per decode beside the load even without the collection. The model now "
+        "freezes the heap (`gc.freeze`) in its constructor before the load starts, until its first evaluation "
+        "call ends (`freeze_gc`; `videolmm/eval/startup.py`), and decodes a tiny clip in memory before the load "
+        "starts (`warm_decoder`), so PyAV's imports are done. "
+        + ab_text(rows)
+        + " Tried and not adopted: a 0.2 ms switch interval while `generate_until` waits for the load got 10-14 "
+        "decodes done during it instead of 2-4 and no first-batch wait, but the load took 0.67-1.06 s instead of "
+        "0.39-0.55 s and the evaluation phase including the load was not shorter (1.98-3.26 s against "
+        "1.72-2.29 s, 3 interleaved repeats): the `keyframe` decoder gives each one-GOP read two FFmpeg frame "
+        "threads, so two decodes at once plus the load want more than 2 cores, and decoding during the load "
+        "only takes cores from it. With single-threaded FFmpeg per read (probe only: the decoder's `cores=1`), one "
+        "decode thread and that interval, 6 decodes finished during a 0.51 s load (2 during 0.48 s without): "
+        "there decoding beside the load is nearly free, and one such decode took 15-17 ms against 27 ms with two "
+        "frame threads. Left to the decoder: reads that run at once sharing the cores. So the first batch is "
+        "still partly waited for on `hd` (*of which first batch*). "
         "(2) Thread sizing: `torch_threads=auto` "
         "keeps torch on the cores the decode threads leave while decoding is not cheap next to generation (torch's "
         "intra-op threads stall when a decode thread takes one of their cores); the pre-decoded run has no decode "
@@ -709,6 +729,29 @@ def hidden_lines(rows: list[dict[str, Any]], cpus: int) -> list[str]:
         "",
     ]
     return lines
+
+
+def ab_text(rows: list[dict[str, Any]]) -> str:
+    """The start-up measures against none (the ``nostartup`` side on ``hd``), medians over repeats."""
+    cells = [
+        f"{r['family']} load {r['ab_nostartup_load_s']:.2f} → {r['ab_ours_load_s']:.2f} s, waited for "
+        f"{r['ab_nostartup_load_wait_s']:.2f} → {r['ab_ours_load_wait_s']:.2f} s, decodes done during it "
+        f"{r['ab_nostartup_decoded_during_load']:.0f} → {r['ab_ours_decoded_during_load']:.0f}, first-batch wait "
+        f"{r['ab_nostartup_first_wait_s']:.2f} → {r['ab_ours_first_wait_s']:.2f} s, evaluation phase incl. the "
+        f"load **{r['ab_eval_ratio']:.2f}×** (per repeat "
+        + ", ".join(f"{x:.2f}×" for x in r["ab_eval_ratios"])
+        + f"), setup {r['ab_nostartup_setup_s']:.1f} → {r['ab_ours_setup_s']:.1f} s (it includes the "
+        f"{r['ab_ours_warmup_s']:.2f} s warm-up; the rest of its difference is imports and task building, the same "
+        f"work on both sides), answers {'identical' if r['ab_same_answers'] else 'DIFFERENT'}"
+        for r in rows
+        if r.get("ab_repeats")
+    ]
+    if not cells:
+        return ""
+    return (
+        "In this run, without both (`freeze_gc=false,warm_decoder=false`) → with both, on `hd`, in the same "
+        "repeats (medians): " + "; ".join(cells) + "."
+    )
 
 
 def cache_lines(cache: list[dict[str, Any]], note: str = "") -> list[str]:
