@@ -14,7 +14,7 @@ Three copies of the ``serve_configs/tiny.yaml`` app run at once in one Ray clust
 Three workloads: ``generate-heavy`` (the 64-px 16-frame clip, 128 new tokens), ``mixed`` (the same clip,
 ``max_tokens`` cycling through 16, 32, 64, 128, 256 request by request) and ``decode-heavy`` (a 480-px
 8-s 30-fps clip, 16 new tokens). The runs alternate between the apps at each concurrency, so all see the
-same machine state. Then streamed requests (48 tokens) at concurrency 1 and 16 measure the content
+same machine state. Before them, streamed requests (48 tokens) at concurrency 1 and 16 measure the content
 deltas and the time to first token. The in-process baseline is ``Engine.generate`` on the same request
 in this process (decode included, no HTTP, no Ray).
 
@@ -688,6 +688,19 @@ def main(argv: list[str] | None = None) -> int:
         print({k: percentile(v, 50) for k, v in overhead["overhead_ms"].items()}, flush=True)
         if opts.overhead_only:  # no load or stream rows
             chosen, opts.stream_rounds = [], 0
+        import httpx
+
+        # streaming next to the overhead rounds, before the load rows: latency at concurrency 1 on a cluster
+        # in the same state as the overhead rounds, not right after a saturating row
+        body48 = payload(clips["generate-heavy"], STREAM_TOKENS)
+        expect = httpx.post(urls["continuous"], json=body48, timeout=120).json()["choices"][0]["message"]["content"]
+        streams: list[StreamRun] = []
+        for concurrency in (1, CONCURRENCIES[-1]) if opts.stream_rounds > 0 else ():  # 0: no streaming rows
+            for mode in [m for m in ("continuous", "static", "continuous direct") if m in paths]:
+                rounds = opts.stream_rounds if concurrency == 1 else max(1, opts.stream_rounds // 2)
+                srun = stream_run(paths[mode], body48, mode, concurrency, rounds, expect)
+                print(srun, flush=True)
+                streams.append(srun)
         clip_of = {"generate-heavy": clips["generate-heavy"], "mixed": clips["generate-heavy"],
                    "decode-heavy": clips["decode-heavy"]}  # fmt: skip
         for workload in chosen:
@@ -698,17 +711,6 @@ def main(argv: list[str] | None = None) -> int:
                     run = load_run(urls[mode], bodies, workload, mode, concurrency, opts.seconds)
                     print(run, flush=True)
                     runs.append(run)
-        import httpx
-
-        body48 = payload(clips["generate-heavy"], STREAM_TOKENS)
-        expect = httpx.post(urls["continuous"], json=body48, timeout=120).json()["choices"][0]["message"]["content"]
-        streams: list[StreamRun] = []
-        for concurrency in (1, CONCURRENCIES[-1]) if opts.stream_rounds > 0 else ():  # 0: no streaming rows
-            for mode in [m for m in ("continuous", "static", "continuous direct") if m in paths]:
-                rounds = opts.stream_rounds if concurrency == 1 else max(1, opts.stream_rounds // 2)
-                srun = stream_run(paths[mode], body48, mode, concurrency, rounds, expect)
-                print(srun, flush=True)
-                streams.append(srun)
     finally:
         serve.shutdown()
         ray.shutdown()
