@@ -25,7 +25,10 @@ than fed on: the frames a B-frame reorder delay holds back come out without deco
 after them. Runs are planned and spread over ``workers`` containers decoded in threads (PyAV
 releases the GIL while decoding) by :mod:`videolmm.media.readplan`: balanced by frames to decode,
 longest first, and with FFmpeg frame threads per worker when a read has fewer runs than cores (a
-one-GOP clip). Opened containers are kept for the next read.
+one-GOP clip). Reads that run at once (evaluation's decode pool, Serve's concurrent requests) share
+the cores: each plans for ``cores // reads_in_flight`` when it starts (:mod:`videolmm.media.cores`;
+a read alone for all of them). Opened containers are kept for the next read
+(:mod:`videolmm.media.keyframe_io`).
 
 Frames go straight into one preallocated ``(T, H, W, 3)`` array: no per-frame list and no
 ``np.stack`` copy. :attr:`KeyframeVideo.stats` counts frames decoded and seeks, and times each stage
@@ -38,21 +41,22 @@ PyAV is imported lazily, inside the functions that need it.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from videolmm.errors import MediaError, MediaUnreadable, NoFrames
+from videolmm.errors import MediaUnreadable, NoFrames
 from videolmm.media.base import OpenedVideo, OpenedVideoBase, describe_source, module_importable
+from videolmm.media.cores import READS_IN_FLIGHT, ReadsInFlight, available_cores, share
 from videolmm.media.deadline import check_deadline, current_deadline, deadline_scope
+from videolmm.media.keyframe_io import ContainerPool, FrameOutput
 from videolmm.media.packets import PacketIndex, read_packet_index
 from videolmm.media.probe import container_source, import_av, open_container, stream_facts, video_stream
-from videolmm.media.pyav import frame_to_rgb
 from videolmm.media.readplan import (
     SKIP_NONREF_CODECS,
     DecodeStats,
@@ -78,54 +82,23 @@ class _IndexMismatch(Exception):
     """The decoder's output does not fit the packet index; the caller decodes sequentially instead."""
 
 
-class _Output:
-    """The ``(T, H, W, 3)`` result, allocated once at the first frame's upright size, filled in place.
-
-    The size comes from the first converted frame, not the header: :func:`frame_to_rgb` turns frames
-    upright by the display matrix, so a 90°-rotated stream yields ``W x H`` frames.
-    """
-
-    def __init__(self, count: int, label: str) -> None:
-        self._count, self._label = count, label
-        self._array: np.ndarray | None = None
-        self._lock = threading.Lock()
-
-    def put(self, slot: int, frame: Any, position: int) -> None:
-        """Convert one decoded frame to RGB24 and copy it into row ``slot``."""
-        rgb = frame_to_rgb(frame)
-        if self._array is None:
-            with self._lock:
-                if self._array is None:
-                    self._array = np.empty((self._count, *rgb.shape), dtype=np.uint8)
-        if rgb.shape != self._array.shape[1:]:
-            have = self._array.shape
-            raise MediaUnreadable(
-                self._label,
-                f"frame {position} is {rgb.shape[1]}x{rgb.shape[0]} but earlier frames are {have[2]}x{have[1]} "
-                "(a mid-stream size change is not supported)",
-            )
-        self._array[slot] = rgb
-
-    @property
-    def array(self) -> np.ndarray:
-        """The filled array (every slot was written when a read returns normally)."""
-        if self._array is None:
-            raise MediaUnreadable(self._label, "no frame was decoded")
-        return self._array
-
-
 class KeyframeVideo(OpenedVideoBase):
     """An opened container read by keyframe-aware seeking (see the module docstring).
 
     Holds its PyAV containers open until :meth:`close` (one, plus one per extra worker once a read
-    runs GOPs in parallel). Not safe to read from two threads at once (open one per thread; the
-    decoder object itself is shared freely).
+    runs GOPs in parallel; :class:`~videolmm.media.keyframe_io.ContainerPool`). Not safe to read from
+    two threads at once (open one per thread; the decoder object itself is shared freely).
+
+    Each read counts itself in ``reads`` (when given) while it runs, and plans its workers and FFmpeg
+    frame threads for its share of the cores at the moment it starts
+    (:func:`~videolmm.media.cores.share`): all of ``cores`` and ``workers`` when it is alone.
 
     Attributes:
         info: frame count, rate and size.
         index: the packet index read at open.
         stats: cumulative :class:`DecodeStats` over this video's reads (``stats.times``: the profile).
         last_schedule: the :class:`~videolmm.media.readplan.Schedule` of the last seeking read.
+        last_share: ``(cores, workers)`` the last read planned with.
     """
 
     backend = "keyframe"
@@ -145,16 +118,13 @@ class KeyframeVideo(OpenedVideoBase):
         min_parallel_frames: int = 64,
         skip_nonref: bool = False,
         index_seconds: float = 0.0,
+        reads: ReadsInFlight | None = None,
     ) -> None:
         super().__init__(info)
         self._lock = threading.Lock()
         self._workers, self._cores = max(1, workers), max(1, cores)
         self._min_parallel = min_parallel_frames
-        self._data = data
-        # the container that read the index: its decoder is not opened yet, so the first read may
-        # still choose its threads; then handles by (worker, FFmpeg frame threads), kept until close
-        self._fresh: tuple[InputContainer, VideoStream] | None = (container, stream)
-        self._handles: dict[tuple[int, int], tuple[InputContainer, VideoStream]] = {}
+        self._reads = reads
         self.index = index
         self.stats = DecodeStats(times=StageTimes(index=index_seconds))
         self.last_schedule: Schedule | None = None
@@ -162,21 +132,25 @@ class KeyframeVideo(OpenedVideoBase):
         self._thread_type = thread_type
         self._skip_nonref = skip_nonref
         self._av = import_av(info.source)
+        self._pool = ContainerPool(self._av, data, info.source, (container, stream), thread_type)
+        self.last_share: tuple[int, int] = (self._cores, self._workers)
 
     # ------------------------------------------------------------------ reading
 
     def read_sorted(self, indices: list[int]) -> np.ndarray:
-        if self.index.exact:
-            out = _Output(len(indices), self.info.source)
-            try:
-                self._read_seeking(indices, out)
-                return out.array
-            except _IndexMismatch:
-                pass  # timestamps do not fit the index: one sequential pass below
-        self._add(DecodeStats(sequential_fallbacks=1))
-        out = _Output(len(indices), self.info.source)
-        self._read_sequential(indices, out)
-        return out.array
+        with self._reads.enter() if self._reads is not None else nullcontext(1) as reads:
+            cores, workers = self.last_share = share(self._cores, self._workers, reads)
+            if self.index.exact:
+                out = FrameOutput(len(indices), self.info.source)
+                try:
+                    self._read_seeking(indices, out, cores, workers)
+                    return out.array
+                except _IndexMismatch:
+                    pass  # timestamps do not fit the index: one sequential pass below
+            self._add(DecodeStats(sequential_fallbacks=1))
+            out = FrameOutput(len(indices), self.info.source)
+            self._read_sequential(indices, out, cores)
+            return out.array
 
     def _add(self, stats: DecodeStats) -> None:
         with self._lock:
@@ -189,18 +163,19 @@ class KeyframeVideo(OpenedVideoBase):
             Runs of ``(slot, position)`` pairs; a new run starts where seeking to the wanted
             frame's keyframe beats decoding through (see ``seek_cost_frames``).
         """
-        return [list(run.items) for run in plan_runs(self.index.keyframes, indices, self._run_seek_cost)]
+        return [
+            list(run.items) for run in plan_runs(self.index.keyframes, indices, self._run_seek_cost(self._workers))
+        ]
 
-    @property
-    def _run_seek_cost(self) -> int:
+    def _run_seek_cost(self, workers: int) -> int:
         """``seek_cost_frames`` on one container; with several, a run never crosses a keyframe (-1), so GOPs
         decode in parallel rather than one after another (cutting there only skips frames nobody wants)."""
-        return self._seek_cost if self._workers == 1 else -1
+        return self._seek_cost if workers == 1 else -1
 
-    def _read_seeking(self, indices: list[int], out: _Output) -> None:
+    def _read_seeking(self, indices: list[int], out: FrameOutput, cores: int, workers: int) -> None:
         """Decode the planned runs, longest first, on several containers at once when there is enough work."""
-        runs = plan_runs(self.index.keyframes, indices, self._run_seek_cost)
-        plan = schedule(runs, workers=self._workers, cores=self._cores, min_parallel_frames=self._min_parallel)
+        runs = plan_runs(self.index.keyframes, indices, self._run_seek_cost(workers))
+        plan = schedule(runs, workers=workers, cores=cores, min_parallel_frames=self._min_parallel)
         self.last_schedule = plan
         threads = plan.frame_threads if self._thread_type == "NONE" else 0
         errors: list[BaseException] = []
@@ -213,7 +188,7 @@ class KeyframeVideo(OpenedVideoBase):
             clock, start = StageClock(), time.perf_counter()
             try:
                 with deadline_scope(deadline):
-                    container, stream = self._handle(k, threads, clock)
+                    container, stream = self._pool.get(k, threads, clock)
                     while not errors:
                         with take:
                             run = next(queue, None)
@@ -236,7 +211,7 @@ class KeyframeVideo(OpenedVideoBase):
             raise (mismatch[0] if len(mismatch) == len(errors) else next(e for e in errors if e not in mismatch))
 
     def _decode_run(
-        self, container: InputContainer, stream: VideoStream, run: Run, out: _Output, clock: StageClock
+        self, container: InputContainer, stream: VideoStream, run: Run, out: FrameOutput, clock: StageClock
     ) -> None:
         """Seek to the run's keyframe and decode forward through its frames.
 
@@ -303,42 +278,11 @@ class KeyframeVideo(OpenedVideoBase):
                 ctx.skip_frame = "DEFAULT"
             self._add(DecodeStats(frames_decoded=decoded, seeks=1, packets_sent=packets))
 
-    def _handle(self, k: int, threads: int, clock: StageClock) -> tuple[InputContainer, VideoStream]:
-        """Worker ``k``'s container whose decoder runs ``threads`` FFmpeg frame threads (0: ``thread_type``).
-
-        The container that read the index serves the first handle asked for; others are opened on
-        first use (in the worker's own thread) and kept until close.
-        """
-        with self._lock:
-            if self._closed:
-                raise MediaError(self.info.source, "read() after close()")
-            handle = self._handles.get((k, threads))
-            if handle is None and self._fresh is not None:
-                handle, self._fresh = self._fresh, None
-                self._handles[(k, threads)] = _configure(*handle, self._thread_type, threads)
-        if handle is None:
-            start = time.perf_counter()
-            handle = self._open_handle(threads)
-            clock.open += time.perf_counter() - start
-            with self._lock:
-                self._handles[(k, threads)] = handle
-        return handle
-
-    def _open_handle(self, threads: int) -> tuple[InputContainer, VideoStream]:
-        container = open_container(self._av, self._data, self.info.source)
-        try:
-            return _configure(
-                container, video_stream(self._av, container, self.info.source), self._thread_type, threads
-            )
-        except BaseException:
-            container.close()
-            raise
-
-    def _read_sequential(self, indices: list[int], out: _Output) -> None:
+    def _read_sequential(self, indices: list[int], out: FrameOutput, cores: int) -> None:
         """One decode pass from the start (PyAV's path), for streams the index cannot address."""
         av, label = self._av, self.info.source
-        threads = self._cores if self._thread_type == "NONE" and self._cores > 1 else 0
-        container, stream = self._open_handle(threads)
+        threads = cores if self._thread_type == "NONE" and cores > 1 else 0
+        container, stream = self._pool.open(threads)
         pending = iter(enumerate(indices))
         slot, target = next(pending)
         done, decoded = False, 0
@@ -372,24 +316,7 @@ class KeyframeVideo(OpenedVideoBase):
     # ------------------------------------------------------------------ handles
 
     def release(self) -> None:
-        with self._lock:
-            handles = [*self._handles.values(), *([self._fresh] if self._fresh else [])]
-            self._handles.clear()
-            self._fresh = None
-        for container, _ in handles:
-            container.close()
-
-
-def _configure(
-    container: InputContainer, stream: VideoStream, thread_type: str, frame_threads: int = 0
-) -> tuple[InputContainer, VideoStream]:
-    """Set the decoder's threads before it opens: ``frame_threads`` > 1 FFmpeg frame threads, else ``thread_type``."""
-    if frame_threads > 1:
-        stream.thread_type = "FRAME"
-        stream.codec_context.thread_count = frame_threads
-    else:
-        stream.thread_type = thread_type
-    return container, stream
+        self._pool.close()
 
 
 class KeyframeDecoder:
@@ -411,10 +338,18 @@ class KeyframeDecoder:
         workers: containers decoding independent runs (GOPs) at once, each in its own thread
             (PyAV releases the GIL while decoding), runs balanced by frames to decode; 0 picks
             ``min(4, cores)``.
-        cores: CPU cores a read may use; 0 counts those this process may run on.
+        cores: CPU cores a read alone may use; 0 counts those this process may run on.
         min_parallel_frames: reads that decode fewer frames than this stay on one container.
         skip_nonref: let the decoder drop unwanted non-reference frames (h264, MPEG-4 part 2; see
             :data:`SKIP_NONREF_CODECS`); the wanted frames are the same either way.
+        share_cores: reads that run at once share the cores. Each read counts itself in the
+            process-wide :data:`~videolmm.media.cores.READS_IN_FLIGHT` while it runs and, when it
+            starts beside ``r - 1`` others, plans for ``max(1, cores // r)`` cores and at most that
+            many workers (:func:`~videolmm.media.cores.share`); a read alone plans for all of
+            ``cores`` and ``workers``, as without sharing. Evaluation decodes several requests at
+            once in a thread pool, Serve several requests at once: each sized for the whole machine,
+            they would oversubscribe it. False: every read plans for ``cores``. Threading never
+            changes the frames.
     """
 
     name = "keyframe"
@@ -427,6 +362,7 @@ class KeyframeDecoder:
         min_parallel_frames: int = 64,
         skip_nonref: bool = True,
         cores: int = 0,
+        share_cores: bool = True,
     ) -> None:
         if seek_cost_frames < 0:
             raise ValueError(f"seek_cost_frames must be >= 0, got {seek_cost_frames}")
@@ -438,10 +374,11 @@ class KeyframeDecoder:
             raise ValueError(f"cores must be >= 0 (0 = the CPUs this process may use), got {cores}")
         self.seek_cost_frames = seek_cost_frames
         self.thread_type = thread_type
-        self.cores = cores or _available_cores()
+        self.cores = cores or available_cores()
         self.workers = workers or min(4, self.cores)
         self.min_parallel_frames = min_parallel_frames
         self.skip_nonref = skip_nonref
+        self.share_cores = share_cores
 
     def available(self) -> bool:
         """Whether ``av`` imports."""
@@ -488,13 +425,8 @@ class KeyframeDecoder:
             min_parallel_frames=self.min_parallel_frames,
             skip_nonref=self.skip_nonref and skips_nonref(facts.codec, stream.codec_context.extradata),
             index_seconds=index_seconds,
+            reads=READS_IN_FLIGHT if self.share_cores else None,
         )
-
-
-def _available_cores() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 __all__ = ["SKIP_NONREF_CODECS", "THREAD_TYPES", "DecodeStats", "KeyframeDecoder", "KeyframeVideo"]
