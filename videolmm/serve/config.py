@@ -267,6 +267,13 @@ class ServeArgs(_Strict):
         "MediaDecoder: the model replica decodes it (same limits and errors), saving a Serve hop that costs more "
         "than such a decode. 0 sends every request with media through the MediaDecoder.",
     )
+    media_resize: bool = Field(
+        default=True,
+        description="The MediaDecoder resizes and crops sampled video frames to the model's input size before "
+        "sending them (the processor's own uint8 resize, run first: the model sees identical pixel values from "
+        "a fraction of the bytes). Only for models whose video processor allows it bit-exactly (a probe clip "
+        "checks it when the model deployment describes its models); others get the decoded size.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -20,8 +20,11 @@ the allow-listed PyAV, stoppable at the deadline).
 
 The model's media defaults are the family's, overridden by the model config, the same rule
 :func:`videolmm.models.spec.resolve` applies for the model's engine (the same function), and
-computed here without loading the model or the processor: a media replica imports neither torch
-nor transformers.
+computed here without loading the model or the processor: a media replica never imports
+transformers. A job that carries its model's :class:`~videolmm.media.resize.FrameResize`
+(``media_resize``; the ingress asks the model deployment for it) has its sampled frames resized
+and cropped to the model's input size here, as the model's processor would (torch, bit-exact): the
+frames cross to the model replica at that size.
 """
 
 from __future__ import annotations
@@ -257,7 +260,8 @@ class MediaPipeline:
         with deadline_scope(deadline):
             for ref, source in zip(job.media, sources, strict=True):
                 if ref.kind == "video":
-                    videos.append(self._video(source, media, ref, job.model_id, budget, deadline))
+                    frames = self._video(source, media, ref, job.model_id, budget, deadline)
+                    videos.append(job.resize.apply_frames(frames) if job.resize is not None else frames)
                 else:
                     images.append(self._image(source, ref, budget))
         request = Request(

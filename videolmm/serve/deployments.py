@@ -1,8 +1,10 @@
 """The two worker deployments: a CPU media decoder and the model server.
 
 * :class:`MediaDecoder` fetches, checks and decodes a request's media into the core's
-  :class:`~videolmm.models.engine.DecodedRequest` (frames sampled with the model's defaults).
-  It imports neither torch nor transformers and autoscales on its own.
+  :class:`~videolmm.models.engine.DecodedRequest` (frames sampled with the model's defaults, and
+  resized to the model's input size where the job carries the model's
+  :class:`~videolmm.media.resize.FrameResize`: ``media_resize``). It never imports transformers,
+  torch only to resize, and autoscales on its own.
 * :class:`ModelServer` runs the core :class:`~videolmm.models.engine.Engine`. Several engines
   stay loaded per replica (``@serve.multiplexed``, least recently used evicted; the ingress routes
   by the request's ``model`` with ``multiplexed_model_id``). An engine on the ``continuous``
@@ -29,6 +31,7 @@ from ray import serve
 
 from videolmm.load import load_engine as load_core_engine
 from videolmm.media.cache import CacheStats
+from videolmm.media.resize import FrameResize, frame_resize_for
 from videolmm.models.engine import DecodedRequest, Engine
 from videolmm.models.scheduler import Scheduler
 from videolmm.serve.config import ServeArgs
@@ -96,6 +99,13 @@ class MediaDecoder:
 
     def __init__(self, args: ServeArgs) -> None:
         self.stage = MediaStage(args)
+        if args.media_resize:
+            # Imported while the replica starts (seconds), not in its first request. Each resize runs in
+            # its request's decode thread, beside the others: one torch thread each.
+            import torch
+            import torchvision.transforms.v2.functional  # noqa: F401
+
+            torch.set_num_threads(1)
 
     async def decode(self, job: ChatJob) -> DecodedRequest | ApiError:
         """Decode a job's media; a refused or broken input comes back as an :class:`ApiError`."""
@@ -181,6 +191,7 @@ class ModelServer:
     def __init__(self, args: ServeArgs) -> None:
         self.models = {m.model_id: m for m in args.models}
         self._described: dict[str, dict[str, Any]] | None = None
+        self._resizes: dict[str, FrameResize | None] = {}
         self.metrics = ModelMetrics()
         self.tokens = TokenMetrics()
         self.generate_batch.set_max_batch_size(args.batching.max_batch_size)
@@ -217,6 +228,14 @@ class ModelServer:
             self._described = await asyncio.to_thread(self._describe_all)
         return self._described
 
+    async def frame_resizes(self) -> dict[str, FrameResize | None]:
+        """Per model: the resize its video processor does, for the MediaDecoder to run first
+        (:func:`~videolmm.media.resize.frame_resize_for`: checked bit-exact on a probe clip), or
+        None (not possible for its processor, or the checkpoint cannot be read). Computed with
+        :meth:`describe_models`, without weights."""
+        await self.describe_models()
+        return dict(self._resizes)
+
     def _describe_all(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for model_id, config in self.models.items():
@@ -225,7 +244,14 @@ class ModelServer:
             except Exception as exc:  # reported per model: /v1/models still lists the others
                 logger.warning("describing model %s failed: %s", model_id, exc)
                 out[model_id] = {"error": type(exc).__name__}
+                self._resizes[model_id] = None
                 continue
+            try:
+                self._resizes[model_id] = frame_resize_for(engine.processor)
+            except Exception:  # the frames then travel at their decoded size: slower, never wrong
+                logger.warning("model %s: no frame resize for the MediaDecoder", model_id, exc_info=True)
+                self._resizes[model_id] = None
+            logger.info("model %s: MediaDecoder frame resize %s", model_id, self._resizes[model_id])
             media = engine.settings.media
             out[model_id] = {
                 "root": config.pretrained,

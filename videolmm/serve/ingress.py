@@ -24,6 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -36,6 +37,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from videolmm.media.resize import FrameResize
 from videolmm.serve.config import ServeArgs
 from videolmm.serve.errors import (
     ApiError,
@@ -112,6 +114,8 @@ class OpenAIIngress:
             args.inline_decode_max_bytes,
             args.security.media_roots,
         )
+        #: model id -> the frame resize the MediaDecoder runs first (``media_resize``), asked once
+        self._resizes: dict[str, FrameResize | None] | None = None
         #: model id -> why its last request found it unavailable (a failed load); cleared by a success
         self.unavailable: dict[str, str] = {}
 
@@ -188,6 +192,20 @@ class OpenAIIngress:
             self._cards = cards
         return cards
 
+    async def frame_resizes(self) -> dict[str, FrameResize | None]:
+        """Per model, the resize the MediaDecoder runs on sampled frames (``media_resize``), asked once
+        from the model deployment (processors loaded without weights); while it cannot answer, none
+        (frames at their decoded size: the same answer, more bytes) and asked again next time."""
+        if self._resizes is not None:
+            return self._resizes
+        try:
+            resizes = await self.model.frame_resizes.remote()
+        except Exception:  # the request still works, with frames at their decoded size
+            logger.warning("frame_resizes failed; sending frames at their decoded size", exc_info=True)
+            return {}
+        self._resizes = resizes
+        return resizes
+
     # ---------------------------------------------------------------------------- routes
 
     def authorize(self, request: Request) -> None:
@@ -219,6 +237,8 @@ class OpenAIIngress:
             route = self.router.route(job)
             work: Any = job
             if not route.inline and self.media is not None:
+                if self.args.media_resize and job.videos:
+                    job = replace(job, resize=(await self.frame_resizes()).get(model_id))
                 work = self.media.decode.remote(job)
                 handle = handle.options(_by_reference=True)  # see __init__: the frames skip this replica
             response_id, created = f"chatcmpl-{rid}", int(time.time())

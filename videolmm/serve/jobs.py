@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from videolmm.media.resize import FrameResize
 from videolmm.types import GenerationSettings, Result, Turn
 
 
@@ -45,6 +46,8 @@ class ChatJob:
             the model's (its template's, or the serve config's ``system_prompt``).
         turns: the earlier user and assistant messages, oldest first (the core's
             :attr:`~videolmm.types.Request.turns`); empty for a single question.
+        resize: the model's frame resize, for the MediaDecoder to run on the sampled frames
+            before sending them (``media_resize``); None sends them at their decoded size.
     """
 
     request_id: str
@@ -56,6 +59,7 @@ class ChatJob:
     fps: float | None = None
     system_prompt: str | None = None
     turns: tuple[Turn, ...] = ()
+    resize: FrameResize | None = None
 
     @property
     def videos(self) -> tuple[MediaRef, ...]:
