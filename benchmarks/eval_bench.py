@@ -65,6 +65,9 @@ SIDES = ("builtin", "builtin1", "ours", "predecoded")
 WAIT_TARGET, PREDECODED_TARGET = 0.03, 1.05
 #: our model args without the start-up measures of videolmm/eval/startup.py (the A/B side on ``hd``)
 NO_STARTUP = ",freeze_gc=false,warm_decoder=false"
+#: the A/B sides run beside ours on ``hd``: without the start-up measures; with every keyframe read sized
+#: for all the cores (``KeyframeDecoder(share_cores=False)``, the decoder before reads shared the cores)
+AB_SIDES = ("nostartup", "noshare")
 
 #: family → (checkpoint family, frames, our model id, built-in model id)
 PAIRS: dict[str, dict[str, Any]] = {
@@ -198,6 +201,11 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     decode_times: list[float] = []
     frames_seen: list[int] = []
+    if spec.get("share_cores") is False:  # the A/B side: every keyframe read planned for all the cores
+        from videolmm.media.keyframe import KeyframeDecoder
+
+        init = KeyframeDecoder.__init__
+        KeyframeDecoder.__init__ = lambda self, *a, **k: init(self, *a, **{**k, "share_cores": False})
     if spec["kind"] == "builtin":
         _patch_builtins(decode_times, frames_seen)
     else:
@@ -328,6 +336,16 @@ def specs(ckpts: dict[str, Path], task_dir: Path, tasks: list[str], repeats: int
                                 "kind": "ours", "family": family, "task": task, "model": pair["ours"],
                                 "model_args": ours_args + NO_STARTUP, "batch_size": batch, "repeat": repeat,
                                 "env": {}, "task_dir": str(task_dir)})  # fmt: skip
+                    # ours with every keyframe read sized for all the cores (reads in flight not shared)
+                    out.append({"side": "noshare", "impl": f"videolmm {pair['ours']}, reads not sharing cores",
+                                "kind": "ours", "family": family, "task": task, "model": pair["ours"],
+                                "model_args": ours_args, "batch_size": batch, "repeat": repeat,
+                                "env": {}, "task_dir": str(task_dir), "share_cores": False})  # fmt: skip
+                    # probes only (--sides): reads share the cores, but generation holds none of them
+                    out.append({"side": "nohold", "impl": f"videolmm {pair['ours']}, generation holds no cores",
+                                "kind": "ours", "family": family, "task": task, "model": pair["ours"],
+                                "model_args": ours_args + ",hold_cores=false", "batch_size": batch,
+                                "repeat": repeat, "env": {}, "task_dir": str(task_dir)})  # fmt: skip
     return out
 
 
@@ -396,6 +414,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for r in mine:
             by_rep.setdefault(r["repeat"], {})[r["side"]] = r
         pairs = [v for v in by_rep.values() if set(SIDES) <= set(v)]
+        if not pairs:  # a probe that ran only some sides (--sides): nothing to pair
+            continue
         speedups = [p["ours"]["samples_per_s"] / p["builtin"]["samples_per_s"] for p in pairs]
         speedups1 = [p["ours"]["samples_per_s"] / p["builtin1"]["samples_per_s"] for p in pairs]
 
@@ -442,6 +462,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "predecoded_torch_threads": first["predecoded"]["torch_threads"],
             "predecoded_same_answers": all(p["ours"]["answers"] == p["predecoded"]["answers"] for p in pairs),
             **startup_ab([v for v in by_rep.values() if set(SIDES) | {"nostartup"} <= set(v)]),
+            **share_ab([v for v in by_rep.values() if set(SIDES) | {"noshare"} <= set(v)]),
         })  # fmt: skip
     return rows
 
@@ -463,6 +484,30 @@ def startup_ab(pairs: list[dict[str, Any]]) -> dict[str, Any]:
         "ab_ours_setup_s": statistics.median(p["ours"]["setup_s"] for p in pairs),
         "ab_nostartup_setup_s": statistics.median(p["nostartup"]["setup_s"] for p in pairs),
         "ab_same_answers": all(p["ours"]["answers"] == p["nostartup"]["answers"] for p in pairs),
+    }  # fmt: skip
+
+
+def share_ab(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ours against ours with keyframe reads not sharing the cores (same repeat, same session)."""
+    if not pairs:
+        return {}
+
+    def med(side: str, key: str) -> float:
+        return statistics.median(p[side]["ours_stats"][key] for p in pairs)
+
+    def share(side: str, key: str) -> float:
+        return statistics.median(p[side][key] / p[side]["gen_s"] for p in pairs)
+
+    return {
+        "sh_repeats": len(pairs),
+        "sh_gen_ratio": statistics.median(p["ours"]["gen_s"] / p["noshare"]["gen_s"] for p in pairs),
+        "sh_gen_ratios": [p["ours"]["gen_s"] / p["noshare"]["gen_s"] for p in pairs],
+        "sh_eval_ratio": statistics.median(p["ours"]["eval_s"] / p["noshare"]["eval_s"] for p in pairs),
+        **{f"sh_{side}_{key}": med(side, key) for side in ("ours", "noshare")
+           for key in ("load_s", "load_wait_s", "decoded_during_load", "first_wait_s", "wait_s")},
+        **{f"sh_{side}_wait_share": share(side, "wait_s") for side in ("ours", "noshare")},
+        **{f"sh_{side}_first_wait_share": share(side, "first_wait_s") for side in ("ours", "noshare")},
+        "sh_same_answers": all(p["ours"]["answers"] == p["noshare"]["answers"] for p in pairs),
     }  # fmt: skip
 
 
@@ -802,6 +847,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="leave out the frame-cache pair (measure it apart with --cache-only; it merges into the results)",
     )
+    parser.add_argument(
+        "--sides",
+        default=",".join((*SIDES, *AB_SIDES)),
+        help="the sides to run (probes; rows need every one of " + ", ".join(SIDES) + ")",
+    )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
@@ -835,12 +885,16 @@ def main(argv: list[str] | None = None) -> int:
         planned = (
             [] if opts.cache_only else specs(ckpts, task_dir, opts.tasks.split(","), opts.repeats, opts.batch_size)
         )
+        planned = [spec for spec in planned if spec["side"] in opts.sides.split(",")]
         if "evalbench_hd" in opts.tasks.split(",") and not opts.no_cache_pair:
             planned += cache_specs(ckpts, task_dir, work / "frame-cache", opts.batch_size)
         for spec in planned:
             result = run_one(spec, work, opts.timeout)
             print(f"{result['task']:20s} {result['impl']:28s} rep {result['repeat']}: "
-                  f"{result['samples_per_s']:6.1f} samples/s, waits {result['wait_share']:.0%}, "
+                  f"{result['samples_per_s']:6.1f} samples/s, waits {result['wait_share']:.1%} "
+                  f"(first {result.get('first_wait_s', 0) / result['gen_s']:.1%}), gen {result['gen_s']:.2f} s, "
+                  f"load wait {result.get('load_wait_s', 0):.2f} s "
+                  f"({result.get('ours_stats', {}).get('decoded_during_load', 0)} decodes), "
                   f"acc {result['metrics'].get('exact_match', float('nan')):.2f}, "
                   f"frames {result['frames_per_sample']}", flush=True)  # fmt: skip
             runs.append(result)

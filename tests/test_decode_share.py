@@ -33,6 +33,22 @@ def test_a_read_alone_keeps_its_plan_and_reads_at_once_split_the_cores() -> None
     assert share(8, 4, 2) == (4, 4) and share(8, 4, 3) == (2, 2) and share(16, 4, 2) == (8, 4)
     with pytest.raises(ValueError, match="cores=0"):
         share(0, 1, 1)
+    assert share(2, 2, 1, reserved=1) == (1, 1) and share(8, 4, 1, reserved=2) == (6, 4)  # cores held by others
+    assert share(8, 4, 2, reserved=2) == (3, 3) and share(2, 2, 2, reserved=2) == (1, 1)
+
+
+def test_a_reservation_holds_cores_until_released() -> None:
+    reads = ReadsInFlight()
+    with reads.reserve() as held:
+        held.hold(2)
+        assert reads.reserved == 2
+        held.hold(1)  # torch resized: the holding follows
+        assert reads.reserved == 1 and held.cores == 1
+        with pytest.raises(ValueError, match="cores must be >= 0"):
+            held.hold(-1)
+    assert reads.reserved == 0
+    held.release()  # idempotent
+    assert reads.reserved == 0
 
 
 def test_the_count_is_thread_safe_and_released_on_errors() -> None:
@@ -75,6 +91,9 @@ def test_a_read_beside_another_plans_fewer_threads_and_gives_the_same_frames(
             shared = video.read(indices)
             assert video.last_share == (1, 1)
             assert (video.last_schedule.workers, video.last_schedule.frame_threads) == (1, 1)
+        with READS_IN_FLIGHT.reserve() as held:  # other work (generation) holds a core
+            held.hold(1)
+            assert np.array_equal(video.read(indices), first) and video.last_share == (1, 1)
         again = video.read(indices)  # alone again: today's plan
         assert (video.last_schedule.workers, video.last_schedule.frame_threads) == alone
         assert np.array_equal(first, ref.read(indices)) and np.array_equal(shared, first)

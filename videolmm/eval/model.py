@@ -53,6 +53,7 @@ from videolmm.eval.startup import warm_decoder as warm_up
 from videolmm.eval.stats import STATS_ENV, EvalStats
 from videolmm.eval.threads import set_threads, size_torch_threads, threads_for, usable_cores
 from videolmm.log import configure_from_env
+from videolmm.media.cores import READS_IN_FLIGHT, Reservation
 from videolmm.models.engine import DecodedRequest, Engine, error_text
 from videolmm.models.spec import EngineSpec, parse_bool
 from videolmm.tokens import separator_stop
@@ -79,6 +80,7 @@ class VideoLMM(lmms):
         torch_threads: int | str = "auto",
         freeze_gc: bool | str = True,
         warm_decoder: bool | str = True,
+        hold_cores: bool | str = True,
         max_batch_size: int | None = None,  # lmms-eval passes it; batches are fixed-size here
         **options: Any,
     ) -> None:
@@ -105,6 +107,9 @@ class VideoLMM(lmms):
             warm_decoder: decode a tiny in-memory clip before the load starts
                 (:func:`~videolmm.eval.startup.warm_decoder`), so that the first real decodes do
                 not pay the decoder's imports beside the load.
+            hold_cores: while generating with torch threads sized here, hold their cores from the
+                ``keyframe`` decoder's reads (:meth:`~videolmm.media.cores.ReadsInFlight.reserve`),
+                so that decode threads plan their FFmpeg threads for the cores torch leaves.
             max_batch_size: accepted for lmms-eval's CLI; unused.
             **options: engine options: every :class:`~videolmm.models.spec.EngineSpec` field under
                 its name or a seed alias (``max_frames_num``, ``conv_template``,
@@ -136,6 +141,8 @@ class VideoLMM(lmms):
         self.torch_threads = size_torch_threads(torch_threads, self.decode_workers, spec.device)
         # auto: per batch, every core when decoding is cheap next to generating (see threads_for)
         self._adaptive_threads = str(torch_threads).strip().lower() == "auto" and self.torch_threads > 0
+        self._hold_cores = parse_bool(hold_cores, "hold_cores") and self.torch_threads > 0
+        self._reservation: Reservation | None = None
         self.stats = EvalStats(
             batch_size=self.batch_size_per_gpu,
             prefetch=self.prefetch,
@@ -356,11 +363,13 @@ class VideoLMM(lmms):
             pbar.update(1)
 
         batches = self._decoded_batches(pipe)
-        if engine.continuous:
-            slots = self.batch_size_per_gpu
-            generate_continuous(engine, batches, record, sums, self._size_threads, slots, lambda: pipe.wait_s)
-        else:
-            generate_static(engine, batches, record, sums, self._size_threads)
+        with READS_IN_FLIGHT.reserve() as self._reservation:  # torch's cores, held from the reads (hold_cores)
+            if engine.continuous:
+                slots = self.batch_size_per_gpu
+                generate_continuous(engine, batches, record, sums, self._size_threads, slots, lambda: pipe.wait_s)
+            else:
+                generate_static(engine, batches, record, sums, self._size_threads)
+        self._reservation = None
         pbar.close()
         self._report_failures()
         sums["wall"] = time.perf_counter() - started
@@ -369,8 +378,11 @@ class VideoLMM(lmms):
 
     def _size_threads(self, last: tuple[float, float] | None) -> None:
         """``torch_threads=auto``: size torch's threads for the next batch (see :func:`threads_for`)."""
-        if self._adaptive_threads:
-            set_threads(threads_for(last, usable_cores(), self.decode_workers))
+        threads = threads_for(last, usable_cores(), self.decode_workers) if self._adaptive_threads else 0
+        if threads:
+            set_threads(threads)
+        if self._hold_cores and self._reservation is not None:
+            self._reservation.hold(threads or self.torch_threads)
 
     def _add_stats(self, samples: int, pipe: DecodePipeline, load_wait: float, sums: dict[str, float]) -> None:
         """Accumulate into :attr:`stats`; write them to ``$VIDEOLMM_EVAL_STATS`` when it is set."""

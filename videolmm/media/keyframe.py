@@ -139,7 +139,8 @@ class KeyframeVideo(OpenedVideoBase):
 
     def read_sorted(self, indices: list[int]) -> np.ndarray:
         with self._reads.enter() if self._reads is not None else nullcontext(1) as reads:
-            cores, workers = self.last_share = share(self._cores, self._workers, reads)
+            reserved = self._reads.reserved if self._reads is not None else 0
+            cores, workers = self.last_share = share(self._cores, self._workers, reads, reserved)
             if self.index.exact:
                 out = FrameOutput(len(indices), self.info.source)
                 try:
