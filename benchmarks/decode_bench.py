@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 from bench_docs import write_section  # benchmarks/ is on sys.path when a script runs
+from decode_concurrent import bench_concurrent, concurrent_markdown
 from decode_profile import profile_markdown, profile_row, sequential_frame_cost
 
 REPO = Path(__file__).resolve().parents[1]
@@ -567,6 +568,7 @@ def markdown(data: dict[str, Any]) -> str:
         "`np.stack`s them, and decord returns its own buffer that `asnumpy()` copies: both hold the frames twice "
         "at the peak.",
         "",
+        *concurrent_markdown(data.get("concurrent", []), os.cpu_count() or 1),
         f"**Decoded-frame cache.** {cache['num_frames']} frames of each of the {len(cache['videos'])} videos "
         "through `FrameCache.load_frames` (keyframe decoder), twice, each run with a fresh cache object on the same "
         f"directory, as two evaluation runs would: first run {first['seconds'] * 1000:.0f} ms ({first['misses']} "
@@ -644,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = _meta(opts, videos, specs)
     print("decode:", flush=True)
     measures, per_frame, profiles = bench_decode(videos, opts.repeats)
+    print("reads at once:", flush=True)
+    concurrent = bench_concurrent(videos, max(2, opts.repeats))
     print("memory:", flush=True)
     memory = bench_memory(mem_path, MEM_FRAMES)
     print("cache:", flush=True)
@@ -653,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         "measures": [asdict(m) for m in measures],
         "per_frame_s": per_frame,
         "profiles": profiles,
+        "concurrent": concurrent,
         "memory": memory,
         "cache": cache,
     }
