@@ -345,12 +345,13 @@ class KeyframeDecoder:
             :data:`SKIP_NONREF_CODECS`); the wanted frames are the same either way.
         share_cores: reads that run at once share the cores. Each read counts itself in the
             process-wide :data:`~videolmm.media.cores.READS_IN_FLIGHT` while it runs and, when it
-            starts beside ``r - 1`` others, plans for ``max(1, cores // r)`` cores and at most that
-            many workers (:func:`~videolmm.media.cores.share`); a read alone plans for all of
-            ``cores`` and ``workers``, as without sharing. Evaluation decodes several requests at
-            once in a thread pool, Serve several requests at once: each sized for the whole machine,
-            they would oversubscribe it. False: every read plans for ``cores``. Threading never
-            changes the frames.
+            starts beside ``r - 1`` others, plans for ``max(1, (cores - held) // r)`` cores and at
+            most that many workers (:func:`~videolmm.media.cores.share`), ``held`` being the cores
+            other work holds (:meth:`~videolmm.media.cores.ReadsInFlight.reserve`: evaluation's
+            generation); a read alone, with none held, plans for all of ``cores`` and ``workers``,
+            as without sharing. Evaluation decodes several requests at once in a thread pool, Serve
+            several requests at once: each sized for the whole machine, they would oversubscribe it.
+            False: every read plans for ``cores``. Threading never changes the frames.
     """
 
     name = "keyframe"
