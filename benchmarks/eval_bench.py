@@ -505,6 +505,7 @@ def share_ab(pairs: list[dict[str, Any]]) -> dict[str, Any]:
         "sh_eval_ratio": statistics.median(p["ours"]["eval_s"] / p["noshare"]["eval_s"] for p in pairs),
         **{f"sh_{side}_{key}": med(side, key) for side in ("ours", "noshare")
            for key in ("load_s", "load_wait_s", "decoded_during_load", "first_wait_s", "wait_s")},
+        **{f"sh_{side}_gen_s": statistics.median(p[side]["gen_s"] for p in pairs) for side in ("ours", "noshare")},
         **{f"sh_{side}_wait_share": share(side, "wait_s") for side in ("ours", "noshare")},
         **{f"sh_{side}_first_wait_share": share(side, "first_wait_s") for side in ("ours", "noshare")},
         "sh_same_answers": all(p["ours"]["answers"] == p["noshare"]["answers"] for p in pairs),
@@ -760,8 +761,21 @@ def hidden_lines(rows: list[dict[str, Any]], cpus: int) -> list[str]:
         "only takes cores from it. With single-threaded FFmpeg per read (probe only: the decoder's `cores=1`), one "
         "decode thread and that interval, 6 decodes finished during a 0.51 s load (2 during 0.48 s without): "
         "there decoding beside the load is nearly free, and one such decode took 15-17 ms against 27 ms with two "
-        "frame threads. Left to the decoder: reads that run at once sharing the cores. So the first batch is "
-        "still partly waited for on `hd` (*of which first batch*). "
+        "frame threads. Reads that run at once now share the cores (`videolmm/media/cores.py`): each `keyframe` "
+        "read plans its workers × FFmpeg frame threads for `cores // reads in flight` when it starts (a read "
+        "alone keeps its plan), and while the model generates on CPU it holds torch's threads' cores from the "
+        "reads (`hold_cores`), so on 2 cores a decode beside the load, beside another decode or beside "
+        "generation runs single-threaded. "
+        + share_text(rows)
+        + " In a probe before this run (07:45-07:49 UTC, 2 interleaved repeats on `hd`), the same with reads "
+        "sharing but generation holding no cores (`hold_cores=false`) took a generation phase of 1.24 / 1.38 s "
+        "(llava_next_video; ours 1.16 / 1.24 s, not shared 1.54 / 1.30 s) and 1.91 / 2.54 s (video_llava; ours "
+        "1.85 / 2.08 s, not shared 2.09 / 2.69 s). The 0.2 ms switch interval during the load wait, tried again "
+        "with reads sharing (probe, 3 interleaved repeats on `hd`, 07:53-08:06 UTC): decode waits 0.0-0.7% "
+        "(ours 0.6-6.1%) and 6-12 decodes done during the load (ours 2-6), but the load wait grew from "
+        "0.29-0.44 s to 0.41-0.68 s and the evaluation phase including the load was not shorter "
+        "(llava_next_video 1.64-2.27 s against 1.54-1.88 s, video_llava 2.46-3.13 s against 2.54-2.83 s): it "
+        "moves the wait into the load instead of removing it, so it is still not adopted. "
         "(2) Thread sizing: `torch_threads=auto` "
         "keeps torch on the cores the decode threads leave while decoding is not cheap next to generation (torch's "
         "intra-op threads stall when a decode thread takes one of their cores); the pre-decoded run has no decode "
@@ -774,6 +788,28 @@ def hidden_lines(rows: list[dict[str, Any]], cpus: int) -> list[str]:
         "",
     ]
     return lines
+
+
+def share_text(rows: list[dict[str, Any]]) -> str:
+    """Reads sharing the cores against not (the ``noshare`` side on ``hd``), medians over repeats."""
+    cells = [
+        f"{r['family']} generation phase {r['sh_noshare_gen_s']:.2f} → {r['sh_ours_gen_s']:.2f} s "
+        f"(**{r['sh_gen_ratio']:.2f}×**, per repeat "
+        + ", ".join(f"{x:.2f}×" for x in r["sh_gen_ratios"])
+        + f"), decode waits {r['sh_noshare_wait_share']:.1%} → {r['sh_ours_wait_share']:.1%} of it (first batch "
+        f"{r['sh_noshare_first_wait_share']:.1%} → {r['sh_ours_first_wait_share']:.1%}), decodes done during the "
+        f"load {r['sh_noshare_decoded_during_load']:.0f} → {r['sh_ours_decoded_during_load']:.0f}, evaluation "
+        f"phase incl. the load {r['sh_eval_ratio']:.2f}×, answers "
+        + ("identical" if r["sh_same_answers"] else "DIFFERENT")
+        for r in rows
+        if r.get("sh_repeats")
+    ]
+    if not cells:
+        return ""
+    return (
+        "In this run, reads each planned for all the cores (`share_cores=False`, the decoder before) → sharing "
+        "(both measures), on `hd`, in the same repeats (medians): " + "; ".join(cells) + "."
+    )
 
 
 def ab_text(rows: list[dict[str, Any]]) -> str:
