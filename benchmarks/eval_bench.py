@@ -776,7 +776,8 @@ def hidden_lines(rows: list[dict[str, Any]], cpus: int) -> list[str]:
         "0.29-0.44 s to 0.41-0.68 s and the evaluation phase including the load was not shorter "
         "(llava_next_video 1.64-2.27 s against 1.54-1.88 s, video_llava 2.46-3.13 s against 2.54-2.83 s): it "
         "moves the wait into the load instead of removing it, so it is still not adopted. "
-        "(2) Thread sizing: `torch_threads=auto` "
+        + first_batch_text(rows)
+        + "(2) Thread sizing: `torch_threads=auto` "
         "keeps torch on the cores the decode threads leave while decoding is not cheap next to generation (torch's "
         "intra-op threads stall when a decode thread takes one of their cores); the pre-decoded run has no decode "
         "time and takes every core. Torch threads at the end of the run, ours / pre-decoded: "
@@ -788,6 +789,24 @@ def hidden_lines(rows: list[dict[str, Any]], cpus: int) -> list[str]:
         "",
     ]
     return lines
+
+
+def first_batch_text(rows: list[dict[str, Any]]) -> str:
+    """Where the decode wait left on ``hd`` comes from: the first batch."""
+    cells = [
+        f"{r['family']} {r['ours_first_wait_share']:.1%} of {r['ours_wait_share']:.1%}, "
+        f"{r['ours_decoded_during_load']:.0f} of {r['ours_decodes']:.0f} decodes done during the load"
+        for r in rows
+        if r["task"] == "evalbench_hd"
+    ]
+    if not cells:
+        return ""
+    return (
+        "What is left of the decode wait on `hd` is mostly the first batch (" + "; ".join(cells) + "): the "
+        "continuous scheduler takes a whole batch (16 samples, 8 clips with two questions each) before its "
+        "first prefill, and only the decodes done during the load are ready when it ends; the rest of the first "
+        "batch decodes after it (`decode_burst` reads at once) while nothing generates. "
+    )
 
 
 def share_text(rows: list[dict[str, Any]]) -> str:
