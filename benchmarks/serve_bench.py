@@ -140,7 +140,9 @@ def build_inputs(work: Path) -> tuple[Path, dict[str, Path]]:
     return ckpt, {"generate-heavy": small, "decode-heavy": large}
 
 
-def app_args(ckpt: Path, media: Path, max_batch_size: int, decode_in: str, scheduler: str) -> dict[str, Any]:
+def app_args(
+    ckpt: Path, media: Path, max_batch_size: int, decode_in: str, scheduler: str, media_resize: bool = True
+) -> dict[str, Any]:
     """tiny.yaml's app with one model, generous queues (latency, not 503s, is measured here).
 
     CPU shares are small (0.65 per app at most) so that the three apps fit the 2-CPU cluster; they
@@ -153,6 +155,7 @@ def app_args(ckpt: Path, media: Path, max_batch_size: int, decode_in: str, sched
     args["security"] = {"media_roots": [str(media)]}
     args["batching"] = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.01}
     args["decode_in"] = decode_in
+    args["media_resize"] = media_resize
     args["model_deployment"] = {
         "num_replicas": 1,
         "max_ongoing_requests": 32,
@@ -431,6 +434,11 @@ def markdown(
     routed = (
         f"the model replica for the {small / 1024:.0f}-KB 64-px clip (media up to `inline_decode_max_bytes`, 64 KiB, "
         f"skip the MediaDecoder), the MediaDecoder deployment for the {large / 1024:.0f}-KB 480-px clip"
+        + (
+            " (its frames sent at the model's input size, 32 px: `media_resize`)"
+            if meta.get("media_resize", False)  # older results files: before media_resize
+            else " (its frames sent at their decoded size)"
+        )
         if small and large
         else "the MediaDecoder deployment"
     )
@@ -619,6 +627,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--overhead-only", action="store_true", help="only the overhead rounds (use --save-raw)")
     parser.add_argument(
+        "--no-media-resize",
+        action="store_true",
+        help="media_resize: false (frames leave the MediaDecoder at their decoded size), for side runs",
+    )
+    parser.add_argument(
         "--no-default-overhead",
         action="store_true",
         help="skip the overhead rounds on a second cluster with Ray's default settings",
@@ -675,7 +688,8 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 120})
         for mode, (batch, decode_in, scheduler) in MODES.items():
-            app = build_app(ServeArgs.model_validate(app_args(ckpt, work / "media", batch, decode_in, scheduler)))
+            raw = app_args(ckpt, work / "media", batch, decode_in, scheduler, media_resize=not opts.no_media_resize)
+            app = build_app(ServeArgs.model_validate(raw))
             # serve.run waits without a deadline (e.g. for a replica that cannot be scheduled): bound it
             deploy = threading.Thread(target=serve.run, args=(app,), kwargs={"name": mode, "route_prefix": f"/{mode}"},
                                       daemon=True)  # fmt: skip
@@ -736,6 +750,7 @@ def main(argv: list[str] | None = None) -> int:
         "pairs": opts.pairs,
         "raw_path": "benchmarks/results/serve_bench.json",
         "ray_mode": opts.ray_mode,
+        "media_resize": not opts.no_media_resize,
         "ray_env": RAY_MODES[opts.ray_mode],
     }
     full = set(chosen) == set(WORKLOADS) and concurrencies == CONCURRENCIES and opts.object_store_mb == 256

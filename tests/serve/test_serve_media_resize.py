@@ -9,7 +9,10 @@ answer on a 128-px clip (resized to its 64 px in the MediaDecoder) against the i
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from serve_helpers import HOUND, LNV, LNV34B, QWEN2, STATIC, TRAINED, VL, ServeApp, video_message
@@ -24,11 +27,28 @@ from videolmm.types import GenerationSettings, Request
 QUESTION = "What colour is the moving square?"
 
 
-@pytest.fixture(scope="module")
-def resizes(serve_app: ServeApp) -> dict[str, FrameResize | None]:
+_LOOP: asyncio.AbstractEventLoop | None = None
+
+
+def call(deployment: str, method: str, *args: Any) -> Any:
+    """One call through a deployment handle, made on one event loop that runs for the rest of the
+    process (Ray's throughput-optimized settings bind the handles' router to the caller's loop)."""
     from ray import serve
 
-    return serve.get_deployment_handle("ModelServer", app_name="videolmm").frame_resizes.remote().result(timeout_s=120)
+    global _LOOP
+    if _LOOP is None:
+        _LOOP = asyncio.new_event_loop()
+        threading.Thread(target=_LOOP.run_forever, name="handle-loop", daemon=True).start()
+
+    async def go() -> Any:
+        return await getattr(serve.get_deployment_handle(deployment, app_name="videolmm"), method).remote(*args)
+
+    return asyncio.run_coroutine_threadsafe(go(), _LOOP).result(timeout=120)
+
+
+@pytest.fixture(scope="module")
+def resizes(serve_app: ServeApp) -> dict[str, FrameResize | None]:
+    return call("ModelServer", "frame_resizes")
 
 
 def test_each_model_gets_its_processors_resize(resizes: dict[str, FrameResize | None]) -> None:
@@ -42,15 +62,10 @@ def test_each_model_gets_its_processors_resize(resizes: dict[str, FrameResize | 
 
 
 def test_media_decoder_resizes_what_the_job_asks(serve_app: ServeApp, resizes: dict[str, FrameResize | None]) -> None:
-    from ray import serve
-
-    media = serve.get_deployment_handle("MediaDecoder", app_name="videolmm")
     ref = MediaRef("video", serve_app.file_url("sharp.mp4"), "messages[0].content[1].video_url.url")
-    plain = ChatJob("resize-plain", TRAINED, QUESTION, media=(ref,))
-    whole = media.decode.remote(plain).result(timeout_s=60)
-    small = media.decode.remote(
-        ChatJob("resize-small", TRAINED, QUESTION, media=(ref,), resize=resizes[TRAINED])
-    ).result(timeout_s=60)
+    whole = call("MediaDecoder", "decode", ChatJob("resize-plain", TRAINED, QUESTION, media=(ref,)))
+    asked = ChatJob("resize-small", TRAINED, QUESTION, media=(ref,), resize=resizes[TRAINED])
+    small = call("MediaDecoder", "decode", asked)
     assert isinstance(whole, DecodedRequest) and isinstance(small, DecodedRequest), (whole, small)
     assert whole.videos[0].array.shape[1:3] == (128, 128)  # the clip's own size
     assert small.videos[0].array.shape[1:3] == (64, 64)  # the trained checkpoint's input size
