@@ -8,13 +8,11 @@ from typing import Any
 
 import pytest
 import torch
-from lmms_eval.api.instance import Instance
+from test_eval_preload import instances
 
 from videolmm.eval import model as eval_model
 from videolmm.eval.model import LlavaNextVideo
 from videolmm.media.cores import READS_IN_FLIGHT
-
-GEN = {"max_new_tokens": 4, "temperature": 0, "do_sample": False, "until": ["\n", "."]}
 
 
 @pytest.fixture(autouse=True)
@@ -27,20 +25,7 @@ def keep_torch_threads() -> Iterator[None]:
 def _answers(lm: LlavaNextVideo, clips: dict[str, Path]) -> list[str]:
     docs = [{"video": str(path), "question": "What colour is the moving square?"} for path in clips.values()]
     lm.task_dict = {"pre": {"test": dict(enumerate(docs))}}
-
-    def doc_to_visual(doc: dict[str, str]) -> list[str]:
-        return [doc["video"]]
-
-    requests = [
-        Instance(
-            "generate_until",
-            (d["question"], dict(GEN), doc_to_visual, i, "pre", "test"),
-            idx=0,
-            metadata={"task": "pre", "doc_id": i, "repeats": 1},
-        )  # fmt: skip
-        for i, d in enumerate(docs)
-    ]
-    return [r.text for r in lm.generate_until(requests)]
+    return [r.text for r in lm.generate_until(instances(docs))]
 
 
 def test_generation_holds_torchs_cores_from_the_reads_and_gives_them_back(
