@@ -815,7 +815,15 @@ def first_batch_text(rows: list[dict[str, Any]]) -> str:
         "What is left of the decode wait on `hd` is mostly the first batch (" + "; ".join(cells) + "): the "
         "continuous scheduler takes a whole batch (16 samples, 8 clips with two questions each) before its "
         "first prefill, and only the decodes done during the load are ready when it ends; the rest of the first "
-        "batch decodes after it (`decode_burst` reads at once) while nothing generates. "
+        "batch decodes after it (`decode_burst` reads at once) while nothing generates. Tried and not adopted "
+        "(08:48-09:04 UTC, under the lock): starting generation with the first batch's samples decoded when the "
+        "model is ready and letting the rest join at a later step (the scheduler taking only items already "
+        "decoded while others run). The decode wait on `hd` fell to 0.0% (a full run, every part of the first "
+        "batch joining as it decoded) and to 0-1.4% (the rest of the first batch joining whole; 3 interleaved "
+        "repeats against waiting for the whole batch, 0.6-5.2%), but evaluation got slower: samples/s "
+        "51-58 against 54-58 (llava_next_video) and 27-36 against 30-46 (video_llava) in those repeats, and in the "
+        "full run ours took a 1.65-1.74 s generation phase against 1.13 / 1.04 s pre-decoded. An extra prefill "
+        "and KV-cache merge, and steps run on a few samples, cost more than the wait they remove on 2 cores. "
     )
 
 
