@@ -168,7 +168,8 @@ def test_the_heap_freeze_is_shared_released_once_and_never_someone_elses() -> No
         third = FrozenHeap()
         before = gc.get_freeze_count()
         third.release()
-        assert third.frozen == 0 and gc.get_freeze_count() == before > 0
+        # not unfrozen (that would empty it); frozen objects freed meanwhile by other threads leave it
+        assert third.frozen == 0 and 0 < gc.get_freeze_count() <= before
     finally:
         gc.unfreeze()
     gc.disable()  # the collector is off: nothing to freeze
