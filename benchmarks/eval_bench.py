@@ -64,10 +64,12 @@ SIDES = ("builtin", "builtin1", "ours", "predecoded")
 #: at most this multiple of the same run on pre-decoded frames
 WAIT_TARGET, PREDECODED_TARGET = 0.03, 1.05
 #: our model args without the start-up measures of videolmm/eval/startup.py (the A/B side on ``hd``)
-NO_STARTUP = ",freeze_gc=false,warm_decoder=false"
+NO_STARTUP = ",freeze_gc=false,warm_decoder=false,load_processes=0"
+#: our model args with the decodes started during the load run in threads (videolmm/eval/forked.py)
+NO_PROCESSES = ",load_processes=0"
 #: the A/B sides run beside ours on ``hd``: without the start-up measures; with every keyframe read sized
 #: for all the cores (``KeyframeDecoder(share_cores=False)``, the decoder before reads shared the cores)
-AB_SIDES = ("nostartup", "noshare")
+AB_SIDES = ("nostartup", "noshare", "threadload")
 
 #: family → (checkpoint family, frames, our model id, built-in model id)
 PAIRS: dict[str, dict[str, Any]] = {
@@ -341,6 +343,11 @@ def specs(ckpts: dict[str, Path], task_dir: Path, tasks: list[str], repeats: int
                                 "kind": "ours", "family": family, "task": task, "model": pair["ours"],
                                 "model_args": ours_args, "batch_size": batch, "repeat": repeat,
                                 "env": {}, "task_dir": str(task_dir), "share_cores": False})  # fmt: skip
+                    # ours with the decodes started during the load in threads (no decode processes)
+                    out.append({"side": "threadload", "impl": f"videolmm {pair['ours']}, no decode processes",
+                                "kind": "ours", "family": family, "task": task, "model": pair["ours"],
+                                "model_args": ours_args + NO_PROCESSES, "batch_size": batch, "repeat": repeat,
+                                "env": {}, "task_dir": str(task_dir)})  # fmt: skip
                     # probes only (--sides): reads share the cores, but generation holds none of them; two
                     # decode threads while generating (default min(4, cores - 1): one on 2 cores)
                     out.append({"side": "nohold", "impl": f"videolmm {pair['ours']}, generation holds no cores",
@@ -467,7 +474,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "predecoded_torch_threads": first["predecoded"]["torch_threads"],
             "predecoded_same_answers": all(p["ours"]["answers"] == p["predecoded"]["answers"] for p in pairs),
             **startup_ab([v for v in by_rep.values() if set(SIDES) | {"nostartup"} <= set(v)]),
-            **share_ab([v for v in by_rep.values() if set(SIDES) | {"noshare"} <= set(v)]),
+            **side_ab([v for v in by_rep.values() if set(SIDES) | {"noshare"} <= set(v)], "noshare", "sh"),
+            **side_ab([v for v in by_rep.values() if set(SIDES) | {"threadload"} <= set(v)], "threadload", "pr"),
         })  # fmt: skip
     return rows
 
@@ -492,8 +500,8 @@ def startup_ab(pairs: list[dict[str, Any]]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def share_ab(pairs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Ours against ours with keyframe reads not sharing the cores (same repeat, same session)."""
+def side_ab(pairs: list[dict[str, Any]], other: str, prefix: str) -> dict[str, Any]:
+    """Ours against the A/B side ``other`` (same repeat, same session); keys ``{prefix}_...``."""
     if not pairs:
         return {}
 
@@ -503,17 +511,19 @@ def share_ab(pairs: list[dict[str, Any]]) -> dict[str, Any]:
     def share(side: str, key: str) -> float:
         return statistics.median(p[side][key] / p[side]["gen_s"] for p in pairs)
 
+    x = prefix
     return {
-        "sh_repeats": len(pairs),
-        "sh_gen_ratio": statistics.median(p["ours"]["gen_s"] / p["noshare"]["gen_s"] for p in pairs),
-        "sh_gen_ratios": [p["ours"]["gen_s"] / p["noshare"]["gen_s"] for p in pairs],
-        "sh_eval_ratio": statistics.median(p["ours"]["eval_s"] / p["noshare"]["eval_s"] for p in pairs),
-        **{f"sh_{side}_{key}": med(side, key) for side in ("ours", "noshare")
+        f"{x}_repeats": len(pairs),
+        f"{x}_gen_ratio": statistics.median(p["ours"]["gen_s"] / p[other]["gen_s"] for p in pairs),
+        f"{x}_gen_ratios": [p["ours"]["gen_s"] / p[other]["gen_s"] for p in pairs],
+        f"{x}_eval_ratio": statistics.median(p["ours"]["eval_s"] / p[other]["eval_s"] for p in pairs),
+        f"{x}_eval_ratios": [p["ours"]["eval_s"] / p[other]["eval_s"] for p in pairs],
+        **{f"{x}_{side}_{key}": med(side, key) for side in ("ours", other)
            for key in ("load_s", "load_wait_s", "decoded_during_load", "first_wait_s", "wait_s")},
-        **{f"sh_{side}_gen_s": statistics.median(p[side]["gen_s"] for p in pairs) for side in ("ours", "noshare")},
-        **{f"sh_{side}_wait_share": share(side, "wait_s") for side in ("ours", "noshare")},
-        **{f"sh_{side}_first_wait_share": share(side, "first_wait_s") for side in ("ours", "noshare")},
-        "sh_same_answers": all(p["ours"]["answers"] == p["noshare"]["answers"] for p in pairs),
+        **{f"{x}_{side}_gen_s": statistics.median(p[side]["gen_s"] for p in pairs) for side in ("ours", other)},
+        **{f"{x}_{side}_wait_share": share(side, "wait_s") for side in ("ours", other)},
+        **{f"{x}_{side}_first_wait_share": share(side, "first_wait_s") for side in ("ours", other)},
+        f"{x}_same_answers": all(p["ours"]["answers"] == p[other]["answers"] for p in pairs),
     }  # fmt: skip
 
 
@@ -786,6 +796,7 @@ def hidden_lines(rows: list[dict[str, Any]], cpus: int) -> list[str]:
         "1.24 / 1.95 s (llava_next_video) and 2.42 / 2.32 s against 2.40 / 2.36 s (video_llava), decode waits "
         "4.8-6.0% against 2.5-5.8% and 2.2-2.5% against 3.6-4.0%: no gain beyond the noise, so the default stays "
         "one decode thread while generating on 2 cores (`min(4, cores - 1)`). "
+        + process_text(rows)
         + first_batch_text(rows)
         + "(2) Thread sizing: `torch_threads=auto` "
         "keeps torch on the cores the decode threads leave while decoding is not cheap next to generation (torch's "
@@ -849,6 +860,39 @@ def share_text(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def process_text(rows: list[dict[str, Any]]) -> str:
+    """Decode processes during the load against threads (the ``threadload`` side on ``hd``), medians."""
+    cells = [
+        f"{r['family']} decodes done during the load {r['pr_threadload_decoded_during_load']:.0f} → "
+        f"{r['pr_ours_decoded_during_load']:.0f}, load waited for {r['pr_threadload_load_wait_s']:.2f} → "
+        f"{r['pr_ours_load_wait_s']:.2f} s, decode waits {r['pr_threadload_wait_share']:.1%} → "
+        f"{r['pr_ours_wait_share']:.1%} of the generation phase (first batch "
+        f"{r['pr_threadload_first_wait_share']:.1%} → {r['pr_ours_first_wait_share']:.1%}), generation phase "
+        f"{r['pr_threadload_gen_s']:.2f} → {r['pr_ours_gen_s']:.2f} s ({r['pr_gen_ratio']:.2f}×), evaluation phase "
+        f"incl. the load **{r['pr_eval_ratio']:.2f}×** (per repeat "
+        + ", ".join(f"{x:.2f}×" for x in r["pr_eval_ratios"])
+        + "), answers "
+        + ("identical" if r["pr_same_answers"] else "DIFFERENT")
+        for r in rows
+        if r.get("pr_repeats")
+    ]
+    if not cells:
+        return ""
+    return (
+        "The GIL hand-over cannot be tuned away inside one interpreter: measured in process (12:35 UTC), a "
+        "23 ms `hd` decode took 175-230 ms beside a thread busy in Python at the default 5 ms switch interval "
+        "and 69-97 ms at 1 ms, and every hand-over the decode wins delays the load as much (probes 12:18-12:26 "
+        "UTC, 3 interleaved repeats on `hd`: holding a core for the load thread and a 0.5 ms switch interval "
+        "gave 1-8 decodes during the load and decode waits of 0-11.5% against 1-4 and 2.4-6.5% without, no "
+        "better than the noise). A process has its own GIL. The model now forks decode processes in its "
+        "constructor, after the warm-up and before the load starts (`load_processes`, default `min(4, cores - "
+        "1)` on Linux: one here; `videolmm/eval/forked.py`); the decodes `generate_until` starts while the load "
+        "runs go to them, one pickled result per request comes back, and they stop when the load ends. In this "
+        "run, those decodes in threads (`load_processes=0`) → in the process, on `hd`, in the same repeats "
+        "(medians): " + "; ".join(cells) + ". "
+    )
+
+
 def ab_text(rows: list[dict[str, Any]]) -> str:
     """The start-up measures against none (the ``nostartup`` side on ``hd``), medians over repeats."""
     cells = [
@@ -867,8 +911,10 @@ def ab_text(rows: list[dict[str, Any]]) -> str:
     if not cells:
         return ""
     return (
-        "In this run, without both (`freeze_gc=false,warm_decoder=false`) → with both, on `hd`, in the same "
-        "repeats (medians): " + "; ".join(cells) + "."
+        "In this run, without the start-up measures (`freeze_gc=false,warm_decoder=false,load_processes=0`) → "
+        "with them (the decode processes below included), on `hd`, in the same repeats (medians): "
+        + "; ".join(cells)
+        + "."
     )
 
 

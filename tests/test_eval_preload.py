@@ -107,14 +107,14 @@ def test_decoding_runs_while_the_model_loads(
 
     monkeypatch.setattr(EarlyMedia, "decode", decode)
     monkeypatch.setattr(loading, "load_engine", load_engine)
-    lm = model(gated, batch_size=2, prefetch=2, decode_workers=1, decode_burst=1)
+    lm = model(gated, batch_size=2, prefetch=2, decode_workers=1, decode_burst=1, load_processes=0)  # decodes here
     assert lm._engine is None and not lm._load.done  # the constructor did not wait for the load
-    assert lm._frozen is not None and lm._frozen.held and lm.stats.warmup_s > 0  # both before the load started
+    assert lm._startup.frozen is not None and lm._startup.frozen.held and lm.stats.warmup_s > 0  # both before the load started
     got = answers(lm, docs)
 
     assert held == [True], "the load finished without decoding having started: generate_until joined it first"
     assert frozen_during_load == [True]  # no full collection walked the imports' objects during the load
-    assert not lm._frozen.held  # released at the end of the first call
+    assert not lm._startup.frozen.held  # released at the end of the first call
     assert got == plain  # three clips, two questions each: the same answers as the plain path
     stats = lm.stats
     assert stats.decoded_during_load >= 1 and stats.decodes == 3
@@ -143,7 +143,7 @@ def test_options_are_still_checked_at_construction(trained_llava_next_video: Pat
     with pytest.raises(ConfigError, match="config.json"):  # the generic id reads the config to find the family
         VideoLMM(pretrained=str(missing), device="cpu")
     lm = model(missing, freeze_gc="no", warm_decoder="false")  # the family is fixed: nothing to read before the load
-    assert lm._frozen is None and lm.stats.warmup_s == 0.0
+    assert lm._startup.frozen is None and lm.stats.warmup_s == 0.0
     with pytest.raises(ModelLoadError, match=f"{missing}: loading the model failed"):
         _ = lm.tokenizer
     with pytest.raises(ConfigError, match="freeze_gc='maybe': expected a boolean"):
@@ -183,7 +183,7 @@ def test_the_heap_freeze_is_shared_released_once_and_never_someone_elses() -> No
 
 def test_a_dropped_model_releases_its_hold(trained_llava_next_video: Path) -> None:
     lm = model(trained_llava_next_video, warm_decoder=False)
-    frozen = lm._frozen
+    frozen = lm._startup.frozen
     assert frozen is not None and frozen.held
     lm._load.wait()
     del lm

@@ -48,8 +48,7 @@ from videolmm.eval.loops import generate_continuous, generate_static
 from videolmm.eval.markers import ERROR_PREFIX
 from videolmm.eval.prefetch import PRELOAD_BYTES, DecodePipeline, EarlyMedia
 from videolmm.eval.requests import generation_from_kwargs, split_visuals
-from videolmm.eval.startup import FrozenHeap
-from videolmm.eval.startup import warm_decoder as warm_up
+from videolmm.eval.startup import Startup
 from videolmm.eval.stats import STATS_ENV, EvalStats
 from videolmm.eval.threads import set_threads, size_torch_threads, threads_for, usable_cores
 from videolmm.log import configure_from_env
@@ -81,6 +80,7 @@ class VideoLMM(lmms):
         freeze_gc: bool | str = True,
         warm_decoder: bool | str = True,
         hold_cores: bool | str = True,
+        load_processes: int | str = "auto",
         max_batch_size: int | None = None,  # lmms-eval passes it; batches are fixed-size here
         **options: Any,
     ) -> None:
@@ -102,11 +102,11 @@ class VideoLMM(lmms):
                 of frames wait (``prefetch > 0`` only).
             torch_threads: ``auto``, ``none`` or an integer (see :mod:`videolmm.eval.threads`).
             freeze_gc: exempt the objects that exist before the load from the cyclic GC until the
-                first evaluation call ends (:class:`~videolmm.eval.startup.FrozenHeap`), so that no
-                full collection stalls decoding while the model loads.
+                first evaluation call ends (:class:`~videolmm.eval.startup.FrozenHeap`).
             warm_decoder: decode a tiny in-memory clip before the load starts
-                (:func:`~videolmm.eval.startup.warm_decoder`), so that the first real decodes do
-                not pay the decoder's imports beside the load.
+                (:func:`~videolmm.eval.startup.warm_decoder`).
+            load_processes: decode processes forked before the load, taking the decodes started while
+                it runs (:mod:`videolmm.eval.forked`); ``auto``: ``min(4, cores - 1)`` on Linux, 0: none.
             hold_cores: while generating with torch threads sized here, hold their cores from the
                 ``keyframe`` decoder's reads (:meth:`~videolmm.media.cores.ReadsInFlight.reserve`),
                 so that decode threads plan their FFmpeg threads for the cores torch leaves.
@@ -123,7 +123,6 @@ class VideoLMM(lmms):
         from accelerate import Accelerator
 
         spec = self.spec_from_model_args(pretrained, **options)
-        freeze, warm = parse_bool(freeze_gc, "freeze_gc"), parse_bool(warm_decoder, "warm_decoder")
         accelerator = Accelerator()
         self._rank = accelerator.process_index
         self._world_size = accelerator.num_processes
@@ -156,12 +155,12 @@ class VideoLMM(lmms):
         self._separator: str = ""  # set with the engine (see engine)
         self._defer_stop = False
         self._media = EarlyMedia(spec)  # decoding needs no weights: from the spec, at once
-        # before the load starts: no full GC over the imports' objects, the decoder's imports done
-        self._frozen = FrozenHeap() if freeze else None
-        if self._frozen is not None:  # a model dropped before any evaluation call releases it too
-            weakref.finalize(self, self._frozen.release)
-        warmup_s = warm_up(self._media.registry, self._media.media) if warm else None
-        self.stats = replace(self.stats, warmup_s=warmup_s or 0.0)
+        # before the load starts: heap frozen, decoder warmed, decode processes forked (eval/startup.py)
+        self._startup = Startup(
+            self._media, usable_cores(), freeze_gc=freeze_gc, warm_decoder=warm_decoder, load_processes=load_processes
+        )
+        weakref.finalize(self, self._startup.end)  # a model dropped before any evaluation call
+        self.stats = replace(self.stats, warmup_s=self._startup.warmup_s)
         self._load = BackgroundLoad(spec)
 
     @property
@@ -302,6 +301,7 @@ class VideoLMM(lmms):
             prefetch=self.prefetch,
             workers=self.decode_workers,
             burst=self.decode_burst,
+            load_decode=self._startup.forked.decode if self._startup.forked is not None else None,
             media_key=self._media_key,
             preload_bytes=self.preload_bytes,
             loading=self._engine is None and not self._load.done,
@@ -336,6 +336,7 @@ class VideoLMM(lmms):
                 load_wait = time.perf_counter() - t0
                 engine = self.engine
                 pipe.loaded()
+                self._startup.load_ended()
                 return self._generate_all(engine, requests, pipe, started, load_wait)
         finally:
             self._thaw()
@@ -431,9 +432,8 @@ class VideoLMM(lmms):
         return out
 
     def _thaw(self) -> None:
-        """The first evaluation call is over: the cyclic GC walks every object again (see ``freeze_gc``)."""
-        if self._frozen is not None:
-            self._frozen.release()
+        """The first evaluation call is over: the GC walks every object again, the processes stop."""
+        self._startup.end()
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
         raise NotImplementedError(

@@ -17,7 +17,8 @@ consumer (the generation loop), which takes them batch by batch:
   under ``preload_bytes`` (``prefetch > 0`` only);
 - ``workers`` decodes at once while generation runs; ``burst`` (every core by default) while
   nothing generates: during the load and whenever the consumer is blocked on a batch, so the cores
-  generation leaves idle decode;
+  generation leaves idle decode; the decodes started during the load go through ``load_decode``
+  when given (the eval model's decode processes, :mod:`videolmm.eval.forked`);
 - requests about the same media (several questions per video) share one decode; the frames are
   dropped once the last request that needs them has been handed over.
 
@@ -116,11 +117,13 @@ class DecodePipeline:
         prefetch: int,
         workers: int,
         burst: int | None = None,
+        load_decode: Callable[[Any], DecodedRequest] | None = None,
         media_key: Callable[[Any], Hashable | None] = lambda _: None,
         preload_bytes: int = PRELOAD_BYTES,
         loading: bool = True,
     ) -> None:
         self._decode = decode
+        self._load_decode = load_decode or decode
         self._requests = list(requests)
         self._bs = max(1, int(batch_size))
         self._prefetch = self.depth = max(0, int(prefetch))
@@ -242,14 +245,14 @@ class DecodePipeline:
             self._inflight += 1
             self.decodes += 1
             self._next += 1
-            self._pool.submit(self._run, i)
+            self._pool.submit(self._run, i, self._load_decode if self._loading else self._decode)
 
-    def _run(self, i: int) -> None:
+    def _run(self, i: int, decode: Callable[[Any], DecodedRequest]) -> None:
         out: DecodedRequest | None = None
         error: BaseException | None = None
         began = time.perf_counter()
         try:
-            out = self._decode(self._requests[i])
+            out = decode(self._requests[i])
         except BaseException as exc:  # decode records failures itself; anything else reaches the consumer
             error = exc
         with self._cond:

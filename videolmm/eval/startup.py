@@ -14,6 +14,12 @@ throughput*), two things kept the first decodes from finishing during the load:
 - **The decoder's first use** imports its libraries (PyAV loads FFmpeg's shared libraries, about
   60 ms with the GIL held). :func:`warm_decoder` decodes a tiny clip encoded in memory through the
   model's own decoder and sampler before the load starts.
+- **The GIL itself.** The load is Python-bound, and a decode thread beside it waits for the GIL at
+  every FFmpeg call. Decode processes forked before the load (:mod:`videolmm.eval.forked`) take the
+  decodes started while it runs.
+
+:class:`Startup` does all three in the model's constructor, in that order, and undoes them at the end
+of the first evaluation call (:meth:`Startup.end`).
 """
 
 from __future__ import annotations
@@ -21,11 +27,15 @@ from __future__ import annotations
 import gc
 import io
 import logging
+import sys
 import threading
 import time
 from typing import Any
 
+from videolmm.errors import ConfigError
+from videolmm.eval.forked import ForkedDecoders, fork_available
 from videolmm.media.loader import PROBED_DECODERS, FrameLoader
+from videolmm.models.spec import parse_bool
 from videolmm.types import MediaSettings
 
 logger = logging.getLogger(__name__)
@@ -115,4 +125,70 @@ def warm_decoder(registry: Any, media: MediaSettings) -> float | None:
     return time.perf_counter() - start
 
 
-__all__ = ["FrozenHeap", "tiny_clip", "warm_decoder"]
+def load_processes_for(setting: int | str, cores: int) -> int:
+    """Decode processes to fork for the load: ``auto`` → ``min(4, cores - 1)`` where forking is
+    available (:func:`~videolmm.eval.forked.fork_available`), else 0; an integer as given (0: none).
+
+    Raises:
+        ConfigError: not ``auto`` or a non-negative integer, or processes asked for where forking is not
+            available.
+    """
+    text = str(setting).strip().lower()
+    if text == "auto":
+        return min(4, cores - 1) if fork_available() else 0
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise ConfigError(f"load_processes={setting!r}: expected 'auto' or an integer >= 0")
+    if n and not fork_available():
+        raise ConfigError(f"load_processes={setting!r}: forking decode processes is not available on {sys.platform}")
+    return n
+
+
+class Startup:
+    """The eval model's start-up measures, taken in its constructor before the load starts (module doc).
+
+    Args:
+        media: the model's :class:`~videolmm.eval.prefetch.EarlyMedia`.
+        cores: the cores the process may use.
+        freeze_gc: hold a :class:`FrozenHeap`.
+        warm_decoder: run :func:`warm_decoder`.
+        load_processes: ``auto`` or how many decode processes to fork (:func:`load_processes_for`).
+
+    Attributes:
+        frozen: the heap hold, or None.
+        warmup_s: seconds the warm-up took (0 when not run).
+        forked: the decode processes serving the decodes started during the load, or None.
+
+    Raises:
+        ConfigError: a flag is not a boolean, or ``load_processes`` is not valid.
+    """
+
+    def __init__(
+        self, media: Any, cores: int, *, freeze_gc: Any = True, warm_decoder: Any = True, load_processes: Any = "auto"
+    ) -> None:
+        freeze, warm = parse_bool(freeze_gc, "freeze_gc"), parse_bool(warm_decoder, "warm_decoder")
+        processes = load_processes_for(load_processes, cores)
+        self.frozen = FrozenHeap() if freeze else None
+        self.warmup_s = (_warm(media.registry, media.media) if warm else None) or 0.0
+        self.forked = ForkedDecoders(media, processes, cores) if processes else None
+
+    def load_ended(self) -> None:
+        """The model is loaded: new decodes run in threads again (the processes stop)."""
+        if self.forked is not None:
+            self.forked.retire()
+
+    def end(self) -> None:
+        """The first evaluation call is over (or the model is dropped): unfreeze, stop the processes
+        (idempotent)."""
+        if self.frozen is not None:
+            self.frozen.release()
+        if self.forked is not None:
+            self.forked.close()
+
+
+_warm = warm_decoder
+
+__all__ = ["FrozenHeap", "Startup", "load_processes_for", "tiny_clip", "warm_decoder"]

@@ -199,6 +199,10 @@ class FrameCache:
         """This object's counters so far."""
         return self._stats
 
+    def add_stats(self, other: CacheStats) -> None:
+        """Add counters kept elsewhere (a decode process's copy of this cache) to this object's."""
+        self._count(**asdict(other))
+
     def _count(self, **deltas: int) -> None:
         with self._lock:
             values = asdict(self._stats)
