@@ -303,3 +303,25 @@ def test_depth_grows_only_where_it_helps() -> None:
     assert deeper(8, 2, decode_s=0.5, generate_s=2.0) == 8  # at most 4 x prefetch
     assert deeper(2, 2, decode_s=3.0, generate_s=2.0) == 2  # decoding is the bottleneck: depth cannot help
     assert deeper(0, 0, decode_s=0.0, generate_s=2.0) == 0  # prefetch=0 means no decoding ahead
+
+
+def test_pipeline_load_decodes_take_their_own_route_one_lane_at_a_time() -> None:
+    """While the model loads, ``load_workers`` decodes at once go through ``load_decode`` (the eval
+    model's decode processes); after :meth:`loaded`, the threads' ``decode`` takes the rest."""
+    gate = threading.Event()
+    during, after = Recorder(gate), Recorder()
+    reqs = requests(6)
+    with DecodePipeline(
+        after, reqs, batch_size=2, prefetch=2, workers=1, burst=2, load_decode=during, load_workers=1, loading=True
+    ) as pipe:
+        for _ in range(500):
+            if during.order:
+                break
+            threading.Event().wait(0.01)
+        assert during.order == ["q0"] and during.peak == 1 and not after.order  # one lane, in order
+        pipe.loaded()
+        gate.set()
+        got = [item.request.question for batch in pipe.batches() for item in batch]
+    assert got == [f"q{i}" for i in range(6)]
+    assert during.order == ["q0"] and sorted(after.order) == [f"q{i}" for i in range(1, 6)]
+    assert pipe.decoded_during_load == 0 and pipe.decodes == 6  # q0 ended after the load did

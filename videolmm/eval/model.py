@@ -294,6 +294,7 @@ class VideoLMM(lmms):
 
     def _pipeline(self, requests: list[Any]) -> DecodePipeline:
         """Start decoding ``requests`` ahead of generation (see :mod:`videolmm.eval.prefetch`)."""
+        forked = self._startup.forked
         return DecodePipeline(
             self._media.decode,
             requests,
@@ -301,7 +302,8 @@ class VideoLMM(lmms):
             prefetch=self.prefetch,
             workers=self.decode_workers,
             burst=self.decode_burst,
-            load_decode=self._startup.forked.decode if self._startup.forked is not None else None,
+            load_decode=forked.decode if forked is not None else None,
+            load_workers=forked.processes if forked is not None else None,
             media_key=self._media_key,
             preload_bytes=self.preload_bytes,
             loading=self._engine is None and not self._load.done,

@@ -17,8 +17,9 @@ consumer (the generation loop), which takes them batch by batch:
   under ``preload_bytes`` (``prefetch > 0`` only);
 - ``workers`` decodes at once while generation runs; ``burst`` (every core by default) while
   nothing generates: during the load and whenever the consumer is blocked on a batch, so the cores
-  generation leaves idle decode; the decodes started during the load go through ``load_decode``
-  when given (the eval model's decode processes, :mod:`videolmm.eval.forked`);
+  generation leaves idle decode; while the model loads, ``load_workers`` (default ``burst``) decodes
+  at once, through ``load_decode`` when given (the eval model's decode processes,
+  :mod:`videolmm.eval.forked`: one per process, so that they take the requests in order);
 - requests about the same media (several questions per video) share one decode; the frames are
   dropped once the last request that needs them has been handed over.
 
@@ -118,6 +119,7 @@ class DecodePipeline:
         workers: int,
         burst: int | None = None,
         load_decode: Callable[[Any], DecodedRequest] | None = None,
+        load_workers: int | None = None,
         media_key: Callable[[Any], Hashable | None] = lambda _: None,
         preload_bytes: int = PRELOAD_BYTES,
         loading: bool = True,
@@ -129,6 +131,7 @@ class DecodePipeline:
         self._prefetch = self.depth = max(0, int(prefetch))
         self._workers = max(1, int(workers))
         self._burst = max(self._workers, int(burst or self._workers))
+        self._load_workers = max(1, int(load_workers or self._burst))
         self._preload_bytes = int(preload_bytes)
         self._keys = [media_key(r) for r in self._requests]
         self._last_use = {k: i for i, k in enumerate(self._keys) if k is not None}
@@ -151,7 +154,8 @@ class DecodePipeline:
         self.decoded_during_load = 0
         self.decode_busy_s = 0.0  # decode seconds summed over decodes
         self.generate_s = 0.0  # consumer time between taking a batch and asking for the next
-        self._pool = ThreadPoolExecutor(max_workers=self._burst, thread_name_prefix="videolmm-decode")
+        threads = max(self._burst, self._load_workers)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="videolmm-decode")
         with self._cond:
             self._pump()
 
@@ -231,8 +235,9 @@ class DecodePipeline:
                 self._source[i] = self._shared[key]
                 self._next += 1
                 continue
-            idle = self._waiting or self._loading  # nothing generates: every allowed thread decodes
-            if self._inflight >= (self._burst if idle else self._workers):
+            # nothing generates: every allowed thread decodes (while the model loads, ``load_workers``)
+            limit = self._load_workers if self._loading else self._burst if self._waiting else self._workers
+            if self._inflight >= limit:
                 return
             ahead = i // self._bs - self._asked
             if ahead > self._prefetch:
