@@ -149,8 +149,12 @@ def test_the_eval_model_decodes_in_its_processes_while_it_loads(
     def answers(lm: LlavaNextVideo) -> list[str]:
         lm.task_dict = {"fk": {"test": dict(enumerate(docs))}}
         requests = [
-            Instance("generate_until", (d["question"], dict(GEN), lambda doc: [doc["video"]], i, "fk", "test"), idx=0,
-                     metadata={"task": "fk", "doc_id": i, "repeats": 1})  # fmt: skip
+            Instance(
+                "generate_until",
+                (d["question"], dict(GEN), lambda doc: [doc["video"]], i, "fk", "test"),
+                idx=0,
+                metadata={"task": "fk", "doc_id": i, "repeats": 1},
+            )  # fmt: skip
             for i, d in enumerate(docs)
         ]
         return [r.text for r in lm.generate_until(requests)]

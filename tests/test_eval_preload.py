@@ -109,12 +109,13 @@ def test_decoding_runs_while_the_model_loads(
     monkeypatch.setattr(loading, "load_engine", load_engine)
     lm = model(gated, batch_size=2, prefetch=2, decode_workers=1, decode_burst=1, load_processes=0)  # decodes here
     assert lm._engine is None and not lm._load.done  # the constructor did not wait for the load
-    assert lm._startup.frozen is not None and lm._startup.frozen.held and lm.stats.warmup_s > 0  # both before the load started
+    frozen = lm._startup.frozen
+    assert frozen is not None and frozen.held and lm.stats.warmup_s > 0  # both before the load started
     got = answers(lm, docs)
 
     assert held == [True], "the load finished without decoding having started: generate_until joined it first"
     assert frozen_during_load == [True]  # no full collection walked the imports' objects during the load
-    assert not lm._startup.frozen.held  # released at the end of the first call
+    assert not frozen.held  # released at the end of the first call
     assert got == plain  # three clips, two questions each: the same answers as the plain path
     stats = lm.stats
     assert stats.decoded_during_load >= 1 and stats.decodes == 3
