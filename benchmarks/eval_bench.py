@@ -620,8 +620,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         "Where the speed comes from (our side): batching (one `generate` call per 16 samples instead of 16); "
         "loading the model in a background thread while lmms-eval builds the tasks, and decoding the first "
-        "batches while that load finishes (in a forked decode process while it runs, every core while nothing generates "
-        "after it); "
+        "batches while that load finishes (in a forked decode process while it runs, every core while nothing "
+        "generates after it); "
         "decoding the next batches in a background thread while the current one generates; decoding each video "
         "once however many questions ask about it (here two per clip); and, on CPU, sizing torch's threads per "
         "batch (`torch_threads=auto`): every core when the previous batch decoded in under a quarter of its "
