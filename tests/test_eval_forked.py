@@ -64,6 +64,8 @@ def test_children_decode_what_this_process_decodes(media: EarlyMedia, clips: dic
         for request, got in zip(requests, results, strict=True):
             assert got is not None and got.error is None and got.request == request
             assert same_frames(got, media.decode(request)) and got.videos[0].num_frames == 4
+        for child in forked._children:  # Ctrl-C reaches the whole process group: the children carry on
+            os.kill(child.process.pid, signal.SIGINT)
         bad = forked.decode(Request(question="q", videos=(str(broken),)))
         assert bad.error is not None and "broken.mp4" in bad.error and not bad.videos
         assert forked.served == len(requests) + 1 and forked.fallbacks == 0

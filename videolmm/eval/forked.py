@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import queue
+import signal
 import sys
 import threading
 from dataclasses import asdict
@@ -44,7 +45,9 @@ def fork_available() -> bool:
 def _serve(media: Any, conn: Connection, hold: int) -> None:
     """The child's loop: decode each request received, send back its :class:`DecodedRequest`; stop at
     None or when the parent's end closes. ``hold`` cores are held from the child's reads (the parent's
-    load and the other children use them)."""
+    load and the other children use them). Ctrl-C is the parent's to handle: the child ignores it and
+    stops when the parent closes its end."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     READS_IN_FLIGHT.reserve().hold(hold)
     while True:
         try:
