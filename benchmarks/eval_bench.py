@@ -844,7 +844,7 @@ def share_text(rows: list[dict[str, Any]]) -> str:
     cells = [
         f"{r['family']} generation phase {r['sh_noshare_gen_s']:.2f} → {r['sh_ours_gen_s']:.2f} s "
         f"(**{r['sh_gen_ratio']:.2f}×**, per repeat "
-        + ", ".join(f"{x:.2f}×" for x in r["sh_gen_ratios"])
+        + per_repeat(r["sh_gen_ratios"])
         + f"), decode waits {r['sh_noshare_wait_share']:.1%} → {r['sh_ours_wait_share']:.1%} of it (first batch "
         f"{r['sh_noshare_first_wait_share']:.1%} → {r['sh_ours_first_wait_share']:.1%}), decodes done during the "
         f"load {r['sh_noshare_decoded_during_load']:.0f} → {r['sh_ours_decoded_during_load']:.0f}, evaluation "
@@ -861,6 +861,11 @@ def share_text(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def per_repeat(ratios: list[float]) -> str:
+    """Per-repeat ratios as text: ``0.93×, 1.04×``."""
+    return ", ".join(f"{x:.2f}×" for x in ratios)
+
+
 def process_text(rows: list[dict[str, Any]]) -> str:
     """Decode processes during the load against threads (the ``threadload`` side on ``hd``), medians."""
     cells = [
@@ -871,7 +876,7 @@ def process_text(rows: list[dict[str, Any]]) -> str:
         f"{r['pr_threadload_first_wait_share']:.1%} → {r['pr_ours_first_wait_share']:.1%}), generation phase "
         f"{r['pr_threadload_gen_s']:.2f} → {r['pr_ours_gen_s']:.2f} s ({r['pr_gen_ratio']:.2f}×), evaluation phase "
         f"incl. the load **{r['pr_eval_ratio']:.2f}×** (per repeat "
-        + ", ".join(f"{x:.2f}×" for x in r["pr_eval_ratios"])
+        + per_repeat(r["pr_eval_ratios"])
         + "), answers "
         + ("identical" if r["pr_same_answers"] else "DIFFERENT")
         for r in rows
@@ -909,7 +914,7 @@ def ab_text(rows: list[dict[str, Any]]) -> str:
         f"{r['ab_nostartup_decoded_during_load']:.0f} → {r['ab_ours_decoded_during_load']:.0f}, first-batch wait "
         f"{r['ab_nostartup_first_wait_s']:.2f} → {r['ab_ours_first_wait_s']:.2f} s, evaluation phase incl. the "
         f"load **{r['ab_eval_ratio']:.2f}×** (per repeat "
-        + ", ".join(f"{x:.2f}×" for x in r["ab_eval_ratios"])
+        + per_repeat(r["ab_eval_ratios"])
         + f"), setup {r['ab_nostartup_setup_s']:.1f} → {r['ab_ours_setup_s']:.1f} s (it includes the "
         f"{r['ab_ours_warmup_s']:.2f} s warm-up; the rest of its difference is imports and task building, the same "
         f"work on both sides), answers {'identical' if r['ab_same_answers'] else 'DIFFERENT'}"

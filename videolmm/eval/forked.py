@@ -59,7 +59,9 @@ def _serve(media: Any, conn: Connection, hold: int) -> None:
         cache = media.frame_cache
         before = asdict(cache.stats) if cache is not None else {}
         out = media.decode(request)  # failures are recorded in the result, never raised
-        counted = {k: v - before[k] for k, v in asdict(cache.stats).items()} if cache is not None else {}
+        counted = None  # this decode's frame-cache counters (the parent adds them to its own)
+        if cache is not None:
+            counted = type(cache.stats)(**{k: v - before[k] for k, v in asdict(cache.stats).items()})
         try:
             conn.send((out, counted))
         except (EOFError, OSError):
@@ -162,8 +164,8 @@ class ForkedDecoders:
             return None
         decoded, counted = out
         cache = self._media.frame_cache
-        if cache is not None and counted:  # the child's frame-cache counters, added to this process's
-            cache.add_stats(type(cache.stats)(**counted))
+        if cache is not None and counted is not None:  # the child's frame-cache counters
+            cache.add_stats(counted)
         with self._lock:
             self.served += 1
         return decoded

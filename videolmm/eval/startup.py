@@ -125,6 +125,10 @@ def warm_decoder(registry: Any, media: MediaSettings) -> float | None:
     return time.perf_counter() - start
 
 
+#: :func:`warm_decoder` under a name that :class:`Startup`'s ``warm_decoder`` flag does not shadow
+_warm = warm_decoder
+
+
 def load_processes_for(setting: int | str, cores: int) -> int:
     """Decode processes to fork for the load: ``auto`` → ``min(4, cores - 1)`` where forking is
     available (:func:`~videolmm.eval.forked.fork_available`), else 0; an integer as given (0: none).
@@ -188,7 +192,5 @@ class Startup:
         if self.forked is not None:
             self.forked.close()
 
-
-_warm = warm_decoder
 
 __all__ = ["FrozenHeap", "Startup", "load_processes_for", "tiny_clip", "warm_decoder"]
