@@ -70,7 +70,7 @@ def test_children_decode_what_this_process_decodes(media: EarlyMedia, clips: dic
         assert bad.error is not None and "broken.mp4" in bad.error and not bad.videos
         assert forked.served == len(requests) + 1 and forked.fallbacks == 0
     finally:
-        forked.close()
+        forked.close(timeout=30)
     assert all(not c.process.is_alive() and c.process.exitcode == 0 for c in forked._children)
 
 
@@ -86,7 +86,7 @@ def test_the_childrens_frame_cache_counts_in_this_process(
     try:
         first, second = forked.decode(request), forked.decode(request)  # written by the child, then read back
     finally:
-        forked.close()
+        forked.close(timeout=30)
     stats = cached.frame_cache.stats
     assert (stats.misses, stats.writes, stats.hits) == (1, 1, 1) and forked.served == 2
     assert same_frames(first, second) and same_frames(first, cached.decode(request))
@@ -109,7 +109,7 @@ def test_a_dead_child_hands_its_requests_back(
         again = forked.decode(request)  # the dead child is not asked again: no wait, decoded here
         assert again.error is None and forked.fallbacks == 2
     finally:
-        forked.close()
+        forked.close(timeout=30)
 
 
 def test_retiring_releases_waiters_and_stops_the_children(media: EarlyMedia, clips: dict[str, Path]) -> None:
@@ -126,7 +126,7 @@ def test_retiring_releases_waiters_and_stops_the_children(media: EarlyMedia, cli
     waiter.join(30)
     assert len(waited) == 1 and waited[0].error is None and forked.fallbacks == 1  # decoded in its own thread
     forked._give_back(busy)  # the busy child comes back after the retirement: stopped
-    forked.close()
+    forked.close(timeout=30)
     assert forked.retired and all(not c.process.is_alive() and c.process.exitcode == 0 for c in forked._children)
     assert forked.decode(request).error is None and forked.fallbacks == 2
 

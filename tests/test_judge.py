@@ -61,7 +61,7 @@ class FakeJudge:
     Counts every request (``requests``) and the most requests in flight at once (``max_in_flight``).
     """
 
-    def __init__(self, delay_s: float = 0.0, slow_s: float = 1.5) -> None:
+    def __init__(self, delay_s: float = 0.0, slow_s: float = 3.0) -> None:
         self.delay_s = delay_s
         self.slow_s = slow_s
         self.requests: list[dict[str, Any]] = []
@@ -486,16 +486,17 @@ def test_429_and_500_are_retried_then_succeed(
 
 
 def test_timeouts_are_retried(judge_server: FakeJudge, tmp_path: Path, reliability) -> None:
-    client = JudgeClient(settings(judge_server, tmp_path, timeout_s=0.3))
+    timeout_s = 1.0  # under the fake's slow_s; the retry must answer within it on a busy machine
+    client = JudgeClient(settings(judge_server, tmp_path, timeout_s=timeout_s))
     before = judge_server.count()
     reply = client.complete(vcgpt("slow good"))
     assert reply.ok and reply.attempts == 2
     calls = judge_server.count()
-    rerun = JudgeClient(settings(judge_server, tmp_path, timeout_s=0.3)).complete(vcgpt("slow good"))
+    rerun = JudgeClient(settings(judge_server, tmp_path, timeout_s=timeout_s)).complete(vcgpt("slow good"))
     assert rerun.cached and rerun.text == reply.text and judge_server.count() == calls  # a re-run: zero calls
     reliability(
         "Load and faults",
-        "judge times out once (client timeout 0.3 s), then answers",
+        f"judge times out once (client timeout {timeout_s:g} s), then answers",
         "judge",
         "the timed-out attempt is retried; the reply counts and is cached; a re-run makes zero calls",
         f"attempts={reply.attempts}, ok={reply.ok}, server calls={calls - before}; "

@@ -175,18 +175,23 @@ def test_decode_bomb_is_refused_before_decoding(media, limits, limit: str, phras
 @pytest.mark.parametrize("decoder", ["keyframe", "pyav", "ffmpeg_cli"])
 def test_deadline_stops_the_decoder_between_frames(media, decoder: str, reliability) -> None:
     settings = MediaSettings(decoder=decoder, sampler="uniform", sampling=SamplingSpec(num_frames=4))
+    start = time.perf_counter()
+    FrameLoader(get_registry()).load(str(media["long_gop"]), settings)  # no deadline: the whole decode
+    full = time.perf_counter() - start
     loader = FrameLoader(get_registry(), limits=MediaLimits(decode_timeout_s=0.05))
     start = time.perf_counter()
-    with pytest.raises(DecodeTimeout, match=r"decoding stopped after 0\.\d+ s: the limit is 0\.05 s") as err:
+    with pytest.raises(DecodeTimeout, match=r"decoding stopped after \d+\.\d+ s: the limit is 0\.05 s") as err:
         loader.load(str(media["long_gop"]), settings)
     elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, elapsed  # a full decode of the 6000 frames takes several times longer
+    # the 6000 frames take 0.4-0.8 s here: stopped within a frame of 0.05 s, the work is a fraction of that
+    assert elapsed < full / 2, (elapsed, full)
     reliability(
         SECTION,
         f"decode deadline 0.05 s ({decoder}, 6000-frame GOP)",
         "core",
         "DecodeTimeout raised by the decoder loop; the work has stopped when load() returns",
-        f"{type(err.value).__name__}: {err.value.reason}; load() returned after {elapsed:.2f} s",
+        f"{type(err.value).__name__}: {err.value.reason}; load() returned after {elapsed:.2f} s "
+        f"(the whole decode: {full:.2f} s)",
     )
 
 

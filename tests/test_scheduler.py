@@ -142,11 +142,17 @@ def test_scheduler_streams_deltas_that_add_up_to_the_answer(trained, clips: dict
 def test_cancel_frees_the_slot_and_the_rest_goes_on(trained, clips: dict[str, Path]) -> None:
     requests = _requests(clips, (200, 10, 10))
     scheduler = Scheduler(trained, max_batch_size=1)
-    started = threading.Event()
-    long = scheduler.submit(trained.decode(requests[0]), lambda _: started.set())
+    submitted: list = []
+    assigned = threading.Event()
+
+    def cancel_at_first_text(_: str) -> None:  # on the scheduler's thread: the cancel lands before its next step
+        assert assigned.wait(60)
+        submitted[0].cancel()
+
+    long = scheduler.submit(trained.decode(requests[0]), cancel_at_first_text)
+    submitted.append(long)
+    assigned.set()
     others = [scheduler.submit(trained.decode(r)) for r in requests[1:]]
-    assert started.wait(60)
-    long.cancel()
     cancelled = long.result(timeout=60)
     assert not cancelled.ok and "RequestCancelled" in cancelled.error
     assert [t.result(timeout=60).text for t in others] == [r.text for r in _alone(trained, requests[1:])]
@@ -167,7 +173,11 @@ def test_a_finished_request_frees_its_frames_without_the_cyclic_gc(trained, clip
             del item
             assert ticket.result(timeout=60).ok
             del ticket
-        time.sleep(0.05)  # the scheduler thread waits for the next request (its loop locals are gone)
+        # freed once the scheduler thread is back waiting for the next request (its loop locals are gone);
+        # polled, with the cyclic GC still off, since that thread may be descheduled for a while
+        deadline = time.monotonic() + 10
+        while any(ref() is not None for ref in frames) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert [ref() is None for ref in frames] == [True, True, True]
     finally:
         gc.enable()

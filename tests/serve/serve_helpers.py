@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
+import re
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +116,29 @@ class ServeApp:
         """``file://`` URL of a file in the media root."""
         return (self.media_root / name).as_uri()
 
+    def logs(self) -> dict[str, list[str]]:
+        """The Serve replicas' log texts by deployment name (one text per replica ever started)."""
+        out: dict[str, list[str]] = {}
+        for path in self.ray_tmp.glob("ray/session_*/logs/serve/replica_videolmm_*.log"):
+            deployment = path.name.removeprefix("replica_videolmm_").split("_", 1)[0]
+            out.setdefault(deployment, []).append(path.read_text(errors="replace"))
+        return out
+
+    def wait_for_log(
+        self, deployment: str, patterns: dict[str, re.Pattern[str]], timeout_s: float = 30
+    ) -> tuple[str, re.Match[str]] | None:
+        """The key and match of the first of ``patterns`` in ``deployment``'s logs, polled up to ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            texts = self.logs().get(deployment, [])
+            for key, pattern in patterns.items():
+                for text in texts:
+                    if match := pattern.search(text):
+                        return key, match
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.5)
+
 
 def video_message(url: str, question: str = "What colour is the moving square?") -> list[dict[str, Any]]:
     """One user message: a video, then the question (lmms-eval's openai model sends this shape)."""
@@ -126,3 +153,34 @@ def video_message(url: str, question: str = "What colour is the moving square?")
 def data_url(path: Path, mime: str) -> str:
     """A base64 ``data:`` URL of a file."""
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def leave_mid_stream(app: ServeApp, model: str = LNV, tries: int = 5) -> str:
+    """Stream a 64-token answer, leave after its first text; the request id whose cancel the model replica logged.
+
+    The cancel races the rest of the generation (about 0.15 s for the tiny model): the client's close
+    must reach the model replica through the proxy and the ingress before the last token. An attempt
+    whose answer the replica logged as finished lost that race and is tried again with a new id.
+    """
+    body = {"model": model, "messages": video_message(app.file_url("red_right.mp4")), "max_tokens": 64, "stream": True}
+    for _ in range(tries):
+        rid = f"vlmm-cancel-{uuid.uuid4().hex}"
+        with (
+            app.http(headers={"x-request-id": rid}) as http,
+            http.stream("POST", "/v1/chat/completions", json=body) as r,
+        ):
+            assert r.status_code == 200, r.read()
+            for line in r.iter_lines():
+                if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                    break  # leave mid-stream: the connection closes here
+        ended = app.wait_for_log(
+            "ModelServer",
+            {
+                "cancelled": re.compile(rf"{rid}.*request cancelled"),
+                "finished": re.compile(rf"{rid}.*generated \d+ tokens"),
+            },
+        )
+        assert ended is not None, f"{rid}: the model replica logged neither a cancel nor an answer within 30 s"
+        if ended[0] == "cancelled":
+            return rid
+    raise AssertionError(f"{tries} streams left after their first text all finished before the cancel arrived")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -204,16 +203,7 @@ def test_request_id_reaches_every_stage_log(serve_app: ServeApp) -> None:
     deadline = time.monotonic() + 20
     found: dict[str, bool] = {}
     while time.monotonic() < deadline and len(found) < len(stages):
-        logs = _serve_logs(serve_app.ray_tmp)
+        logs = serve_app.logs()
         found = {stage: True for stage, needle in stages.items() if any(needle in t for t in logs.get(stage, []))}
         time.sleep(0.5)
     assert set(found) == set(stages), f"request id {rid} missing from the logs of {set(stages) - set(found)}"
-
-
-def _serve_logs(ray_tmp: Path) -> dict[str, list[str]]:
-    """Serve replica log text by deployment name."""
-    out: dict[str, list[str]] = {}
-    for path in ray_tmp.glob("ray/session_*/logs/serve/replica_videolmm_*.log"):
-        deployment = path.name.removeprefix("replica_videolmm_").split("_", 1)[0]
-        out.setdefault(deployment, []).append(path.read_text(errors="replace"))
-    return out

@@ -14,7 +14,7 @@ import urllib.request
 from importlib.resources import files
 from pathlib import Path
 
-from serve_helpers import HOUND, LNV, ServeApp, video_message
+from serve_helpers import HOUND, ServeApp, leave_mid_stream, video_message
 
 DASHBOARD = files("videolmm").joinpath("serve", "configs", "grafana_dashboard.json")
 METRICS_PY = Path(__file__).resolve().parents[2] / "videolmm" / "serve" / "metrics.py"
@@ -71,9 +71,7 @@ def test_every_dashboard_metric_is_exported_by_the_running_app(serve_app: ServeA
     stream = client.chat.completions.create(model=HOUND, messages=messages, max_tokens=4, temperature=0, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     # a stream on the continuous scheduler, left after its first delta: slot gauges and a cancel
-    stream = client.chat.completions.create(model=LNV, messages=messages, max_tokens=64, temperature=0, stream=True)
-    next(iter(stream))
-    stream.close()
+    leave_mid_stream(serve_app)
     wanted = set().union(*_panel_metrics().values())
     deadline, missing = time.monotonic() + 45, wanted  # Ray's metrics agent exports every few seconds
     while time.monotonic() < deadline:

@@ -74,6 +74,7 @@ def _kill_mid_stream(app: ServeApp, replica: str) -> tuple[float, StreamEnd]:
     import ray
 
     body = {"model": LNV, "messages": video_message(app.file_url("red_right.mp4")), "max_tokens": 64, "stream": True}
+    actor = ray.get_actor(replica, namespace="serve")  # looked up first: only the kill itself races the answer
     chunks, error, finished, done, killed_at = 0, None, False, False, None
     with app.http(timeout=REQUEST_TIMEOUT_S) as http, http.stream("POST", "/v1/chat/completions", json=body) as stream:
         assert stream.status_code == 200, stream.read()
@@ -92,7 +93,7 @@ def _kill_mid_stream(app: ServeApp, replica: str) -> tuple[float, StreamEnd]:
                 finished |= choice.get("finish_reason") is not None
             if chunks and killed_at is None:  # generating: the request is inside the model replica
                 killed_at = time.monotonic()
-                ray.kill(ray.get_actor(replica, namespace="serve"), no_restart=True)
+                ray.kill(actor, no_restart=True)
     assert killed_at is not None, f"the stream ended before its first text (error: {error})"
     return killed_at, StreamEnd(chunks, error, finished, done)
 

@@ -63,9 +63,12 @@ def healthy(health: dict[str, str]) -> bool:
 
 @pytest.fixture(scope="module")
 def replicas_before(serve_app: ServeApp, hostile: dict[str, HostileCase]) -> set[str]:
-    """The replicas once the app is healthy and answers (an earlier test may have restarted one)."""
+    """The replicas once the app is healthy and answers (an earlier test may have restarted one).
+
+    Not while a deployment is upscaling: its new replica's log file could appear after the snapshot.
+    """
     deadline = time.monotonic() + 120
-    while not healthy(app_health()):
+    while not healthy(app_health()) or any(v.endswith("UPSCALING") for v in app_health().values()):
         assert time.monotonic() < deadline, f"the app is not healthy: {app_health()}"
         time.sleep(1)
     assert post(serve_app, serve_app.file_url("red_right.mp4"))[0] == 200
