@@ -160,27 +160,32 @@ def leave_mid_stream(app: ServeApp, model: str = LNV, tries: int = 5) -> str:
 
     The cancel races the rest of the generation (about 0.15 s for the tiny model): the client's close
     must reach the model replica through the proxy and the ingress before the last token. An attempt
-    whose answer the replica logged as finished lost that race and is tried again with a new id.
+    whose answer the replica logged as finished lost that race and is tried again with a new id, as is
+    one refused 503 ``overloaded`` (backpressure from earlier tests' requests, after its Retry-After).
     """
     body = {"model": model, "messages": video_message(app.file_url("red_right.mp4")), "max_tokens": 64, "stream": True}
-    for _ in range(tries):
+    lost, refused = 0, 0
+    while lost < tries and refused < 20:
         rid = f"vlmm-cancel-{uuid.uuid4().hex}"
         with (
             app.http(headers={"x-request-id": rid}) as http,
-            http.stream("POST", "/v1/chat/completions", json=body) as r,
+            http.stream("POST", "/v1/chat/completions", json=body) as response,
         ):
-            assert r.status_code == 200, r.read()
-            for line in r.iter_lines():
+            if response.status_code == 503:
+                assert json.loads(response.read())["error"]["code"] == "overloaded"
+                refused += 1
+                time.sleep(float(response.headers.get("retry-after", "1")))
+                continue
+            assert response.status_code == 200, response.read()
+            for line in response.iter_lines():
                 if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
                     break  # leave mid-stream: the connection closes here
-        ended = app.wait_for_log(
-            "ModelServer",
-            {
-                "cancelled": re.compile(rf"{rid}.*request cancelled"),
-                "finished": re.compile(rf"{rid}.*generated \d+ tokens"),
-            },
-        )
+        ends = {"cancelled": rf"{rid}.*request cancelled", "finished": rf"{rid}.*generated \d+ tokens"}
+        ended = app.wait_for_log("ModelServer", {key: re.compile(rx) for key, rx in ends.items()})
         assert ended is not None, f"{rid}: the model replica logged neither a cancel nor an answer within 30 s"
         if ended[0] == "cancelled":
             return rid
-    raise AssertionError(f"{tries} streams left after their first text all finished before the cancel arrived")
+        lost += 1
+    raise AssertionError(
+        f"{lost} streams left after their first text finished before the cancel arrived; {refused} refused 503"
+    )

@@ -67,35 +67,49 @@ class StreamEnd:
     error: dict | None  # the error event's ``error`` object
     finished: bool  # a finish chunk (finish_reason) arrived
     done: bool  # the stream ended with ``data: [DONE]``
+    refused: int  # tries answered 503 ``overloaded`` before it was taken
 
 
 def _kill_mid_stream(app: ServeApp, replica: str) -> tuple[float, StreamEnd]:
-    """Kill ``replica`` once a streamed 64-token answer has its first text; read the stream to its end."""
+    """Kill ``replica`` once a streamed 64-token answer has its first text; read the stream to its end.
+
+    The stream competes with the load for the replica's slots: a 503 ``overloaded`` (backpressure, by
+    design) is tried again after its Retry-After.
+    """
     import ray
 
     body = {"model": LNV, "messages": video_message(app.file_url("red_right.mp4")), "max_tokens": 64, "stream": True}
     actor = ray.get_actor(replica, namespace="serve")  # looked up first: only the kill itself races the answer
     chunks, error, finished, done, killed_at = 0, None, False, False, None
-    with app.http(timeout=REQUEST_TIMEOUT_S) as http, http.stream("POST", "/v1/chat/completions", json=body) as stream:
-        assert stream.status_code == 200, stream.read()
-        for line in stream.iter_lines():
-            if not line.startswith("data: "):
-                continue
-            if line == "data: [DONE]":
-                done = True
-                break
-            event = json.loads(line[len("data: ") :])
-            if "error" in event:
-                error = event["error"]
-                continue
-            for choice in event.get("choices", []):
-                chunks += bool(choice.get("delta", {}).get("content"))
-                finished |= choice.get("finish_reason") is not None
-            if chunks and killed_at is None:  # generating: the request is inside the model replica
-                killed_at = time.monotonic()
-                ray.kill(actor, no_restart=True)
-    assert killed_at is not None, f"the stream ended before its first text (error: {error})"
-    return killed_at, StreamEnd(chunks, error, finished, done)
+    refused: list[str] = []
+    with app.http(timeout=REQUEST_TIMEOUT_S) as http:
+        while killed_at is None and len(refused) < 20:
+            with http.stream("POST", "/v1/chat/completions", json=body) as stream:
+                if stream.status_code == 503:
+                    refused.append(json.loads(stream.read())["error"]["code"])
+                    assert refused[-1] == "overloaded", refused
+                    time.sleep(float(stream.headers.get("retry-after", "1")))
+                    continue
+                assert stream.status_code == 200, stream.read()
+                for line in stream.iter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    if line == "data: [DONE]":
+                        done = True
+                        break
+                    event = json.loads(line[len("data: ") :])
+                    if "error" in event:
+                        error = event["error"]
+                        continue
+                    for choice in event.get("choices", []):
+                        chunks += bool(choice.get("delta", {}).get("content"))
+                        finished |= choice.get("finish_reason") is not None
+                    if chunks and killed_at is None:  # generating: the request is inside the model replica
+                        killed_at = time.monotonic()
+                        ray.kill(actor, no_restart=True)
+            assert killed_at is not None, f"the stream ended before its first text (error: {error})"
+    assert killed_at is not None, f"the stream was refused {len(refused)} times: {refused}"
+    return killed_at, StreamEnd(chunks, error, finished, done, len(refused))
 
 
 def _model_replicas() -> list[str]:
@@ -189,7 +203,8 @@ def test_killed_model_replica_fails_in_flight_requests_and_service_returns(serve
         f"ModelServer replica killed (ray.kill) under load at concurrency {CONCURRENCY}",
         "API",
         "in-flight requests end with an error JSON, none hang; a new replica serves within 30 s",
-        f"a stream being generated → error event {sentinel.error.get('code')} after {sentinel.chunks} chunks; "
+        f"a stream being generated ({sentinel.refused} tries refused 503 first) → error event "
+        f"{sentinel.error.get('code')} after {sentinel.chunks} chunks; "
         f"{len(in_flight)} more in flight → {sum(errors.values())} errors {dict(errors)}, "
         f"{len(in_flight) - sum(errors.values())}×200; sent after the kill: {dict(after_kill)}; "
         f"first 200 after {recovered_at - killed_at:.1f} s; {sum(sent)} sent, 0 hung",
