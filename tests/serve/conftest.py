@@ -202,6 +202,9 @@ def serve_app(
     ``STATIC``, tiny.yaml's llava_next_video checkpoint on the static scheduler."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["RAY_AUTH_MODE"] = "disabled"
+    # Serve kills a proxy not ready within 5 s; on a starved machine (Ray's workers run at nice 15) the
+    # session's proxy took longer and serve.start() failed with ActorDiedError: allow a minute
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     ray_mode = os.environ.get("VIDEOLMM_TEST_RAY_MODE", "default")
     if ray_mode not in RAY_MODES:
         raise ValueError(f"VIDEOLMM_TEST_RAY_MODE={ray_mode!r}: choose one of {sorted(RAY_MODES)}")
