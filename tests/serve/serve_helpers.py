@@ -7,6 +7,8 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,28 +157,37 @@ def data_url(path: Path, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
+@contextmanager
+def admitted_stream(
+    http: httpx.Client, body: dict[str, Any], max_refusals: int = 20
+) -> Iterator[tuple[httpx.Response, int]]:
+    """A streamed chat completion once the app takes it, and how many tries were refused first.
+
+    A 503 ``overloaded`` (backpressure, by design, from other requests in flight) is tried again after
+    its Retry-After, up to ``max_refusals`` times; any other answer than 200 fails the test.
+    """
+    for refused in range(max_refusals + 1):
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            if response.status_code != 503 or refused == max_refusals:
+                assert response.status_code == 200, response.read()
+                yield response, refused
+                return
+            assert json.loads(response.read())["error"]["code"] == "overloaded"
+            retry_after = float(response.headers.get("retry-after", "1"))
+        time.sleep(retry_after)
+
+
 def leave_mid_stream(app: ServeApp, model: str = LNV, tries: int = 5) -> str:
     """Stream a 64-token answer, leave after its first text; the request id whose cancel the model replica logged.
 
     The cancel races the rest of the generation (about 0.15 s for the tiny model): the client's close
     must reach the model replica through the proxy and the ingress before the last token. An attempt
-    whose answer the replica logged as finished lost that race and is tried again with a new id, as is
-    one refused 503 ``overloaded`` (backpressure from earlier tests' requests, after its Retry-After).
+    whose answer the replica logged as finished lost that race and is tried again with a new id.
     """
     body = {"model": model, "messages": video_message(app.file_url("red_right.mp4")), "max_tokens": 64, "stream": True}
-    lost, refused = 0, 0
-    while lost < tries and refused < 20:
+    for _ in range(tries):
         rid = f"vlmm-cancel-{uuid.uuid4().hex}"
-        with (
-            app.http(headers={"x-request-id": rid}) as http,
-            http.stream("POST", "/v1/chat/completions", json=body) as response,
-        ):
-            if response.status_code == 503:
-                assert json.loads(response.read())["error"]["code"] == "overloaded"
-                refused += 1
-                time.sleep(float(response.headers.get("retry-after", "1")))
-                continue
-            assert response.status_code == 200, response.read()
+        with app.http(headers={"x-request-id": rid}) as http, admitted_stream(http, body) as (response, _):
             for line in response.iter_lines():
                 if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
                     break  # leave mid-stream: the connection closes here
@@ -185,7 +196,4 @@ def leave_mid_stream(app: ServeApp, model: str = LNV, tries: int = 5) -> str:
         assert ended is not None, f"{rid}: the model replica logged neither a cancel nor an answer within 30 s"
         if ended[0] == "cancelled":
             return rid
-        lost += 1
-    raise AssertionError(
-        f"{lost} streams left after their first text finished before the cancel arrived; {refused} refused 503"
-    )
+    raise AssertionError(f"{tries} streams left after their first text all finished before the cancel arrived")

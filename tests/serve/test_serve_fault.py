@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from serve_helpers import LNV, ServeApp, video_message
+from serve_helpers import LNV, ServeApp, admitted_stream, video_message
 
 CONCURRENCY = 8
 REQUEST_TIMEOUT_S = 45.0  # per request; longer counts as hung
@@ -74,42 +74,32 @@ def _kill_mid_stream(app: ServeApp, replica: str) -> tuple[float, StreamEnd]:
     """Kill ``replica`` once a streamed 64-token answer has its first text; read the stream to its end.
 
     The stream competes with the load for the replica's slots: a 503 ``overloaded`` (backpressure, by
-    design) is tried again after its Retry-After.
+    design) is tried again after its Retry-After (:func:`admitted_stream`).
     """
     import ray
 
     body = {"model": LNV, "messages": video_message(app.file_url("red_right.mp4")), "max_tokens": 64, "stream": True}
     actor = ray.get_actor(replica, namespace="serve")  # looked up first: only the kill itself races the answer
     chunks, error, finished, done, killed_at = 0, None, False, False, None
-    refused: list[str] = []
-    with app.http(timeout=REQUEST_TIMEOUT_S) as http:
-        while killed_at is None and len(refused) < 20:
-            with http.stream("POST", "/v1/chat/completions", json=body) as stream:
-                if stream.status_code == 503:
-                    refused.append(json.loads(stream.read())["error"]["code"])
-                    assert refused[-1] == "overloaded", refused
-                    time.sleep(float(stream.headers.get("retry-after", "1")))
-                    continue
-                assert stream.status_code == 200, stream.read()
-                for line in stream.iter_lines():
-                    if not line.startswith("data: "):
-                        continue
-                    if line == "data: [DONE]":
-                        done = True
-                        break
-                    event = json.loads(line[len("data: ") :])
-                    if "error" in event:
-                        error = event["error"]
-                        continue
-                    for choice in event.get("choices", []):
-                        chunks += bool(choice.get("delta", {}).get("content"))
-                        finished |= choice.get("finish_reason") is not None
-                    if chunks and killed_at is None:  # generating: the request is inside the model replica
-                        killed_at = time.monotonic()
-                        ray.kill(actor, no_restart=True)
-            assert killed_at is not None, f"the stream ended before its first text (error: {error})"
-    assert killed_at is not None, f"the stream was refused {len(refused)} times: {refused}"
-    return killed_at, StreamEnd(chunks, error, finished, done, len(refused))
+    with app.http(timeout=REQUEST_TIMEOUT_S) as http, admitted_stream(http, body) as (stream, refused):
+        for line in stream.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                done = True
+                break
+            event = json.loads(line[len("data: ") :])
+            if "error" in event:
+                error = event["error"]
+                continue
+            for choice in event.get("choices", []):
+                chunks += bool(choice.get("delta", {}).get("content"))
+                finished |= choice.get("finish_reason") is not None
+            if chunks and killed_at is None:  # generating: the request is inside the model replica
+                killed_at = time.monotonic()
+                ray.kill(actor, no_restart=True)
+    assert killed_at is not None, f"the stream ended before its first text (error: {error})"
+    return killed_at, StreamEnd(chunks, error, finished, done, refused)
 
 
 def _model_replicas() -> list[str]:
